@@ -1,0 +1,196 @@
+"""Checkpoints: safetensors weights (never pickle) plus a JSON card.
+
+A checkpoint is `NAME.safetensors`; its card (model config, task prior, box,
+sampler defaults, training config and command, evaluation table) is stored twice:
+inside the safetensors metadata, so one downloaded or uploaded file is complete,
+and beside it as `NAME.json` for people to read. The sidecar wins when both exist.
+
+Saves are atomic: each file is written to a temporary name in the same folder and
+renamed over the target, so a crash mid-save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import CheckpointError
+from .model import EnergyConfig, EnergyTransformer
+
+CARD_KEY = "iclebm_card"
+FORMAT = "iclebm-checkpoint/1"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The shipped checkpoints live in the repository's checkpoints/ folder.
+CHECKPOINT_DIR = PACKAGE_DIR.parent / "checkpoints"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "mog2d.safetensors"
+MAX_HEADER_BYTES = 100_000_000
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_bytes(model: EnergyTransformer, card: dict | None = None) -> bytes:
+    """The .safetensors bytes of a model with its card embedded (for saving or downloading)."""
+    card = dict(card if card is not None else model.card)
+    card["format"] = FORMAT
+    card["model"] = model.config.to_dict()
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    return st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
+
+
+def save_checkpoint(model: EnergyTransformer, path: str | os.PathLike, card: dict | None = None) -> Path:
+    """Write weights + card atomically. Returns the .safetensors path."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    card = dict(card if card is not None else model.card)
+    data = checkpoint_bytes(model, card)
+    card["format"] = FORMAT
+    card["model"] = model.config.to_dict()
+    _atomic_write(path, data)
+    _atomic_write(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
+    model.card = card
+    return path
+
+
+def _read_header(data: bytes, name: str) -> dict:
+    """Parse and sanity-check the safetensors header so bad files fail with a clear reason."""
+    if len(data) < 8:
+        raise CheckpointError(f"{name} is too short to be a safetensors file ({len(data)} bytes)")
+    (n,) = struct.unpack("<Q", data[:8])
+    if data[:1] == b"\x80" or data[:2] == b"PK":
+        raise CheckpointError(
+            f"{name} looks like a pickle/torch.save file; iclebm loads only safetensors (pickles can run code)"
+        )
+    if n > MAX_HEADER_BYTES or 8 + n > len(data):
+        raise CheckpointError(
+            f"{name} is not a valid safetensors file (header claims {n} bytes; the file has {len(data)}): "
+            "it is truncated or not safetensors"
+        )
+    try:
+        header = json.loads(data[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{name} has a corrupt safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{name} has a corrupt safetensors header")
+    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > len(data):
+        raise CheckpointError(
+            f"{name} is truncated: the header describes {8 + n + end} bytes, the file has {len(data)}"
+        )
+    return header
+
+
+def load_checkpoint_bytes(data: bytes, name: str = "checkpoint", card: dict | None = None) -> EnergyTransformer:
+    """Load a model from .safetensors bytes (e.g. an upload). Raises CheckpointError with the reason."""
+    header = _read_header(data, name)
+    if card is None:
+        meta = header.get("__metadata__") or {}
+        if CARD_KEY not in meta:
+            raise CheckpointError(f"{name} is a safetensors file but not an iclebm checkpoint (no card inside)")
+        try:
+            card = json.loads(meta[CARD_KEY])
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{name} has a corrupt card: {e}") from None
+    if not isinstance(card, dict) or not isinstance(card.get("model"), dict):
+        raise CheckpointError(f"{name}: the card has no model config")
+    try:
+        config = EnergyConfig.from_dict(card["model"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{name}: the card's model config is invalid: {e}") from None
+    try:
+        tensors = st_load(data)
+    except (SafetensorsError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{name} could not be read as safetensors: {e}") from None
+    model = EnergyTransformer(config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{name} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for key, ref in expected.items():
+        if tuple(tensors[key].shape) != tuple(ref.shape):
+            raise CheckpointError(
+                f"{name}: weight {key} has shape {tuple(tensors[key].shape)}, "
+                f"the config needs {tuple(ref.shape)}"
+            )
+        if not bool(torch.isfinite(tensors[key]).all()):
+            raise CheckpointError(f"{name}: weight {key} contains NaN or inf")
+    model.load_state_dict(tensors)
+    model.card = card
+    return model.eval()
+
+
+def load_checkpoint(path: str | os.PathLike | None = None) -> EnergyTransformer:
+    """Load a checkpoint (default: the shipped model) in eval mode with `model.card` set."""
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if path.suffix != ".safetensors" and not path.exists():
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    card = None
+    side = card_path(path)
+    if side.is_file():
+        try:
+            card = json.loads(side.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"the card {side} is not valid JSON: {e}") from None
+    return load_checkpoint_bytes(data, name=path.name, card=card)
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of a checkpoint without building the model (sidecar, else embedded)."""
+    path = Path(path)
+    side = card_path(path)
+    try:
+        if side.is_file():
+            return json.loads(side.read_text())
+        header = _read_header(path.read_bytes(), path.name)
+        return json.loads((header.get("__metadata__") or {})[CARD_KEY])
+    except CheckpointError:
+        raise
+    except (OSError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read the card of {path}: {e}") from None
+
+
+def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
+    folder = Path(folder)
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+def box_of(model: EnergyTransformer, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
+    box = model.card.get("box", default) if model.card else default
+    lo, hi = float(box[0]), float(box[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        return default
+    return lo, hi

@@ -1,0 +1,189 @@
+"""Command line: python -m iclebm train | evaluate | bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .errors import IclebmError
+from .model import EnergyTransformer
+from .presets import PRESETS, get_preset
+from .training import Trainer
+
+
+def _resume_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".trainstate.safetensors")
+
+
+def save_train_state(trainer: Trainer, path: Path) -> None:
+    """Optimiser moments and RNG state as safetensors (no pickle), for --resume."""
+    tensors: dict[str, torch.Tensor] = {"generator": trainer.generator.get_state()}
+    opt = trainer.optimizer.state_dict()
+    for idx, st in opt["state"].items():
+        for key, val in st.items():
+            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val).detach().clone()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"step_count": str(trainer.step_count)})
+    tmp.replace(path)
+
+
+def load_train_state(trainer: Trainer, path: Path) -> None:
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), "pt") as f:
+        step_count = int(f.metadata()["step_count"])
+    opt = trainer.optimizer.state_dict()
+    state: dict[int, dict] = {}
+    for name, val in tensors.items():
+        if name.startswith("opt."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = val
+    opt["state"] = state
+    trainer.optimizer.load_state_dict(opt)
+    trainer.generator.set_state(tensors["generator"])
+    trainer.step_count = step_count
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    preset = get_preset(args.preset)
+    steps = args.steps if args.steps is not None else preset.steps
+    tcfg = replace(preset.train, total_steps=steps, seed=args.seed)
+    if args.lr is not None:
+        tcfg = replace(tcfg, lr=args.lr)
+    out = Path(args.out or f"runs/{args.preset}.safetensors")
+    torch.set_num_threads(args.threads) if args.threads else None
+    model: EnergyTransformer | None = None
+    resumed = False
+    if args.resume and out.exists():
+        model = load_checkpoint(out)
+        resumed = True
+    trainer = Trainer(model=model, config=tcfg, model_config=preset.model)
+    prior_seconds = 0.0
+    if resumed:
+        rp = _resume_path(out)
+        if rp.exists():
+            load_train_state(trainer, rp)
+        else:
+            trainer.step_count = int(model.card.get("training", {}).get("steps", 0))  # type: ignore[union-attr]
+        prior_seconds = float(model.card.get("training", {}).get("seconds", 0.0))  # type: ignore[union-attr]
+        print(f"resuming {out} at step {trainer.step_count}", file=sys.stderr)
+    command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    t_start = time.time()
+    deadline = t_start + 60 * args.minutes if args.minutes else None
+
+    def card() -> dict:
+        return {
+            "name": out.stem,
+            "task": trainer.prior.to_card(),
+            "box": list(preset.box),
+            "sampler": preset.sampler.to_dict(),
+            "training": {
+                "preset": args.preset, "command": command, "steps": trainer.step_count,
+                "seconds": round(prior_seconds + time.time() - t_start, 1),
+                "config": tcfg.to_dict(), "events": trainer.events[-20:],
+            },
+        }
+
+    def checkpoint() -> None:
+        save_checkpoint(trainer.model, out, card())
+        save_train_state(trainer, _resume_path(out))
+
+    bar = tqdm(total=steps, initial=trainer.step_count, disable=args.quiet, desc=f"train {args.preset}")
+    last_save = time.time()
+    while trainer.step_count < steps:
+        m = trainer.step()
+        bar.update(0 if m["skipped"] else 1)
+        bar.set_postfix(loss=f"{m['loss']:.3f}", e_real=f"{m['e_real']:.2f}", e_neg=f"{m['e_neg']:.2f}")
+        if args.log_every and trainer.step_count % args.log_every == 0:
+            print(json.dumps({k: v for k, v in m.items() if k != "event"}), file=sys.stderr, flush=True)
+        if time.time() - last_save > args.save_every:
+            checkpoint()
+            last_save = time.time()
+        if deadline is not None and time.time() > deadline:
+            print(f"time limit reached at step {trainer.step_count}", file=sys.stderr)
+            break
+    bar.close()
+    checkpoint()
+    print(f"saved {out} ({trainer.step_count} steps)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import format_nll_table, in_context_nll
+
+    model = load_checkpoint(args.checkpoint)
+    table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
+    print(format_nll_table(table))
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.update_card:
+        model.card["evaluation"] = table
+        save_checkpoint(model, args.checkpoint, model.card)
+        print(f"updated the card of {args.checkpoint}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m iclebm", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an energy transformer with contrastive divergence")
+    t.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    t.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the preset's)")
+    t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    t.add_argument("--out", default=None, help="checkpoint path (default runs/PRESET.safetensors)")
+    t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
+    t.add_argument("--log-every", type=int, default=0, help="print metrics as JSON every N steps")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train, argv=None)
+
+    e = sub.add_parser("evaluate", help="in-context NLL table of a checkpoint")
+    e.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    e.add_argument("--tasks", type=int, default=64, help="held-out tasks")
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
+    e.add_argument("--json", default=None, help="write the table as JSON here")
+    e.add_argument("--update-card", action="store_true", help="store the table in the checkpoint's card")
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="speed benchmark: cached vs naive, vectorised vs loops")
+    b.add_argument("--checkpoint", default=None)
+    b.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
+    b.add_argument("--repeats", type=int, default=5)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if argv is not None and getattr(args, "argv", "absent") is None:
+        args.argv = argv
+    try:
+        return int(args.func(args))
+    except (IclebmError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,313 @@
+"""EnergyTransformer: a causal transformer that outputs E(x_n | x_<n) at every position.
+
+Shapes: B batch (tasks), N context points, M query points, P prefix groups,
+H heads, D model width, hd = D / H.
+
+The fast path ("context once, queries as extra tokens"): with a causal mask the
+hidden states of x_1..x_{n-1} never depend on later tokens, so E(q | x_<n) is the
+output of one extra token q that, at every layer, attends to the cached keys and
+values of the context positions j < n plus to its own key. A heatmap of M points
+then costs one context pass plus M query tokens instead of M full sequences, and
+every prefix length is one prefix-masked batch. `energies` is the plain causal
+forward; the query path must (and is tested to) agree with appending q to the
+prefix and running `energies`.
+
+The energy is  E = energy_scale * (f_theta(x | D) + |x|^2 / (2 base_std^2)):
+the network output f plus a fixed broad quadratic base, so that -grad E points
+inward far from the data, where the learned part goes flat. `energy_scale` is an
+inverse temperature calibrated after training (1.0 for an uncalibrated model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ContextTooLongError
+
+
+@dataclass
+class EnergyConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    d_model: int = 64
+    mlp_ratio: int = 4
+    max_context: int = 64  # longest context accepted (no positional embeddings, but
+    # the model only saw training sequences up to this length)
+    input_scale: float = 0.25  # coordinates are multiplied by this before embedding
+    base_std: float = 4.0  # width of the fixed quadratic base term; <= 0 disables it
+    energy_scale: float = 1.0  # calibrated inverse temperature
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
+        for name in ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not self.energy_scale > 0:
+            raise ValueError("energy_scale must be positive")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EnergyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class ContextCache:
+    """Per-layer keys/values of an encoded context: lists of (B, H, N, hd)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int
+
+    def detach(self) -> ContextCache:
+        return ContextCache([k.detach() for k in self.keys], [v.detach() for v in self.values], self.length)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: EnergyConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.n_head = cfg.n_head
+        self.ln_1 = nn.LayerNorm(d)
+        self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.ln_2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(
+            nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(), nn.Linear(cfg.mlp_ratio * d, d)
+        )
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(..., T, D) -> three (..., H, T, hd)."""
+        *lead, t, d = x.shape
+        q, k, v = self.c_attn(self.ln_1(x)).split(d, dim=-1)
+        shape = (*lead, t, self.n_head, d // self.n_head)
+        return tuple(z.reshape(shape).transpose(-3, -2) for z in (q, k, v))  # type: ignore[return-value]
+
+    def forward_context(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Plain causal self-attention. x: (B, N, D). Returns new x and this layer's k, v."""
+        b, n, d = x.shape
+        q, k, v = self._qkv(x)  # (B, H, N, hd)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])  # (B, H, N, N)
+        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).triu(1)
+        att = scores.masked_fill(causal, float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.c_proj(y)
+        x = x + self.mlp(self.ln_2(x))
+        return x, k, v
+
+    def forward_query(
+        self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, hidden: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Query tokens attending to a cached context prefix and to themselves.
+
+        x: (B, P, M, D) query hidden states, group p sees context positions j < lengths[p];
+        k_ctx, v_ctx: (B, H, N, hd); hidden: (P, N) bool mask of context keys to hide, or None.
+        """
+        b, p, m, d = x.shape
+        hd = d // self.n_head
+        q, k, v = self._qkv(x.reshape(b, p * m, d))  # (B, H, P*M, hd)
+        scale = 1.0 / math.sqrt(hd)
+        n = k_ctx.shape[2]
+        # Each query's own key is one extra score beside the context scores: a dense mask
+        # over every query's key would cost (P*M)^2 memory.
+        s_self = (q * k).sum(-1, keepdim=True) * scale  # (B, H, P*M, 1)
+        if n == 0:
+            y = v  # softmax over the single self score is 1
+        else:
+            s_ctx = (q @ k_ctx.transpose(-1, -2)) * scale  # (B, H, P*M, N)
+            if hidden is not None:
+                s_ctx = s_ctx.view(b, self.n_head, p, m, n).masked_fill(hidden[:, None, :], float("-inf"))
+                s_ctx = s_ctx.view(b, self.n_head, p * m, n)
+            att = torch.cat([s_ctx, s_self], dim=-1).softmax(-1)  # (B, H, P*M, N+1)
+            y = att[..., :n] @ v_ctx + att[..., n:] * v
+        y = y.transpose(1, 2).reshape(b, p, m, d)
+        x = x + self.c_proj(y)
+        return x + self.mlp(self.ln_2(x))
+
+
+class EnergyTransformer(nn.Module):
+    def __init__(self, config: EnergyConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed = nn.Linear(2, d)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 1)
+        self.card: dict = {}  # filled by load_checkpoint / the trainer
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
+            if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    # ---- input checks ----------------------------------------------------------------
+
+    def _check_points(self, x: torch.Tensor, name: str, allow_empty: bool = False) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            x = torch.as_tensor(x)
+        if x.ndim != 3 or x.shape[-1] != 2:
+            raise ValueError(f"{name} must have shape (batch, points, 2), got {tuple(x.shape)}")
+        if not allow_empty and x.shape[1] == 0:
+            raise ValueError(f"{name} is empty: pass at least one point")
+        if not x.is_floating_point():
+            x = x.to(self.dtype)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+        return x.to(self.dtype)
+
+    def _check_context(self, context: torch.Tensor) -> torch.Tensor:
+        context = self._check_points(context, "context", allow_empty=True)
+        if context.shape[1] > self.config.max_context:
+            raise ContextTooLongError(
+                f"context has {context.shape[1]} points; this model reads at most "
+                f"{self.config.max_context} (drop the oldest points or use a larger model)"
+            )
+        return context
+
+    # ---- energy parts -----------------------------------------------------------------
+
+    def base_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., 2) -> (...): the fixed quadratic base term (before energy_scale)."""
+        if self.config.base_std <= 0:
+            return x.new_zeros(x.shape[:-1])
+        return 0.5 * (x * x).sum(-1) / self.config.base_std**2
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x * self.config.input_scale)
+
+    def _readout(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(self.ln_f(h)).squeeze(-1)
+
+    def learned_energies(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, N, 2) -> (B, N): the network part f of E(x_n | x_<n), unscaled."""
+        h = self._embed(seq)
+        for block in self.blocks:
+            h, _, _ = block.forward_context(h)
+        return self._readout(h)
+
+    def encode_context(self, context: torch.Tensor) -> ContextCache:
+        """Run the context once and keep every layer's keys/values. context: (B, N, 2)."""
+        context = self._check_context(context)
+        keys, values = [], []
+        h = self._embed(context)
+        for block in self.blocks:
+            h, k, v = block.forward_context(h)
+            keys.append(k)
+            values.append(v)
+        return ContextCache(keys, values, context.shape[1])
+
+    def learned_energy_cached(
+        self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Network part f of E(query[:, p, m] | context[:, :lengths[p]]).
+
+        query: (B, P, M, 2); lengths: (P,) ints in [0, N] (default: all N). Returns (B, P, M).
+        """
+        b, p, m, _ = query.shape
+        n = cache.length
+        hidden = None
+        if lengths is not None:
+            lengths = torch.as_tensor(lengths, device=query.device)
+            if lengths.shape != (p,):
+                raise ValueError(f"lengths must have shape ({p},), got {tuple(lengths.shape)}")
+            if bool((lengths < 0).any()) or bool((lengths > n).any()):
+                raise ValueError(f"prefix lengths must lie in [0, {n}]")
+            if bool((lengths < n).any()):
+                hidden = torch.arange(n, device=query.device)[None, :] >= lengths[:, None]  # (P, N)
+        h = self._embed(query)
+        for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
+            h = block.forward_query(h, k, v, hidden)
+        return self._readout(h)
+
+    def _total(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.config.energy_scale * (f + self.base_energy(x))
+
+    # ---- public energies --------------------------------------------------------------
+
+    def energies(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, N, 2) -> (B, N): E(x_n | x_<n) at every position (plain causal forward)."""
+        seq = self._check_points(seq, "seq")
+        if seq.shape[1] > self.config.max_context + 1:
+            raise ContextTooLongError(
+                f"sequence has {seq.shape[1]} points; this model reads at most "
+                f"{self.config.max_context} context points plus one"
+            )
+        return self._total(self.learned_energies(seq), seq)
+
+    def energy_cached(
+        self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """E(query | context prefix) from an encoded context. query: (B, P, M, 2) -> (B, P, M)."""
+        return self._total(self.learned_energy_cached(query, cache, lengths), query)
+
+    def energy(self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """(B, M, 2), (B, N, 2) -> (B, M): E(q | context). N = 0 is the empty context."""
+        query = self._check_points(query, "query")
+        cache = self.encode_context(context)
+        if cache.keys[0].shape[0] != query.shape[0]:
+            raise ValueError(
+                f"query batch ({query.shape[0]}) and context batch ({cache.keys[0].shape[0]}) differ"
+            )
+        out = [
+            self.energy_cached(q[:, None], cache)[:, 0]
+            for q in _chunks(query, chunk or _chunk_size(1, cache.length, self.config))
+        ]
+        return torch.cat(out, dim=1)
+
+    def energy_at_prefixes(
+        self, query: torch.Tensor, context: torch.Tensor, lengths: list[int] | torch.Tensor,
+        chunk: int | None = None,
+    ) -> torch.Tensor:
+        """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): E(q | context[:, :lengths[p]])."""
+        query = self._check_points(query, "query")
+        cache = self.encode_context(context)
+        if cache.keys[0].shape[0] != query.shape[0]:
+            raise ValueError(
+                f"query batch ({query.shape[0]}) and context batch ({cache.keys[0].shape[0]}) differ"
+            )
+        lengths = torch.as_tensor(lengths, dtype=torch.long, device=query.device).reshape(-1)
+        p = lengths.shape[0]
+        out = []
+        for q in _chunks(query, chunk or _chunk_size(p, cache.length, self.config)):
+            out.append(self.energy_cached(q[:, None].expand(-1, p, -1, -1), cache, lengths))
+        return torch.cat(out, dim=2)
+
+    def energy_all_prefixes(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """(B, M, 2), (B, N, 2) -> (B, N+1, M): E(q | context[:, :n]) for n = 0..N."""
+        n = context.shape[1] if isinstance(context, torch.Tensor) and context.ndim == 3 else 0
+        return self.energy_at_prefixes(query, context, torch.arange(n + 1))
+
+
+def _chunk_size(p: int, n: int, cfg: EnergyConfig) -> int:
+    """Queries per chunk so the (B, H, P*M, N+1) score tensor stays near 16M entries."""
+    return max(256, (1 << 24) // max(1, p * (n + 1) * cfg.n_head))
+
+
+def _chunks(x: torch.Tensor, size: int) -> list[torch.Tensor]:
+    return list(x.split(size, dim=1)) if x.shape[1] > size else [x]

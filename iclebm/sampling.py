@@ -1,0 +1,144 @@
+"""Langevin dynamics on E(x | context):  x <- x - step_size * clip(grad_x E) + noise_std * eps.
+
+The context is encoded once (its keys/values are constant while chains move), and
+each step runs only the query tokens forward and backward. Gradients are taken with
+respect to the particles alone, so sampling never touches parameter gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .model import ContextCache, EnergyTransformer
+
+
+@dataclass
+class SamplerConfig:
+    """Default sampler settings; a checkpoint card stores these under "sampler"."""
+
+    steps: int = 100
+    step_size: float = 0.05
+    noise_std: float = 0.316
+    grad_clip: float | None = 20.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SamplerConfig:
+        return cls(
+            steps=int(d.get("steps", 100)),
+            step_size=float(d.get("step_size", 0.05)),
+            noise_std=float(d.get("noise_std", 0.316)),
+            grad_clip=None if d.get("grad_clip") is None else float(d["grad_clip"]),
+        )
+
+
+def clip_norm(g: torch.Tensor, max_norm: float | None) -> torch.Tensor:
+    """Scale each 2-vector (last dim) down to at most max_norm; None leaves g as is."""
+    if max_norm is None:
+        return g
+    norm = g.norm(dim=-1, keepdim=True)
+    return g * (max_norm / norm.clamp_min(max_norm))
+
+
+def _check_sampler_args(steps: int, step_size: float, noise_std: float, grad_clip: float | None) -> None:
+    if int(steps) < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not step_size >= 0 or not noise_std >= 0:
+        raise ValueError("step_size and noise_std must be non-negative numbers")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError("grad_clip must be positive or None")
+
+
+def langevin_cached(
+    model: EnergyTransformer,
+    cache: ContextCache,
+    init: torch.Tensor,
+    steps: int,
+    step_size: float,
+    noise_std: float,
+    grad_clip: float | None = None,
+    lengths: torch.Tensor | None = None,
+    box: tuple[float, float] | None = None,
+    generator: torch.Generator | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor:
+    """Chains for every prefix group at once. init: (B, P, C, 2) -> (B, P, C, 2).
+
+    Group p samples E(. | context[:, :lengths[p]]); `box` clamps particles after each step.
+    With return_trajectory the result is (T+1, B, P, C, 2), starting with init.
+    """
+    _check_sampler_args(steps, step_size, noise_std, grad_clip)
+    cache = cache.detach()
+    x = init.detach().to(model.dtype).clone()
+    traj = [x] if return_trajectory else None
+    with torch.enable_grad():
+        for _ in range(int(steps)):
+            x.requires_grad_(True)
+            energy = model.energy_cached(x, cache, lengths)
+            (grad,) = torch.autograd.grad(energy.sum(), x)
+            with torch.no_grad():
+                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                x = x - step_size * clip_norm(grad, grad_clip) + noise_std * noise
+                if box is not None:
+                    x = x.clamp(box[0], box[1])
+            if traj is not None:
+                traj.append(x)
+    x = x.detach()
+    return torch.stack(traj) if traj is not None else x
+
+
+def langevin(
+    model: EnergyTransformer,
+    context: torch.Tensor,
+    init: torch.Tensor,
+    steps: int,
+    step_size: float,
+    noise_std: float,
+    grad_clip: float | None = None,
+    return_trajectory: bool = False,
+    box: tuple[float, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sample E(x | context) with Langevin dynamics, batched over chains.
+
+    context: (B, N, 2) or (N, 2); init: (B, M, 2) or (M, 2) particle starts.
+    Returns the final particles (shape of init), or with return_trajectory every
+    step, (T+1, *init.shape), for animation.
+    """
+    context = torch.as_tensor(context)
+    init = torch.as_tensor(init)
+    unbatched = init.ndim == 2
+    if context.ndim == 2:
+        context = context[None]
+    if unbatched:
+        init = init[None]
+    if init.ndim != 3 or init.shape[-1] != 2:
+        raise ValueError(f"init must have shape (M, 2) or (B, M, 2), got {tuple(init.shape)}")
+    if init.shape[1] == 0:
+        raise ValueError("init is empty: pass at least one particle")
+    if not bool(torch.isfinite(init).all()):
+        raise ValueError("init contains NaN or inf")
+    if context.shape[0] == 1 and init.shape[0] > 1:
+        context = context.expand(init.shape[0], -1, -1)
+    if context.shape[0] != init.shape[0]:
+        raise ValueError(f"context batch ({context.shape[0]}) and init batch ({init.shape[0]}) differ")
+    with torch.no_grad():
+        cache = model.encode_context(context.to(model.dtype))
+    out = langevin_cached(
+        model, cache, init[:, None], steps, step_size, noise_std, grad_clip,
+        box=box, generator=generator, return_trajectory=return_trajectory,
+    )
+    out = out[..., 0, :, :]  # drop the prefix-group axis
+    return out[:, 0] if unbatched and return_trajectory else out[0] if unbatched else out
+
+
+def uniform_init(n: int, box: tuple[float, float], generator: torch.Generator | None = None,
+                 batch: int | None = None) -> torch.Tensor:
+    """n particles uniform over the square box; (n, 2) or (batch, n, 2)."""
+    shape = (n, 2) if batch is None else (batch, n, 2)
+    lo, hi = box
+    return lo + (hi - lo) * torch.rand(shape, generator=generator)

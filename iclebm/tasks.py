@@ -1,0 +1,202 @@
+"""Task families: distributions over the 2-D plane that a context is drawn from.
+
+A *task* is one distribution p; a *task prior* draws tasks. Pretraining uses the
+Gaussian-mixture prior (paper: mixtures of 3 isotropic Gaussians with uniform
+weights). The non-Gaussian shapes exist for probing how the frozen model reacts to
+data it never saw in training; they expose `sample` only (no exact density).
+
+Everything takes an explicit `torch.Generator`, so a seed reproduces a task and
+its points exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+Range = float | tuple[float, float]
+
+
+def _draw(value: Range, generator: torch.Generator) -> float:
+    """A fixed number, or a uniform draw from [lo, hi]."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    lo, hi = value
+    return lo + (hi - lo) * torch.rand((), generator=generator, dtype=torch.float64).item()
+
+
+def _as_range(value: Range | list[float]) -> Range:
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] > value[1]:
+            raise ValueError(f"a range must be [lo, hi] with lo <= hi, got {value!r}")
+        return (float(value[0]), float(value[1]))
+    return float(value)
+
+
+class Task(Protocol):
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """A mixture of isotropic Gaussians with uniform weights; exact log density."""
+
+    means: torch.Tensor  # (K, 2)
+    stds: torch.Tensor  # (K,)
+
+    def __post_init__(self) -> None:
+        if self.means.ndim != 2 or self.means.shape[1] != 2:
+            raise ValueError(f"means must have shape (K, 2), got {tuple(self.means.shape)}")
+        if self.stds.shape != (self.means.shape[0],):
+            raise ValueError("stds must have one entry per component")
+        if not bool((self.stds > 0).all()):
+            raise ValueError("component stds must be positive")
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, 2) i.i.d. points, float32."""
+        k = torch.randint(self.n_components, (n,), generator=generator)
+        noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        x = self.means.double()[k] + self.stds.double()[k, None] * noise
+        return x.float()
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., 2) -> (...) exact log density (float64 inside)."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        mu = self.means.double()
+        var = self.stds.double() ** 2  # (K,)
+        d2 = ((x[..., None, :] - mu) ** 2).sum(-1)  # (..., K)
+        log_comp = -0.5 * d2 / var - torch.log(2 * math.pi * var)
+        return torch.logsumexp(log_comp, dim=-1) - math.log(self.n_components)
+
+
+@dataclass(frozen=True)
+class MixturePrior:
+    """Prior over Gaussian-mixture tasks.
+
+    Means ~ N(0, mean_std^2 I), redrawn while any coordinate exceeds `mean_limit`
+    (so every task fits comfortably inside the plotting box); each component's std
+    and the number of components are fixed numbers or uniform draws from a range.
+    """
+
+    n_components: int | tuple[int, int] = 3
+    mean_std: Range = 3.0
+    component_std: Range = (0.33, 0.5)
+    mean_limit: float = 8.0
+
+    @classmethod
+    def from_card(cls, task: dict) -> MixturePrior:
+        """Build from a checkpoint card's `"task"` entry (numbers or [lo, hi] lists)."""
+        k = task.get("n_components", 3)
+        k = tuple(int(v) for v in k) if isinstance(k, (list, tuple)) else int(k)
+        return cls(
+            n_components=k,
+            mean_std=_as_range(task.get("mean_std", 3.0)),
+            component_std=_as_range(task.get("component_std", (0.33, 0.5))),
+            mean_limit=float(task.get("mean_limit", 8.0)),
+        )
+
+    def to_card(self) -> dict:
+        def plain(v: object) -> object:
+            return list(v) if isinstance(v, tuple) else v
+
+        return {
+            "family": "gaussian_mixture",
+            "n_components": plain(self.n_components),
+            "mean_std": plain(self.mean_std),
+            "component_std": plain(self.component_std),
+            "mean_limit": self.mean_limit,
+        }
+
+    def sample_task(self, generator: torch.Generator | None = None) -> GaussianMixture:
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        if isinstance(self.n_components, tuple):
+            lo, hi = self.n_components
+            k = int(torch.randint(lo, hi + 1, (), generator=g))
+        else:
+            k = int(self.n_components)
+        mean_std = _draw(self.mean_std, g)
+        means = torch.empty(k, 2, dtype=torch.float64)
+        for i in range(k):
+            while True:  # rejection keeps means inside the limit; rarely loops
+                m = mean_std * torch.randn(2, generator=g, dtype=torch.float64)
+                if bool((m.abs() <= self.mean_limit).all()):
+                    break
+            means[i] = m
+        stds = torch.tensor([_draw(self.component_std, g) for _ in range(k)], dtype=torch.float64)
+        return GaussianMixture(means, stds)
+
+    def sample_batch(
+        self, n_tasks: int, n_points: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list[GaussianMixture]]:
+        """(n_tasks, n_points, 2) contexts, one fresh task per row, and the tasks."""
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        tasks = [self.sample_task(g) for _ in range(n_tasks)]
+        return torch.stack([t.sample(n_points, g) for t in tasks]), tasks
+
+
+# ---- Non-Gaussian probe shapes (sample only) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class TwoMoons:
+    scale: float = 2.5
+    noise: float = 0.15
+    center: tuple[float, float] = (0.0, 0.0)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        t = math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
+        upper = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(upper, torch.cos(t), 1.0 - torch.cos(t))
+        y = torch.where(upper, torch.sin(t), 0.5 - torch.sin(t))
+        pts = torch.stack([x - 0.5, y - 0.25], -1) * self.scale
+        pts = pts + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        return (pts + torch.tensor(self.center, dtype=torch.float64)).float()
+
+
+@dataclass(frozen=True)
+class ConcentricRings:
+    radii: tuple[float, ...] = (2.0, 5.0)
+    noise: float = 0.2
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        r = torch.tensor(self.radii, dtype=torch.float64)
+        which = torch.randint(len(self.radii), (n,), generator=generator)
+        theta = 2 * math.pi * torch.rand(n, generator=generator, dtype=torch.float64)
+        rad = r[which] + self.noise * torch.randn(n, generator=generator, dtype=torch.float64)
+        return torch.stack([rad * torch.cos(theta), rad * torch.sin(theta)], -1).float()
+
+
+@dataclass(frozen=True)
+class SwissRoll:
+    scale: float = 0.6
+    noise: float = 0.2
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=generator, dtype=torch.float64))
+        pts = torch.stack([t * torch.cos(t), t * torch.sin(t)], -1) * self.scale
+        pts = pts + self.noise * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+        return pts.float()
+
+
+@dataclass(frozen=True)
+class UniformSquare:
+    half_width: float = 4.0
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+        return ((2 * u - 1) * self.half_width).float()
+
+
+PROBE_FAMILIES: dict[str, Task] = {
+    "two moons": TwoMoons(),
+    "concentric rings": ConcentricRings(),
+    "swiss roll": SwissRoll(),
+    "uniform square": UniformSquare(),
+}
