@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -47,6 +47,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -124,7 +128,7 @@ def load_checkpoint_bytes(data: bytes, name: str = "checkpoint", card: dict | No
         raise CheckpointError(f"{name}: the card's model config is invalid: {e}") from None
     try:
         tensors = st_load(data)
-    except (SafetensorsError, ValueError, RuntimeError) as e:
+    except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{name} could not be read as safetensors: {e}") from None
     model = EnergyTransformer(config)
     expected = model.state_dict()

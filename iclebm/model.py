@@ -39,7 +39,7 @@ class EnergyConfig:
     max_context: int = 64  # longest context accepted (no positional embeddings, but
     # the model only saw training sequences up to this length)
     input_scale: float = 0.25  # coordinates are multiplied by this before embedding
-    base_std: float = 4.0  # width of the fixed quadratic base term; <= 0 disables it
+    base_std: float = 3.0  # width of the fixed quadratic base term; <= 0 disables it
     energy_scale: float = 1.0  # calibrated inverse temperature
 
     def __post_init__(self) -> None:

@@ -30,23 +30,23 @@ def get_preset(name: str) -> Preset:
 
 def _mog2d() -> Preset:
     return Preset(
-        model=EnergyConfig(n_layer=4, n_head=4, d_model=64, max_context=64, base_std=4.0),
+        model=EnergyConfig(n_layer=4, n_head=4, d_model=64, max_context=64, base_std=3.0),
         train=TrainConfig(
-            batch_size=32, context_len=32, extra_points=8, chains=4, langevin_steps=15,
-            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.5, alpha=1e-2,
+            batch_size=16, context_len=64, extra_points=8, chains=4, langevin_steps=15,
+            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
             lr=1e-3, warmup=50, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
         ),
-        steps=6000,
+        steps=5000,
         sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),
     )
 
 
 def _small() -> Preset:
     return Preset(
-        model=EnergyConfig(n_layer=2, n_head=4, d_model=32, max_context=64, base_std=4.0),
+        model=EnergyConfig(n_layer=2, n_head=4, d_model=32, max_context=64, base_std=3.0),
         train=TrainConfig(
             batch_size=16, context_len=24, extra_points=8, chains=2, langevin_steps=10,
-            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.5, alpha=1e-2,
+            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
             lr=2e-3, warmup=20, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
         ),
         steps=400,
