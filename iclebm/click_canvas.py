@@ -1,0 +1,231 @@
+"""A Plotly canvas that reports exact clicked data coordinates (Streamlit components v2).
+
+Why a component: `st.plotly_chart(on_select=...)` returns nothing for clicks on a
+heatmap, and a dense invisible scatter would snap clicks to its nodes. Here the
+browser maps the click pixel through the axes' own pixel->data transforms
+(`xaxis.p2d`, `yaxis.p2d`), so a point lands exactly where the user clicked.
+
+plotly.js comes from the `plotly` Python package (`plotly.offline.get_plotlyjs()`),
+never from the network. It is ~4.8 MB, so it travels in a separate, constant
+"loader" element: Streamlit's forward-message cache then sends it to a browser
+once and afterwards only a hash reference, while the canvas element (small JS +
+the figure JSON) changes on every redraw. The browser caches module blobs by
+content hash, so the bundle is evaluated once per page.
+
+The canvas also renders figures with animation frames (the Langevin animation):
+`Plotly.react` takes `frames`, and the figure's own play/pause buttons and slider
+run in the browser without Streamlit reruns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+import plotly.graph_objects as go
+import streamlit as st
+
+LOADER_NAME = "iclebm.plotlyjs"
+CANVAS_NAME = "iclebm.click_canvas"
+
+_CANVAS_HTML = '<div class="iclebm-canvas"></div>'
+_CANVAS_CSS = """
+.iclebm-canvas { width: 100%; }
+.iclebm-canvas.clickable .nsewdrag { cursor: crosshair !important; }
+"""
+
+# The canvas script. `component` is Streamlit's argument object: data (from Python),
+# parentElement (the mount root), setTriggerValue (one-shot event to Python).
+_CANVAS_JS = r"""
+function waitForPlotly(timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const poll = () => {
+      if (window.Plotly) return resolve(window.Plotly);
+      if (performance.now() - t0 > timeoutMs) return reject(new Error("plotly.js did not load"));
+      setTimeout(poll, 20);
+    };
+    poll();
+  });
+}
+
+// Map a mouse event to data coordinates through the axes' own transforms.
+function eventToData(gd, ev) {
+  const fl = gd._fullLayout;
+  if (!fl || !fl.xaxis || !fl.yaxis) return null;
+  const xa = fl.xaxis, ya = fl.yaxis;
+  const rect = gd.getBoundingClientRect();
+  const px = ev.clientX - rect.left - xa._offset;
+  const py = ev.clientY - rect.top - ya._offset;
+  if (px < 0 || py < 0 || px > xa._length || py > ya._length) return null;  // outside the plot area
+  return { x: xa.p2d(px), y: ya.p2d(py), px: px, py: py };
+}
+
+export default function (component) {
+  const { data, parentElement, setTriggerValue } = component;
+  const root = parentElement.querySelector(".iclebm-canvas");
+  if (!root || !data) return;
+  const spec = JSON.parse(data.figure);
+  const height = data.height || 600;
+  root.style.height = height + "px";
+  root.classList.toggle("clickable", !!data.clickable);
+  root.dataset.revision = String(data.revision);
+  // Per-canvas memory that survives re-renders even if Streamlit rebuilds the root.
+  const store = (window.__iclebmCanvases = window.__iclebmCanvases || {});
+  const mem = (store[data.canvas_id] = store[data.canvas_id] || {});
+  let cancelled = false;
+
+  const tArrive = performance.now();
+  if (mem.clickT !== undefined) mem.arriveMs = tArrive - mem.clickT;
+  waitForPlotly(20000).then((Plotly) => {
+    if (cancelled) return;
+    const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
+    const config = Object.assign(
+      { responsive: true, displaylogo: false, scrollZoom: false,
+        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] },
+      data.config || {});
+    const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
+    const rendered = root._iclebmFigureId === data.figure_id
+      ? Promise.resolve()
+      : Plotly.react(root, fig);
+    return rendered.then(() => {
+      root._iclebmFigureId = data.figure_id;
+      root.dataset.renderMs = (performance.now() - tArrive).toFixed(1);
+      root.dataset.rendered = String(data.revision);
+      // Click -> redraw latency, read by the browser test: the click stamps a time,
+      // and the first render of a newer revision reports the elapsed milliseconds.
+      if (mem.clickT !== undefined && data.revision !== mem.clickRev) {
+        const ms = performance.now() - mem.clickT;
+        root.dataset.latencyMs = ms.toFixed(1);
+        window.__iclebmLatencies = (window.__iclebmLatencies || []).concat([ms]);
+        window.__iclebmTimings = (window.__iclebmTimings || []).concat([
+          { total: ms, arrive: mem.arriveMs, render: performance.now() - tArrive }]);
+        mem.clickT = undefined;
+      }
+    });
+  }).catch((err) => {
+    root.textContent = "Could not draw the canvas: " + err;
+  });
+
+  // Clicks: the press is caught on the canvas in the capture phase (Plotly's drag
+  // layer cannot swallow it); the release is caught on window, because Plotly puts a
+  // full-page drag cover over everything while the button is down. A press that
+  // moves more than a few pixels is a drag, not a click. Streamlit calls this
+  // function again on every data change without unmounting, so the previous
+  // listeners are removed first and the handlers read the latest data from `root`.
+  root._iclebmData = data;
+  root._iclebmSet = setTriggerValue;
+  if (root._iclebmOff) root._iclebmOff();
+  let down = null;
+  const onUp = (ev) => {
+    window.removeEventListener("pointerup", onUp, true);
+    const d = root._iclebmData;
+    if (!d || !d.clickable || !down || ev.button !== 0) return;
+    const moved = Math.hypot(ev.clientX - down.x, ev.clientY - down.y);
+    down = null;
+    if (moved > 4) return;
+    const p = eventToData(root, ev);
+    if (!p) return;
+    mem.clickT = performance.now();
+    mem.clickRev = d.revision;
+    mem.seq = (mem.seq || 0) + 1;
+    root._iclebmSet("click", { x: p.x, y: p.y, seq: mem.seq, t: Date.now() });
+  };
+  const onDown = (ev) => {
+    const d = root._iclebmData;
+    const target = ev.target;
+    if (!d || !d.clickable || ev.button !== 0) return;
+    if (target && target.closest && (target.closest(".modebar") || target.closest(".updatemenu-container")
+        || target.closest(".slider-container") || target.closest(".legend"))) return;
+    down = { x: ev.clientX, y: ev.clientY };
+    window.addEventListener("pointerup", onUp, true);
+  };
+  root.addEventListener("pointerdown", onDown, true);
+  root._iclebmOff = () => {
+    root.removeEventListener("pointerdown", onDown, true);
+    window.removeEventListener("pointerup", onUp, true);
+  };
+  return () => {
+    cancelled = true;
+  };
+}
+"""
+
+
+@lru_cache(maxsize=1)
+def _plotly_loader_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    # The bundle sets window.Plotly itself; the empty default export makes it a component.
+    return get_plotlyjs() + "\nexport default function () {}\n"
+
+
+def _components() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    # Registering again with identical content is a no-op, so this can run every rerun.
+    loader = st.components.v2.component(LOADER_NAME, js=_plotly_loader_js())
+    # Not style-isolated: plotly.js injects its CSS into document.head, which a shadow
+    # root would not see (modebar, hover labels, cursors would break).
+    canvas = st.components.v2.component(
+        CANVAS_NAME, html=_CANVAS_HTML, css=_CANVAS_CSS, js=_CANVAS_JS, isolate_styles=False
+    )
+    return loader, canvas
+
+
+def figure_payload(fig: go.Figure) -> str:
+    """The figure as JSON text (numpy arrays travel as compact base64 typed arrays)."""
+    return fig.to_json(validate=False)
+
+
+def plotly_canvas(
+    fig: go.Figure | str,
+    *,
+    key: str,
+    height: int = 600,
+    clickable: bool = True,
+    revision: int = 0,
+    figure_id: str | None = None,
+    on_click: Callable[[], None] | None = None,
+) -> dict | None:
+    """Render `fig`; return the last click as {"x", "y", "seq", "t"} in data coordinates, or None.
+
+    `on_click` runs as a callback before the next script run (read the click with
+    `clicked_point(key)`), so state changes it makes are drawn in that same run.
+    `figure_id` lets the browser skip redrawing an unchanged figure.
+    """
+    loader, canvas = _components()
+    loader(key=f"{key}-plotlyjs", height=0)
+    payload = fig if isinstance(fig, str) else figure_payload(fig)
+    data = {
+        "figure": payload,
+        "height": int(height),
+        "clickable": bool(clickable),
+        "revision": int(revision),
+        "figure_id": figure_id or str(hash(payload)),
+        "canvas_id": key,
+    }
+    result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None))
+    return _as_click(getattr(result, "click", None))
+
+
+def clicked_point(key: str) -> dict | None:
+    """The click trigger of canvas `key` inside its on_click callback (None if absent)."""
+    state = st.session_state.get(key)
+    value = None
+    if isinstance(state, dict):
+        value = state.get("click")
+    else:
+        value = getattr(state, "click", None)
+    return _as_click(value)
+
+
+def _as_click(value: Any) -> dict | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return None
+    if not isinstance(value, dict) or "x" not in value or "y" not in value:
+        return None
+    return value

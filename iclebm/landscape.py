@@ -1,0 +1,265 @@
+"""Compute helpers for the explorer: numbers in, numpy arrays out (no Streamlit, no Plotly).
+
+Everything here is called on a frozen model and returns plain arrays that the app
+caches and `iclebm.plots` draws:
+
+- `compute_landscape`: E(x | context) on a grid, the grid-normalised log density, and
+  the -grad E arrow field on a coarser grid (one context pass + query tokens).
+- `compute_film_strip`: the landscape after n = 0, 1, 2, 4, ... points, all prefixes in
+  one `energy_at_prefixes` call.
+- `langevin_animation`: particle trajectories under the current context, thinned to
+  a frame budget for the browser.
+- `draw_mixture`, `probe_points`, `true_log_density`, `sample_report`: task helpers.
+
+Grid convention (same as `iclebm.evaluate.grid_points`): cell centres, rows = y,
+columns = x, so an (R, R) array is directly a Plotly heatmap `z`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .evaluate import grid_points
+from .model import EnergyTransformer
+from .sampling import langevin
+from .tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
+
+Box = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Landscape:
+    xs: np.ndarray  # (R,) cell centres along x (and y: the box is square)
+    energy: np.ndarray  # (R, R) E(x | context), rows = y
+    log_density: np.ndarray  # (R, R) log p(x | context), normalised over the box grid
+    arrow_xy: np.ndarray | None  # (K, 2) arrow tails
+    arrow_uv: np.ndarray | None  # (K, 2) -grad E at the tails
+    n_context: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FilmStrip:
+    xs: np.ndarray  # (R,)
+    lengths: list[int]  # prefix lengths shown
+    energy: np.ndarray  # (P, R, R)
+    log_density: np.ndarray  # (P, R, R)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    steps: np.ndarray  # (F,) Langevin step index of each frame
+    positions: np.ndarray  # (F, M, 2) particle positions per frame
+    seconds: float
+
+
+def as_context(points: np.ndarray | list | torch.Tensor) -> torch.Tensor:
+    """(N, 2) points -> (1, N, 2) float32 tensor (N may be 0)."""
+    arr = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+    return torch.from_numpy(arr.copy())[None]
+
+
+def grid_axis(box: Box, resolution: int) -> np.ndarray:
+    lo, hi = box
+    h = (hi - lo) / resolution
+    return lo + h * (np.arange(resolution) + 0.5)
+
+
+def log_normalise(energy: np.ndarray, cell_area: float) -> np.ndarray:
+    """log p = -E - log Z with Z = sum exp(-E) * cell area over the last two axes."""
+    e = energy.astype(np.float64)
+    neg = -e
+    peak = neg.max(axis=(-2, -1), keepdims=True)
+    log_z = peak + np.log(np.exp(neg - peak).sum(axis=(-2, -1), keepdims=True) * cell_area)
+    return (neg - log_z).astype(np.float32)
+
+
+def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[torch.Tensor, float]:
+    grid, area = grid_points(box, resolution)
+    return grid.to(model.dtype)[None], area
+
+
+def compute_landscape(
+    model: EnergyTransformer,
+    points: np.ndarray | list,
+    box: Box,
+    resolution: int = 100,
+    arrow_resolution: int = 0,
+) -> Landscape:
+    """Energy, normalised log density and (if arrow_resolution > 0) the -grad E field."""
+    t0 = time.perf_counter()
+    context = as_context(points).to(model.dtype)
+    query, area = _grid_query(box, resolution, model)
+    with torch.no_grad():
+        cache = model.encode_context(context)
+        energy = model.energy_cached(query[:, None], cache)[0, 0]
+    energy_np = energy.reshape(resolution, resolution).numpy().astype(np.float32)
+    arrow_xy = arrow_uv = None
+    if arrow_resolution > 0:
+        # Arrows sit on a coarser grid: a field of 100x100 arrows would be unreadable.
+        lo, hi = box
+        ax = grid_axis(box, arrow_resolution)
+        yy, xx = np.meshgrid(ax, ax, indexing="ij")
+        tails = torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1), dtype=model.dtype)
+        with torch.enable_grad():
+            q = tails[None, None].clone().requires_grad_(True)
+            e = model.energy_cached(q, cache.detach())
+            (grad,) = torch.autograd.grad(e.sum(), q)
+        arrow_xy = tails.numpy()
+        arrow_uv = (-grad[0, 0]).numpy()
+    return Landscape(
+        xs=grid_axis(box, resolution).astype(np.float32),
+        energy=energy_np,
+        log_density=log_normalise(energy_np, area),
+        arrow_xy=arrow_xy,
+        arrow_uv=arrow_uv,
+        n_context=int(context.shape[1]),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def film_strip_lengths(n: int) -> list[int]:
+    """0, 1, 2, 4, 8, ... below n, then n itself (the paper's Figure 1 layout)."""
+    if n < 0:
+        raise ValueError("n must be >= 0")
+    out = [0]
+    k = 1
+    while k < n:
+        out.append(k)
+        k *= 2
+    if n > 0:
+        out.append(n)
+    return out
+
+
+def compute_film_strip(
+    model: EnergyTransformer, points: np.ndarray | list, box: Box, resolution: int = 48,
+    lengths: list[int] | None = None,
+) -> FilmStrip:
+    """The landscape after each prefix length, in one batched `energy_at_prefixes` call."""
+    t0 = time.perf_counter()
+    context = as_context(points).to(model.dtype)
+    n = int(context.shape[1])
+    lengths = film_strip_lengths(n) if lengths is None else [int(v) for v in lengths]
+    query, area = _grid_query(box, resolution, model)
+    with torch.no_grad():
+        energy = model.energy_at_prefixes(query, context, lengths)[0]  # (P, R*R)
+    energy_np = energy.reshape(len(lengths), resolution, resolution).numpy().astype(np.float32)
+    return FilmStrip(
+        xs=grid_axis(box, resolution).astype(np.float32),
+        lengths=lengths,
+        energy=energy_np,
+        log_density=log_normalise(energy_np, area),
+        seconds=time.perf_counter() - t0,
+    )
+
+
+INIT_KINDS = ("uniform", "gaussian", "context")
+
+
+def particle_init(
+    kind: str, n: int, box: Box, points: np.ndarray | list, generator: torch.Generator,
+    gaussian_std: float = 3.0,
+) -> torch.Tensor:
+    """Starting particles (n, 2): uniform over the box, N(0, std^2 I), or context points + N(0, 1)."""
+    lo, hi = box
+    ctx = as_context(points)[0]
+    if kind == "uniform":
+        x = lo + (hi - lo) * torch.rand(n, 2, generator=generator)
+    elif kind == "gaussian":
+        x = gaussian_std * torch.randn(n, 2, generator=generator)
+    elif kind == "context":
+        if ctx.shape[0] == 0:  # nothing to start from: fall back to the box
+            x = lo + (hi - lo) * torch.rand(n, 2, generator=generator)
+        else:
+            idx = torch.randint(ctx.shape[0], (n,), generator=generator)
+            x = ctx[idx] + torch.randn(n, 2, generator=generator)
+    else:
+        raise ValueError(f"unknown init {kind!r}; choose from {INIT_KINDS}")
+    return x.clamp(lo, hi)
+
+
+def frame_indices(steps: int, max_frames: int) -> np.ndarray:
+    """Evenly spread step indices 0..steps (both ends kept), at most max_frames of them."""
+    if steps < 0 or max_frames < 2:
+        raise ValueError("steps must be >= 0 and max_frames >= 2")
+    count = min(steps + 1, max_frames)
+    return np.unique(np.round(np.linspace(0, steps, count)).astype(int))
+
+
+def langevin_animation(
+    model: EnergyTransformer, points: np.ndarray | list, box: Box, *, n_particles: int, steps: int,
+    step_size: float, noise_std: float, grad_clip: float | None = None, init: str = "uniform",
+    seed: int = 0, max_frames: int = 60,
+) -> Trajectory:
+    """Langevin trajectories under the context, thinned to at most max_frames frames."""
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(int(seed))
+    x0 = particle_init(init, int(n_particles), box, points, g).to(model.dtype)
+    traj = langevin(
+        model, as_context(points).to(model.dtype), x0, int(steps), float(step_size), float(noise_std),
+        grad_clip=grad_clip, return_trajectory=True, box=box, generator=g,
+    )  # (T+1, M, 2)
+    idx = frame_indices(int(steps), max_frames)
+    return Trajectory(steps=idx, positions=traj[idx].detach().numpy().astype(np.float32),
+                      seconds=time.perf_counter() - t0)
+
+
+def draw_mixture(
+    n_components: int, mean_std: float, component_std: tuple[float, float], seed: int,
+    n_points: int, mean_limit: float = 8.0,
+) -> tuple[GaussianMixture, np.ndarray]:
+    """A task from the mixture prior with these settings, and n_points from it (seeded)."""
+    lo, hi = sorted((float(component_std[0]), float(component_std[1])))
+    prior = MixturePrior(n_components=int(n_components), mean_std=float(mean_std),
+                         component_std=(lo, hi) if hi > lo else lo, mean_limit=float(mean_limit))
+    g = torch.Generator().manual_seed(int(seed))
+    task = prior.sample_task(g)
+    return task, task.sample(int(n_points), g).numpy().astype(np.float64)
+
+
+def probe_points(family: str, n_points: int, seed: int) -> np.ndarray:
+    if family not in PROBE_FAMILIES:
+        raise ValueError(f"unknown probe {family!r}; choose from {sorted(PROBE_FAMILIES)}")
+    g = torch.Generator().manual_seed(int(seed))
+    return PROBE_FAMILIES[family].sample(int(n_points), g).numpy().astype(np.float64)
+
+
+def mixture_from_params(means: list | np.ndarray, stds: list | np.ndarray) -> GaussianMixture:
+    return GaussianMixture(torch.as_tensor(np.asarray(means, dtype=np.float64).reshape(-1, 2)),
+                           torch.as_tensor(np.asarray(stds, dtype=np.float64).reshape(-1)))
+
+
+def true_log_density(mixture: GaussianMixture, box: Box, resolution: int) -> np.ndarray:
+    """(R, R) exact log density of the mixture on the same grid as the landscape."""
+    grid, _ = grid_points(box, resolution)
+    return mixture.log_prob(grid).reshape(resolution, resolution).numpy().astype(np.float32)
+
+
+def sample_report(mixture: GaussianMixture, samples: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """How well particles match the true mixture: mean true log p of the particles vs of
+    exact samples, and the share of particles within 3 std of some component."""
+    x = torch.as_tensor(np.asarray(samples, dtype=np.float64).reshape(-1, 2))
+    g = torch.Generator().manual_seed(int(seed))
+    exact = mixture.sample(max(1, x.shape[0]), g).double()
+    d = torch.cdist(x, mixture.means.double()) / mixture.stds.double()[None]
+    return {
+        "particles_mean_log_p": float(mixture.log_prob(x).mean()),
+        "exact_mean_log_p": float(mixture.log_prob(exact).mean()),
+        "share_near_a_component": float((d.min(dim=1).values <= 3.0).double().mean()),
+    }
+
+
+def cell_area(box: Box, resolution: int) -> float:
+    h = (box[1] - box[0]) / resolution
+    return h * h
+
+
+def finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default

@@ -1,0 +1,328 @@
+"""Plotly figure builders for the explorer: arrays in, figures out (no torch, no Streamlit).
+
+Conventions: a square box (lo, hi) shared by both axes; grids are (R, R) arrays with
+rows = y and columns = x (cell centres `xs`), as produced by `iclebm.landscape`.
+Heatmaps use Viridis with bright = likely: density as is, energy reversed (low energy
+bright), so both views read the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+Box = tuple[float, float]
+
+CONTEXT_COLOR = "#ff4b4b"
+LATEST_COLOR = "#ffd400"
+PARTICLE_COLOR = "#ffffff"
+TRUE_COLOR = "rgba(255,255,255,0.85)"
+ARROW_COLOR = "rgba(255,255,255,0.75)"
+METHOD_COLORS = {
+    "model": "#ff4b4b", "oracle": "#222222", "kde_scott": "#1f77b4", "kde_scipy": "#17becf",
+    "em_mixture": "#2ca02c", "gaussian": "#9467bd",
+}
+# Log density is floored this far below its peak so that empty space does not stretch
+# the colour scale over dozens of nats.
+LOG_DENSITY_SPAN = 25.0
+
+
+def heat_values(
+    energy: np.ndarray, log_density: np.ndarray, kind: str = "energy", log: bool = False
+) -> tuple[np.ndarray, str]:
+    """The array a heatmap shows and its colour-bar title.
+
+    energy: E; energy + log: log10(1 + E - min E) (spreads the low-energy basins);
+    density: p = exp(-E)/Z; density + log: log p (floored LOG_DENSITY_SPAN below the peak).
+    """
+    if kind == "energy":
+        e = np.asarray(energy, dtype=np.float64)
+        if log:
+            return (np.log10(1.0 + e - np.nanmin(e))).astype(np.float32), "log10(1+E-min E)"
+        return e.astype(np.float32), "E(x | context)"
+    if kind == "density":
+        lp = np.asarray(log_density, dtype=np.float64)
+        if log:
+            return np.maximum(lp, np.nanmax(lp) - LOG_DENSITY_SPAN).astype(np.float32), "log p(x | context)"
+        return np.exp(lp).astype(np.float32), "p(x | context)"
+    raise ValueError(f"kind must be 'energy' or 'density', got {kind!r}")
+
+
+def _colorscale(kind: str) -> str:
+    return "Viridis_r" if kind == "energy" else "Viridis"
+
+
+def _square_axes(fig: go.Figure, box: Box, row: int | None = None, col: int | None = None) -> None:
+    kw = {"row": row, "col": col} if row is not None else {}
+    fig.update_xaxes(range=list(box), constrain="domain", showgrid=False, zeroline=False,
+                     fixedrange=True, **kw)
+    fig.update_yaxes(range=list(box), constrain="domain", showgrid=False, zeroline=False,
+                     fixedrange=True, **kw)
+
+
+def arrow_segments(
+    xy: np.ndarray, uv: np.ndarray, spacing: float, head: float = 0.35
+) -> tuple[np.ndarray, np.ndarray]:
+    """Line coordinates (with NaN breaks) for arrows of length <= 0.9 * spacing.
+
+    Lengths grow with |grad E| on a sqrt scale, so both steep walls and gentle
+    slopes stay readable; each arrow is a shaft plus a two-stroke head.
+    """
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    norm = np.linalg.norm(uv, axis=1)
+    ok = np.isfinite(norm) & (norm > 0)
+    if not ok.any():
+        return np.empty(0), np.empty(0)
+    xy, uv, norm = xy[ok], uv[ok], norm[ok]
+    scale = np.sqrt(norm / norm.max())
+    length = 0.9 * spacing * np.maximum(scale, 0.15)
+    d = uv / norm[:, None]
+    tip = xy + d * length[:, None]
+    hl = head * length[:, None]
+    c, s = np.cos(np.deg2rad(25)), np.sin(np.deg2rad(25))
+    left = tip - hl * np.stack([c * d[:, 0] - s * d[:, 1], s * d[:, 0] + c * d[:, 1]], 1)
+    right = tip - hl * np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]], 1)
+    nan = np.full_like(xy, np.nan)
+    # Per arrow: tail, tip, left barb, (break), tip, right barb, (break).
+    pts = np.stack([xy, tip, left, nan, tip, right, nan], 1).reshape(-1, 2)
+    return pts[:, 0], pts[:, 1]
+
+
+def context_trace(points: np.ndarray, n_shown: int | None = None, name: str = "context") -> go.Scatter:
+    """Context points in order: numbered on hover, the newest highlighted, hidden ones faded."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    n = len(pts)
+    shown = n if n_shown is None else max(0, min(int(n_shown), n))
+    colors = [CONTEXT_COLOR if i < shown else "rgba(255,255,255,0.25)" for i in range(n)]
+    if 0 < shown:
+        colors[shown - 1] = LATEST_COLOR
+    return go.Scatter(
+        x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
+        marker={"size": 9, "color": colors, "line": {"width": 1.2, "color": "black"}},
+        customdata=np.arange(1, n + 1),
+        text=[("in context" if i < shown else "not yet seen") for i in range(n)],
+        hovertemplate="point #%{customdata}<br>(%{x:.3f}, %{y:.3f})<br>%{text}<extra></extra>",
+        showlegend=False,
+    )
+
+
+def landscape_figure(
+    xs: np.ndarray,
+    energy: np.ndarray,
+    log_density: np.ndarray,
+    box: Box,
+    *,
+    kind: str = "energy",
+    log: bool = False,
+    contours: bool = True,
+    arrows: tuple[np.ndarray, np.ndarray] | None = None,
+    arrow_spacing: float | None = None,
+    points: np.ndarray | None = None,
+    n_shown: int | None = None,
+    true_log_density: np.ndarray | None = None,
+    samples: np.ndarray | None = None,
+    title: str | None = None,
+    height: int = 620,
+) -> go.Figure:
+    """The main canvas: heatmap (+ contours, -grad E arrows, context, true contours, samples)."""
+    z, label = heat_values(energy, log_density, kind, log)
+    xs = np.asarray(xs, dtype=np.float32)
+    fig = go.Figure()
+    fig.add_trace(go.Heatmap(
+        x=xs, y=xs, z=z, colorscale=_colorscale(kind), name=label,
+        colorbar={"title": {"text": label, "side": "right"}, "thickness": 12, "len": 0.9},
+        hovertemplate="x=%{x:.2f}, y=%{y:.2f}<br>" + label + "=%{z:.3g}<extra></extra>",
+    ))
+    if contours:
+        fig.add_trace(go.Contour(
+            x=xs, y=xs, z=z, contours_coloring="none", ncontours=14, showscale=False,
+            line={"width": 0.8, "color": "rgba(255,255,255,0.5)"}, hoverinfo="skip", name="contours",
+        ))
+    if true_log_density is not None:
+        tl = np.asarray(true_log_density, dtype=np.float64)
+        top = float(np.nanmax(tl))
+        fig.add_trace(go.Contour(
+            x=xs, y=xs, z=np.maximum(tl, top - 12.0).astype(np.float32), showscale=False,
+            contours={"coloring": "none", "start": top - 9.0, "end": top - 0.5, "size": 2.0},
+            line={"width": 1.6, "color": TRUE_COLOR, "dash": "dash"}, hoverinfo="skip", name="true density",
+        ))
+    if arrows is not None and arrows[0] is not None and len(arrows[0]):
+        spacing = arrow_spacing or (box[1] - box[0]) / max(2, int(np.sqrt(len(arrows[0]))))
+        ax, ay = arrow_segments(arrows[0], arrows[1], spacing)
+        fig.add_trace(go.Scatter(x=ax, y=ay, mode="lines", line={"width": 1.1, "color": ARROW_COLOR},
+                                 hoverinfo="skip", name="-grad E", showlegend=False))
+    if samples is not None and len(samples):
+        s = np.asarray(samples, dtype=np.float32).reshape(-1, 2)
+        fig.add_trace(go.Scatter(x=s[:, 0], y=s[:, 1], mode="markers", name="samples", showlegend=False,
+                                 marker={"size": 4, "color": PARTICLE_COLOR, "opacity": 0.8},
+                                 hoverinfo="skip"))
+    if points is not None and len(points):
+        fig.add_trace(context_trace(points, n_shown))
+    _square_axes(fig, box)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(
+        height=height, margin={"l": 40, "r": 10, "t": 36 if title else 10, "b": 30},
+        title={"text": title, "x": 0.01, "font": {"size": 14}} if title else None,
+        dragmode=False, hovermode="closest", plot_bgcolor="#111", uirevision="canvas",
+        showlegend=False,
+    )
+    return fig
+
+
+def film_strip_figure(
+    xs: np.ndarray, log_density: np.ndarray, lengths: Sequence[int], box: Box,
+    points: np.ndarray | None = None, selected: int | None = None, log: bool = True,
+    height: int = 230,
+) -> go.Figure:
+    """Small multiples: p(x | first n points) for each n, each panel on its own colour scale."""
+    p = len(lengths)
+    fig = make_subplots(rows=1, cols=p, subplot_titles=[f"n = {n}" for n in lengths],
+                        horizontal_spacing=0.012)
+    pts = None if points is None else np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    for i, n in enumerate(lengths):
+        lp = np.asarray(log_density[i], dtype=np.float64)
+        z = np.maximum(lp, lp.max() - LOG_DENSITY_SPAN) if log else np.exp(lp)
+        fig.add_trace(go.Heatmap(x=xs, y=xs, z=z.astype(np.float32), colorscale="Viridis",
+                                 showscale=False, hovertemplate=f"n={n}<extra></extra>"), row=1, col=i + 1)
+        if pts is not None and n > 0:
+            fig.add_trace(go.Scatter(x=pts[:n, 0], y=pts[:n, 1], mode="markers", hoverinfo="skip",
+                                     marker={"size": 3, "color": CONTEXT_COLOR}, showlegend=False),
+                          row=1, col=i + 1)
+        _square_axes(fig, box, row=1, col=i + 1)
+        fig.update_xaxes(showticklabels=False, row=1, col=i + 1)
+        fig.update_yaxes(showticklabels=False, scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
+    if selected is not None and selected in lengths:
+        k = list(lengths).index(selected)
+        fig.layout.annotations[k].font = {"color": CONTEXT_COLOR, "size": 13}
+    fig.update_layout(height=height, margin={"l": 4, "r": 4, "t": 26, "b": 4}, showlegend=False,
+                      plot_bgcolor="#111")
+    return fig
+
+
+def trail_segments(positions: np.ndarray, frame: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Polylines (NaN-separated) through each particle's last `length` frames up to `frame`."""
+    start = max(0, frame - length)
+    seg = np.asarray(positions[start:frame + 1], dtype=np.float32)  # (L, M, 2)
+    if seg.shape[0] < 2:
+        return np.empty(0, np.float32), np.empty(0, np.float32)
+    m = seg.shape[1]
+    pad = np.full((1, m, 2), np.nan, np.float32)
+    path = np.concatenate([seg, pad], 0).transpose(1, 0, 2).reshape(-1, 2)  # particle-major
+    return path[:, 0], path[:, 1]
+
+
+def langevin_figure(
+    xs: np.ndarray, energy: np.ndarray, log_density: np.ndarray, box: Box,
+    positions: np.ndarray, steps: Sequence[int], *, kind: str = "density", log: bool = True,
+    points: np.ndarray | None = None, true_log_density: np.ndarray | None = None,
+    trails: int = 0, frame_ms: int = 80, height: int = 560,
+) -> go.Figure:
+    """Particles animated over the landscape with Plotly frames.
+
+    Only the particle trace (and its trail trace) changes per frame; the heatmap is
+    drawn once, so the browser animates without Streamlit reruns.
+    """
+    positions = np.asarray(positions, dtype=np.float32)
+    fig = landscape_figure(xs, energy, log_density, box, kind=kind, log=log, contours=False,
+                           points=points, true_log_density=true_log_density, height=height)
+    trail_idx = None
+    if trails > 0:
+        tx, ty = trail_segments(positions, 0, trails)
+        fig.add_trace(go.Scatter(x=tx, y=ty, mode="lines", hoverinfo="skip", showlegend=False,
+                                 line={"width": 0.7, "color": "rgba(255,255,255,0.35)"}, name="trails"))
+        trail_idx = len(fig.data) - 1
+    fig.add_trace(go.Scatter(x=positions[0, :, 0], y=positions[0, :, 1], mode="markers", name="particles",
+                             marker={"size": 4.5, "color": PARTICLE_COLOR,
+                                     "line": {"width": 0.5, "color": "black"}},
+                             hoverinfo="skip", showlegend=False))
+    part_idx = len(fig.data) - 1
+    frames = []
+    for f, step in enumerate(steps):
+        data = [go.Scatter(x=positions[f, :, 0], y=positions[f, :, 1])]
+        traces = [part_idx]
+        if trail_idx is not None:
+            tx, ty = trail_segments(positions, f, trails)
+            data.insert(0, go.Scatter(x=tx, y=ty))
+            traces.insert(0, trail_idx)
+        frames.append(go.Frame(data=data, traces=traces, name=str(int(step))))
+    fig.frames = frames
+    anim = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
+            "fromcurrent": True, "mode": "immediate"}
+    fig.update_layout(
+        margin={"l": 40, "r": 10, "t": 10, "b": 90},
+        updatemenus=[{
+            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.06, "xanchor": "left",
+            "yanchor": "top", "pad": {"t": 4, "r": 6}, "showactive": False,
+            "buttons": [
+                {"label": "▶ play", "method": "animate", "args": [None, anim]},
+                {"label": "❚❚ pause", "method": "animate",
+                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                                   "transition": {"duration": 0}}]},
+            ],
+        }],
+        sliders=[{
+            "active": 0, "x": 0.2, "len": 0.8, "y": -0.04, "yanchor": "top",
+            "currentvalue": {"prefix": "Langevin step ", "font": {"size": 12}},
+            "pad": {"t": 4},
+            "steps": [{"label": str(int(s)), "method": "animate",
+                       "args": [[str(int(s))], {"frame": {"duration": 0, "redraw": False},
+                                                "mode": "immediate", "transition": {"duration": 0}}]}
+                      for s in steps],
+        }],
+    )
+    return fig
+
+
+def icl_curve_figure(curve: dict, title: str = "In-context NLL vs context size") -> go.Figure:
+    """NLL (nats/point) vs n for the model and the baselines; lower is better."""
+    ns = [int(n) for n in curve["ns"]]
+    fig = go.Figure()
+    for name, values in curve["nll"].items():
+        vals = np.asarray(values, dtype=np.float64)
+        fig.add_trace(go.Scatter(
+            x=[str(n) for n in ns], y=np.where(np.isfinite(vals), vals, np.nan), mode="lines+markers",
+            name=name, line={"width": 3 if name == "model" else 1.6,
+                             "color": METHOD_COLORS.get(name),
+                             "dash": "dot" if name == "oracle" else None},
+        ))
+    fig.update_layout(
+        title={"text": title, "font": {"size": 14}}, height=360,
+        xaxis={"title": "context points n", "type": "category"},
+        yaxis={"title": "NLL (nats / point)"}, margin={"l": 50, "r": 10, "t": 40, "b": 40},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
+def ema(values: Sequence[float], alpha: float = 0.1) -> np.ndarray:
+    """Exponential moving average that skips NaN/inf (shows the trend of noisy CD losses)."""
+    out = np.empty(len(values))
+    acc = np.nan
+    for i, v in enumerate(values):
+        if np.isfinite(v):
+            acc = v if not np.isfinite(acc) else (1 - alpha) * acc + alpha * v
+        out[i] = acc
+    return out
+
+
+def loss_figure(history: Sequence[dict], height: int = 320) -> go.Figure:
+    """Live training chart: CD loss (raw + smoothed) and mean real vs negative energy."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["CD loss", "energy: real vs negatives"],
+                        horizontal_spacing=0.1)
+    steps = [int(h.get("step", i)) for i, h in enumerate(history)]
+    for col, keys in ((1, ("loss",)), (2, ("e_real", "e_neg"))):
+        for key in keys:
+            vals = [float(h.get(key, np.nan)) for h in history]
+            color = {"loss": "#ff4b4b", "e_real": "#1f77b4", "e_neg": "#ff7f0e"}[key]
+            fig.add_trace(go.Scatter(x=steps, y=vals, mode="lines", name=key, opacity=0.3,
+                                     line={"color": color, "width": 1}, showlegend=False), row=1, col=col)
+            fig.add_trace(go.Scatter(x=steps, y=ema(vals), mode="lines", name=f"{key} (smoothed)",
+                                     line={"color": color, "width": 2.2}), row=1, col=col)
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 30, "b": 40},
+                      legend={"orientation": "h", "y": -0.3}, uirevision="loss")
+    return fig
