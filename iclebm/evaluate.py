@@ -1,18 +1,55 @@
-"""Evaluation: grid-normalised densities and the in-context NLL curve.
+"""Evaluation: grid-normalised densities, the in-context NLL curve, baselines, calibration.
 
 In 2-D the partition function is a grid sum: Z = sum_cells exp(-E(cell centre)) * cell area
 over the plotting box (midpoint rule). NLL(x | D) = E(x | D) + log Z(D), in nats.
+
+Baselines (all normalised densities on R^2, evaluated at the test points directly, in
+float64 numpy), each fitted on the first n context points:
+
+- ``oracle``: the task's exact log density (needs ``task.log_prob``).
+- ``kde_scott``: isotropic Gaussian KDE, bandwidth h = n^(-1/6) * pooled std (Scott's
+  rule in 2-D; pooled std = sqrt of the mean of the two per-axis variances, ddof=1).
+  For n = 1 (no spread to measure) h = ``FALLBACK_BANDWIDTH`` = 1.0; h is floored at 1e-3.
+- ``kde_scipy``: ``scipy.stats.gaussian_kde`` (full covariance, Scott's factor). It cannot
+  fit n <= 2 points or collinear/duplicate points (singular covariance); then it falls
+  back to ``kde_scott``.
+- ``em_mixture``: a Gaussian mixture with the prior's K (capped at n) fitted by EM
+  (isotropic components by default, k-means++ starts, several restarts, variance floor
+  ``VAR_FLOOR`` = 1e-2, i.e. std >= 0.1).
+- ``gaussian``: one Gaussian, maximum-likelihood mean and covariance, eigenvalues floored
+  at ``VAR_FLOOR``.
+- ``prior_predictive``: the density of one point under the task prior, marginalised over
+  tasks (needs no data, so it is the same for every n). For ``MixturePrior`` it is exact:
+  a point is its component's mean plus N(0, s^2 I) noise, the mean is N(0, mean_std^2 I)
+  truncated to the square [-mean_limit, mean_limit]^2 (the prior's rejection step), so
+  each axis is a Gaussian convolved with a truncated Gaussian (closed form with erf); a
+  ranged mean_std or component std is integrated by Gauss-Legendre quadrature.
+
+For n = 0 every data-fitted baseline (kde_scott, kde_scipy, em_mixture, gaussian) reports
+the prior predictive, the only sensible density with no data.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
+from scipy import stats
+from scipy.optimize import minimize_scalar
+from scipy.special import log_ndtr, logsumexp
 
 from .model import EnergyTransformer
+from .tasks import MixturePrior
 
 DEFAULT_NS = (0, 1, 2, 4, 8, 16, 32)
+FALLBACK_BANDWIDTH = 1.0
+MIN_BANDWIDTH = 1e-3
+VAR_FLOOR = 1e-2
+BASELINES = ("kde_scott", "kde_scipy", "em_mixture", "gaussian")
+COLUMNS = ("model", "oracle", *BASELINES, "prior_predictive")
+LOG_2PI = math.log(2 * math.pi)
 
 
 def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor, float]:
@@ -26,8 +63,11 @@ def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def model_log_z(
-    model: EnergyTransformer, context: torch.Tensor, lengths: list[int] | torch.Tensor,
-    box: tuple[float, float], resolution: int = 200,
+    model: EnergyTransformer,
+    context: torch.Tensor,
+    lengths: list[int] | torch.Tensor,
+    box: tuple[float, float],
+    resolution: int = 200,
 ) -> torch.Tensor:
     """log Z for each task and prefix length: (T, N, 2) -> (T, P)."""
     grid, area = grid_points(box, resolution)
@@ -38,10 +78,585 @@ def model_log_z(
 
 @torch.no_grad()
 def model_nll(
-    model: EnergyTransformer, context: torch.Tensor, test: torch.Tensor,
-    lengths: list[int] | torch.Tensor, box: tuple[float, float], resolution: int = 200,
+    model: EnergyTransformer,
+    context: torch.Tensor,
+    test: torch.Tensor,
+    lengths: list[int] | torch.Tensor,
+    box: tuple[float, float],
+    resolution: int = 200,
 ) -> torch.Tensor:
     """Mean NLL (nats/point) of test points (T, S, 2) under p(x | context[:, :n]): -> (T, P)."""
     log_z = model_log_z(model, context, lengths, box, resolution)
     energy = model.energy_at_prefixes(test.to(model.dtype), context.to(model.dtype), lengths)
     return (energy.double() + log_z[..., None]).mean(-1)
+
+
+@torch.no_grad()
+def model_point_nll(
+    model: EnergyTransformer,
+    context: torch.Tensor,
+    test: torch.Tensor,
+    lengths: Sequence[int],
+    box: tuple[float, float],
+    resolution: int = 200,
+    task_batch: int = 8,
+) -> torch.Tensor:
+    """Per-point NLL (T, P, S) of test points (T, S, 2) under p(x | context[:, :n]), float64.
+
+    Tasks are processed `task_batch` at a time to bound memory.
+    """
+    out = []
+    for i in range(0, context.shape[0], task_batch):
+        ctx, tst = context[i : i + task_batch], test[i : i + task_batch]
+        log_z = model_log_z(model, ctx, list(lengths), box, resolution)
+        energy = model.energy_at_prefixes(tst.to(model.dtype), ctx.to(model.dtype), list(lengths))
+        out.append(energy.double() + log_z[..., None])
+    return torch.cat(out, 0)
+
+
+# ---- baselines ---------------------------------------------------------------------------
+
+
+def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 2:
+        raise ValueError(f"points must have shape (n, 2), got {x.shape}")
+    return x
+
+
+def _log_diff_ndtr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(Phi(b) - Phi(a)) for a < b, stable in both tails."""
+    a, b = np.broadcast_arrays(a, b)
+    flip = a > 0  # both in the upper tail: use the symmetry Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    lo = np.where(flip, -b, a)
+    hi = np.where(flip, -a, b)
+    lb, la = log_ndtr(hi), log_ndtr(lo)
+    return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
+
+
+def _quadrature(value: float | tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and log weights for the mean over U(lo, hi) (or a single fixed value)."""
+    if isinstance(value, (int, float)) or value[0] == value[1]:
+        v = float(value if isinstance(value, (int, float)) else value[0])
+        return np.array([v]), np.array([0.0])
+    lo, hi = value
+    x, w = np.polynomial.legendre.leggauss(n)
+    return lo + (hi - lo) * (x + 1) / 2, np.log(w / 2)
+
+
+def prior_predictive_log_prob(
+    prior: MixturePrior, x: torch.Tensor | np.ndarray, n_quad: int = 16
+) -> np.ndarray:
+    """Exact log density (S,) of one point under the mixture prior, marginalised over tasks.
+
+    Each axis: N(0, sigma^2) truncated to [-L, L] (the mean) plus N(0, s^2) (the noise):
+    N(x; 0, sigma^2 + s^2) * [Phi((L - mu)/tau) - Phi((-L - mu)/tau)] / [Phi(L/sigma) - Phi(-L/sigma)],
+    mu = x sigma^2 / (sigma^2 + s^2), tau = sigma s / sqrt(sigma^2 + s^2). Ranged sigma and s are
+    integrated with n_quad-point Gauss-Legendre rules.
+    """
+    if not isinstance(prior, MixturePrior):
+        raise ValueError(f"the prior predictive needs a MixturePrior, got {type(prior).__name__}")
+    x = _np(x)
+    sig, lw_sig = _quadrature(prior.mean_std, n_quad)
+    ss, lw_s = _quadrature(prior.component_std, n_quad)
+    limit = prior.mean_limit
+    terms = []
+    for a, lwa in zip(sig, lw_sig, strict=True):
+        for s, lws in zip(ss, lw_s, strict=True):
+            v = a * a + s * s
+            logp = -0.5 * (x * x).sum(1) / v - LOG_2PI - math.log(v)
+            if limit is not None and math.isfinite(limit) and a > 0:
+                mu = x * (a * a / v)
+                tau = a * s / math.sqrt(v)
+                num = _log_diff_ndtr((-limit - mu) / tau, (limit - mu) / tau).sum(1)
+                den = 2 * float(_log_diff_ndtr(np.array(-limit / a), np.array(limit / a)))
+                logp = logp + num - den
+            terms.append(logp + lwa + lws)
+    return logsumexp(np.stack(terms, 0), axis=0)
+
+
+def scott_bandwidth(points: torch.Tensor | np.ndarray) -> float:
+    """h = n^(-1/6) * pooled std (ddof=1); FALLBACK_BANDWIDTH for n = 1; floored at MIN_BANDWIDTH."""
+    p = _np(points)
+    n = p.shape[0]
+    if n == 0:
+        raise ValueError("a KDE needs at least one point")
+    if n == 1:
+        return FALLBACK_BANDWIDTH
+    pooled = math.sqrt(float(p.var(axis=0, ddof=1).mean()))
+    return max(MIN_BANDWIDTH, n ** (-1 / 6) * pooled)
+
+
+def kde_scott_log_prob(points: torch.Tensor | np.ndarray, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Isotropic Gaussian KDE with Scott's bandwidth: log p(x) (S,)."""
+    p, q = _np(points), _np(x)
+    h = scott_bandwidth(p)
+    d2 = ((q[:, None, :] - p[None, :, :]) ** 2).sum(-1)  # (S, n)
+    return logsumexp(-0.5 * d2 / h**2, axis=1) - math.log(p.shape[0]) - LOG_2PI - 2 * math.log(h)
+
+
+def kde_scipy_log_prob(points: torch.Tensor | np.ndarray, x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """scipy.stats.gaussian_kde (full covariance); falls back to kde_scott when it cannot fit."""
+    p, q = _np(points), _np(x)
+    if p.shape[0] > 2:
+        try:
+            kde = stats.gaussian_kde(p.T)
+            out = kde.logpdf(q.T)
+            if np.all(np.isfinite(out)):
+                return out
+        except (np.linalg.LinAlgError, ValueError):
+            pass
+    return kde_scott_log_prob(p, q)
+
+
+def _gauss_log_pdf(x: np.ndarray, means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """log N(x; mean_k, cov_k) for x (S, 2), means (K, 2), covs (K, 2, 2) -> (S, K)."""
+    a, b, d = covs[:, 0, 0], covs[:, 0, 1], covs[:, 1, 1]
+    det = a * d - b * b
+    diff = x[:, None, :] - means[None]  # (S, K, 2)
+    dx, dy = diff[..., 0], diff[..., 1]
+    maha = (d * dx * dx - 2 * b * dx * dy + a * dy * dy) / det
+    return -0.5 * maha - LOG_2PI - 0.5 * np.log(det)
+
+
+def _floor_cov(cov: np.ndarray, var_floor: float) -> np.ndarray:
+    """Clamp the eigenvalues of symmetric (..., 2, 2) matrices at var_floor."""
+    w, v = np.linalg.eigh(cov)
+    w = np.maximum(w, var_floor)
+    return (v * w[..., None, :]) @ np.swapaxes(v, -1, -2)
+
+
+class GaussianMixtureFit:
+    """A fitted Gaussian mixture: weights (K,), means (K, 2), covariances (K, 2, 2)."""
+
+    def __init__(self, weights: np.ndarray, means: np.ndarray, covs: np.ndarray, log_lik: float) -> None:
+        self.weights, self.means, self.covs, self.log_lik = weights, means, covs, log_lik
+
+    def log_prob(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
+        q = _np(x)
+        return logsumexp(np.log(self.weights)[None] + _gauss_log_pdf(q, self.means, self.covs), axis=1)
+
+
+def _kmeans_pp(p: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    n = p.shape[0]
+    idx = [int(rng.integers(n))]
+    d2 = ((p - p[idx[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = d2.sum()
+        j = int(rng.integers(n)) if total <= 0 else int(rng.choice(n, p=d2 / total))
+        idx.append(j)
+        d2 = np.minimum(d2, ((p - p[j]) ** 2).sum(1))
+    return p[idx].copy()
+
+
+def fit_gmm(
+    points: torch.Tensor | np.ndarray,
+    k: int,
+    covariance: str = "isotropic",
+    var_floor: float = VAR_FLOOR,
+    n_restarts: int = 5,
+    max_iter: int = 200,
+    tol: float = 1e-8,
+    seed: int = 0,
+) -> GaussianMixtureFit:
+    """EM for a K-component Gaussian mixture (K capped at n), best of n_restarts k-means++ starts.
+
+    covariance: "isotropic", "diag" or "full"; every variance (eigenvalue) is floored at
+    var_floor so single-point components cannot collapse. Returns the fit with the highest
+    training log-likelihood.
+    """
+    if covariance not in ("isotropic", "diag", "full"):
+        raise ValueError(f"covariance must be isotropic, diag or full, got {covariance!r}")
+    p = _np(points)
+    n = p.shape[0]
+    if n == 0:
+        raise ValueError("EM needs at least one point")
+    k = max(1, min(int(k), n))
+    rng = np.random.default_rng(seed)
+    global_var = max(var_floor, float(p.var(axis=0).mean()) if n > 1 else 1.0)
+    best: GaussianMixtureFit | None = None
+    for _ in range(max(1, n_restarts)):
+        means = _kmeans_pp(p, k, rng)
+        covs = np.tile(np.eye(2) * global_var, (k, 1, 1))
+        weights = np.full(k, 1.0 / k)
+        prev = -np.inf
+        ll = -np.inf
+        for _ in range(max_iter):
+            logp = np.log(weights)[None] + _gauss_log_pdf(p, means, covs)  # (n, K)
+            norm = logsumexp(logp, axis=1)
+            ll = float(norm.sum())
+            resp = np.exp(logp - norm[:, None])
+            nk = resp.sum(0)
+            empty = nk < 1e-8
+            if empty.any():  # re-seed empty components at random points
+                for j in np.flatnonzero(empty):
+                    means[j] = p[rng.integers(n)]
+                    covs[j] = np.eye(2) * global_var
+                nk = np.where(empty, 1e-8, nk)
+            weights = np.maximum(nk / n, 1e-12)
+            weights /= weights.sum()
+            means = np.where(empty[:, None], means, (resp.T @ p) / nk[:, None])
+            diff = p[:, None, :] - means[None]  # (n, K, 2)
+            if covariance == "full":
+                new = np.einsum("nk,nki,nkj->kij", resp, diff, diff) / nk[:, None, None]
+                new = _floor_cov(0.5 * (new + np.swapaxes(new, 1, 2)), var_floor)
+            else:
+                var = np.einsum("nk,nki->ki", resp, diff * diff) / nk[:, None]  # (K, 2)
+                if covariance == "isotropic":
+                    var = np.repeat(var.mean(1, keepdims=True), 2, axis=1)
+                var = np.maximum(var, var_floor)
+                new = np.zeros((k, 2, 2))
+                new[:, 0, 0], new[:, 1, 1] = var[:, 0], var[:, 1]
+            covs = np.where(empty[:, None, None], covs, new)
+            if ll - prev < tol * max(1.0, abs(ll)):
+                break
+            prev = ll
+        final = float(logsumexp(np.log(weights)[None] + _gauss_log_pdf(p, means, covs), axis=1).sum())
+        if np.isfinite(final) and (best is None or final > best.log_lik):
+            best = GaussianMixtureFit(weights.copy(), means.copy(), covs.copy(), final)
+    assert best is not None
+    return best
+
+
+def em_mixture_log_prob(
+    points: torch.Tensor | np.ndarray, x: torch.Tensor | np.ndarray, k: int, seed: int = 0, **kw: object
+) -> np.ndarray:
+    """log p(x) under an EM-fitted K-component mixture of the points (see fit_gmm)."""
+    return fit_gmm(points, k, seed=seed, **kw).log_prob(x)  # type: ignore[arg-type]
+
+
+def gaussian_log_prob(
+    points: torch.Tensor | np.ndarray, x: torch.Tensor | np.ndarray, var_floor: float = VAR_FLOOR
+) -> np.ndarray:
+    """log p(x) under one maximum-likelihood Gaussian, covariance eigenvalues floored at var_floor."""
+    p, q = _np(points), _np(x)
+    if p.shape[0] == 0:
+        raise ValueError("a Gaussian fit needs at least one point")
+    mean = p.mean(0)
+    diff = p - mean
+    cov = _floor_cov(diff.T @ diff / p.shape[0], var_floor)
+    return _gauss_log_pdf(q, mean[None], cov[None])[:, 0]
+
+
+def baseline_log_probs(
+    points: torch.Tensor | np.ndarray,
+    x: torch.Tensor | np.ndarray,
+    prior: MixturePrior | None,
+    k: int = 3,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """log p(x) (S,) of every data-fitted baseline on `points` (n, 2); n = 0 -> prior predictive."""
+    p = _np(points) if len(points) else np.zeros((0, 2))
+    if p.shape[0] == 0:
+        if prior is None:
+            raise ValueError("with no context points the baselines need the task prior")
+        pp = prior_predictive_log_prob(prior, x)
+        return {name: pp for name in BASELINES}
+    return {
+        "kde_scott": kde_scott_log_prob(p, x),
+        "kde_scipy": kde_scipy_log_prob(p, x),
+        "em_mixture": em_mixture_log_prob(p, x, k, seed=seed),
+        "gaussian": gaussian_log_prob(p, x),
+    }
+
+
+def _prior_k(prior: MixturePrior | None, default: int = 3) -> int:
+    if prior is None:
+        return default
+    k = prior.n_components
+    return int(round(sum(k) / 2)) if isinstance(k, tuple) else int(k)
+
+
+# ---- NLL tables --------------------------------------------------------------------------
+
+
+def _resolve(model: EnergyTransformer, prior: MixturePrior | None, box: tuple[float, float] | None):
+    from .checkpoints import box_of
+
+    if prior is None:
+        prior = MixturePrior.from_card(model.card["task"]) if model.card.get("task") else MixturePrior()
+    return prior, (box_of(model) if box is None else (float(box[0]), float(box[1])))
+
+
+def _summary(per: dict[str, np.ndarray]) -> tuple[dict, dict]:
+    """per[name]: (T, P) per-task mean NLL -> mean and standard error lists over tasks."""
+    nll, se = {}, {}
+    for name, v in per.items():
+        t = v.shape[0]
+        nll[name] = [float(x) for x in v.mean(0)]
+        se[name] = [float(x) for x in (v.std(0, ddof=1) / math.sqrt(t) if t > 1 else np.zeros(v.shape[1]))]
+    return nll, se
+
+
+def _baseline_table(
+    context: np.ndarray,
+    test: np.ndarray,
+    ns: Sequence[int],
+    prior: MixturePrior | None,
+    k: int,
+    seed: int,
+    oracle: Callable[[np.ndarray], np.ndarray] | None,
+) -> dict[str, np.ndarray]:
+    """Per-point NLL (P, S) for one task, every baseline."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in BASELINES}
+    for n in ns:
+        for name, lp in baseline_log_probs(context[:n], test, prior, k, seed).items():
+            out[name].append(-lp)
+    res = {name: np.stack(v) for name, v in out.items()}
+    if prior is not None:
+        pp = -prior_predictive_log_prob(prior, test)
+        res["prior_predictive"] = np.tile(pp, (len(ns), 1))
+    if oracle is not None:
+        res["oracle"] = np.tile(-oracle(test), (len(ns), 1))
+    return res
+
+
+def in_context_nll(
+    model: EnergyTransformer,
+    n_tasks: int = 64,
+    seed: int = 12345,
+    ns: Sequence[int] = DEFAULT_NS,
+    n_test: int = 200,
+    resolution: int = 200,
+    prior: MixturePrior | None = None,
+    box: tuple[float, float] | None = None,
+    task_batch: int = 8,
+) -> dict:
+    """Mean NLL (nats/point) of fresh task samples under p(x | first n context points).
+
+    Held-out tasks come from the model's training prior (its card's "task", unless `prior`
+    is given); each gets a context of max(ns) points and n_test fresh test points, all
+    from one torch.Generator seeded with `seed`. The model's density is normalised on a
+    resolution x resolution grid over the box; baselines are exact densities on R^2.
+    Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
+    error over tasks), n_tasks, n_test, resolution, seed, box.
+    """
+    ns = [int(n) for n in ns]
+    if not ns or min(ns) < 0:
+        raise ValueError("ns must be a non-empty list of non-negative ints")
+    if n_tasks < 1 or n_test < 1:
+        raise ValueError("n_tasks and n_test must be >= 1")
+    prior, box = _resolve(model, prior, box)
+    g = torch.Generator().manual_seed(int(seed))
+    n_ctx = max(ns)
+    tasks = [prior.sample_task(g) for _ in range(n_tasks)]
+    context = torch.stack([t.sample(n_ctx, g) for t in tasks])  # (T, N, 2)
+    test = torch.stack([t.sample(n_test, g) for t in tasks])  # (T, S, 2)
+    was_training = model.training
+    model.eval()
+    try:
+        model_pts = model_point_nll(model, context, test, ns, box, resolution, task_batch)  # (T, P, S)
+    finally:
+        model.train(was_training)
+    per: dict[str, list[np.ndarray]] = {"model": list(model_pts.mean(-1).numpy())}
+    k = _prior_k(prior)
+    ctx_np, test_np = context.double().numpy(), test.double().numpy()
+    for i, task in enumerate(tasks):
+        res = _baseline_table(
+            ctx_np[i],
+            test_np[i],
+            ns,
+            prior,
+            k,
+            seed + i,
+            lambda x, t=task: t.log_prob(torch.from_numpy(x)).numpy(),
+        )
+        for name, v in res.items():
+            per.setdefault(name, []).append(v.mean(-1))
+    nll, se = _summary({name: np.stack(v) for name, v in per.items()})
+    order = [c for c in COLUMNS if c in nll]
+    return {
+        "ns": ns,
+        "nll": {c: nll[c] for c in order},
+        "stderr": {c: se[c] for c in order},
+        "n_tasks": int(n_tasks),
+        "n_test": int(n_test),
+        "resolution": int(resolution),
+        "seed": int(seed),
+        "box": list(box),
+    }
+
+
+def nll_curve_for_task(
+    model: EnergyTransformer,
+    task,
+    context: torch.Tensor,
+    ns: Sequence[int] | None = None,
+    n_test: int = 500,
+    box: tuple[float, float] | None = None,
+    resolution: int = 200,
+    seed: int = 0,
+    prior: MixturePrior | None = None,
+) -> dict:
+    """The NLL curve of ONE task (the app's chart): same structure as in_context_nll.
+
+    context: (N, 2) points of the task; ns defaults to DEFAULT_NS and is cut to n <= N.
+    n_test fresh points come from task.sample with a generator seeded by `seed`; stderr is
+    over those points. The oracle column appears only when the task has `log_prob`; K for EM
+    is the task's n_components when it has one, else the prior's.
+    """
+    context = torch.as_tensor(context, dtype=torch.float32)
+    if context.ndim != 2 or context.shape[1] != 2:
+        raise ValueError(f"context must have shape (N, 2), got {tuple(context.shape)}")
+    ns = [int(n) for n in (DEFAULT_NS if ns is None else ns) if int(n) <= context.shape[0]]
+    if not ns:
+        raise ValueError("no n in ns fits the context length")
+    prior, box = _resolve(model, prior, box)
+    g = torch.Generator().manual_seed(int(seed))
+    test = task.sample(int(n_test), g).float()
+    was_training = model.training
+    model.eval()
+    try:
+        model_pts = model_point_nll(model, context[None], test[None], ns, box, resolution)[0].numpy()
+    finally:
+        model.train(was_training)
+    k = int(getattr(task, "n_components", _prior_k(prior)))
+    oracle = None
+    if hasattr(task, "log_prob"):
+
+        def oracle(x: np.ndarray) -> np.ndarray:
+            return task.log_prob(torch.from_numpy(x)).numpy()
+
+    res = {
+        "model": model_pts,
+        **_baseline_table(context.double().numpy(), test.double().numpy(), ns, prior, k, seed, oracle),
+    }
+    s = int(n_test)
+    order = [c for c in COLUMNS if c in res]
+    return {
+        "ns": ns,
+        "nll": {c: [float(x) for x in res[c].mean(-1)] for c in order},
+        "stderr": {
+            c: [float(x) for x in res[c].std(-1, ddof=1) / math.sqrt(s)] if s > 1 else [0.0] * len(ns)
+            for c in order
+        },
+        "n_tasks": 1,
+        "n_test": s,
+        "resolution": int(resolution),
+        "seed": int(seed),
+        "box": list(box),
+    }
+
+
+def format_nll_table(table: dict) -> str:
+    """Markdown table: one row per n, columns model / oracle / baselines / model - oracle."""
+    ns, nll = table["ns"], table["nll"]
+    cols = [c for c in COLUMNS if c in nll] + [c for c in nll if c not in COLUMNS]
+    has_gap = "model" in nll and "oracle" in nll
+    head = ["n", *cols] + (["model - oracle"] if has_gap else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, n in enumerate(ns):
+        row = [str(n)] + [f"{nll[c][i]:.3f}" for c in cols]
+        if has_gap:
+            row.append(f"{nll['model'][i] - nll['oracle'][i]:+.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+    meta = [f"{key}={table[key]}" for key in ("n_tasks", "n_test", "resolution", "seed") if key in table]
+    if meta:
+        lines.append("")
+        lines.append("NLL in nats/point (lower is better); " + ", ".join(meta))
+    return "\n".join(lines)
+
+
+# ---- calibration and sampler guidance ----------------------------------------------------
+
+
+@torch.no_grad()
+def calibrate_temperature(
+    model: EnergyTransformer,
+    n_tasks: int = 32,
+    seed: int = 777,
+    ns: Sequence[int] = DEFAULT_NS,
+    n_test: int = 200,
+    resolution: int = 100,
+    prior: MixturePrior | None = None,
+    box: tuple[float, float] | None = None,
+    bounds: tuple[float, float] = (0.05, 20.0),
+) -> float:
+    """Fit a scalar s (E -> s * E) minimising the grid-normalised validation NLL averaged over ns.
+
+    Energies of the grid and of the test points are computed once; the NLL for any s is then
+    s * mean E(test) + logsumexp(-s * E(grid)) + log(cell area), minimised over log s with
+    scipy's bounded scalar search. Use a seed different from the evaluation seed (tasks must
+    be held out). Returns the absolute energy_scale to store in model.config.energy_scale,
+    i.e. the fitted factor times the model's current energy_scale.
+    """
+    ns = [int(n) for n in ns]
+    prior, box = _resolve(model, prior, box)
+    g = torch.Generator().manual_seed(int(seed))
+    tasks = [prior.sample_task(g) for _ in range(n_tasks)]
+    context = torch.stack([t.sample(max(ns), g) for t in tasks]).to(model.dtype)
+    test = torch.stack([t.sample(n_test, g) for t in tasks]).to(model.dtype)
+    grid, area = grid_points(box, resolution)
+    was_training = model.training
+    model.eval()
+    try:
+        e_grid, e_test = [], []
+        for i in range(0, n_tasks, 8):
+            ctx = context[i : i + 8]
+            gq = grid.to(model.dtype)[None].expand(ctx.shape[0], -1, -1)
+            e_grid.append(model.energy_at_prefixes(gq, ctx, ns).double())  # (t, P, G)
+            e_test.append(model.energy_at_prefixes(test[i : i + 8], ctx, ns).double().mean(-1))  # (t, P)
+    finally:
+        model.train(was_training)
+    eg = torch.cat(e_grid).numpy()
+    et = torch.cat(e_test).numpy()
+    log_area = math.log(area)
+
+    def nll(log_s: float) -> float:
+        s = math.exp(log_s)
+        return float((s * et + logsumexp(-s * eg, axis=-1) + log_area).mean())
+
+    lo, hi = bounds
+    res = minimize_scalar(nll, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": 1e-4})
+    return float(math.exp(res.x)) * float(model.config.energy_scale)
+
+
+def guidance_fraction(
+    model: EnergyTransformer,
+    n_tasks: int = 8,
+    n_particles: int = 1000,
+    context_len: int = 32,
+    radius: float = 1.5,
+    sampler=None,
+    seed: int = 4242,
+    prior: MixturePrior | None = None,
+    box: tuple[float, float] | None = None,
+) -> float:
+    """Share of particles, started uniformly over the box, that end within `radius` of a true mean.
+
+    For n_tasks held-out tasks with a context_len-point context, run `sampling.langevin` with
+    the card's sampler settings (or `sampler`, a SamplerConfig), clamped to the box; average
+    the per-task fractions.
+    """
+    from .sampling import SamplerConfig, langevin, uniform_init
+
+    prior, box = _resolve(model, prior, box)
+    if sampler is None:
+        sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
+    g = torch.Generator().manual_seed(int(seed))
+    tasks = [prior.sample_task(g) for _ in range(n_tasks)]
+    context = torch.stack([t.sample(context_len, g) for t in tasks])
+    init = uniform_init(n_particles, box, generator=g, batch=n_tasks)
+    was_training = model.training
+    model.eval()
+    try:
+        final = langevin(
+            model,
+            context,
+            init,
+            sampler.steps,
+            sampler.step_size,
+            sampler.noise_std,
+            sampler.grad_clip,
+            box=box,
+            generator=g,
+        )
+    finally:
+        model.train(was_training)
+    fracs = []
+    for i, t in enumerate(tasks):
+        d = torch.cdist(final[i].double(), t.means.double()).min(-1).values
+        fracs.append(float((d <= radius).double().mean()))
+    return float(np.mean(fracs))

@@ -1,0 +1,372 @@
+"""Speed benchmark: `python -m iclebm bench [--quick] [--repeats R] [--checkpoint PATH]`.
+
+Every ratio is measured side by side in one run (median of repeats, wall clock, float32,
+torch's current CPU threads):
+
+(a) full-context heatmap, N = 32, 200 x 200 grid: the cached query path (`model.energy`)
+    vs the naive way (append each grid point to the context and run `model.energies` on
+    (M, N+1, 2) sequences, in chunks), plain and with gradients w.r.t. the queries (the
+    arrow field); also the largest |cached - naive| difference.
+(b) all-prefix film strip, N = 32, 100 x 100 grid: `energy_all_prefixes` vs naive per prefix.
+(c) one CD training step (B = 32, N = 32, C = 4, 15 Langevin steps) incl. backward:
+    vectorised (`sample_negatives` + `cd_loss`) vs the reference loops
+    (`sample_negatives_reference` + `cd_loss_reference`).
+(d) Langevin, 1000 particles x 100 steps under a 32-point context.
+(e) the app's default heatmap: 100 x 100 grid energies plus a 20 x 20 arrow field (autograd)
+    under N = 32 and N = 64 contexts (target < 200 ms).
+
+The slow naive/reference sides take seconds to minutes each and run `slow_repeats` times
+(default once; the table states the repeats of each side). `--quick` shrinks every
+size so the whole run takes seconds (used by the tests).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoints import DEFAULT_CHECKPOINT, box_of, load_checkpoint
+from .evaluate import grid_points
+from .model import EnergyTransformer
+from .sampling import SamplerConfig, langevin, uniform_init
+from .tasks import MixturePrior
+from .training import (
+    TrainConfig,
+    cd_loss,
+    cd_loss_reference,
+    chain_init,
+    sample_negatives,
+    sample_negatives_reference,
+)
+
+
+@dataclass
+class Sizes:
+    heat_res: int = 200
+    heat_n: int = 32
+    film_res: int = 100
+    film_n: int = 32
+    cd_batch: int = 32
+    cd_n: int = 32
+    cd_chains: int = 4
+    cd_steps: int = 15
+    lv_particles: int = 1000
+    lv_steps: int = 100
+    lv_n: int = 32
+    app_res: int = 100
+    app_arrows: int = 20
+    app_ns: tuple[int, ...] = (32, 64)
+    naive_chunk: int = 2048
+
+
+QUICK = Sizes(
+    heat_res=24,
+    heat_n=8,
+    film_res=12,
+    film_n=6,
+    cd_batch=4,
+    cd_n=6,
+    cd_chains=2,
+    cd_steps=3,
+    lv_particles=100,
+    lv_steps=10,
+    lv_n=8,
+    app_res=30,
+    app_arrows=8,
+    app_ns=(8, 16),
+    naive_chunk=256,
+)
+
+
+def _time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Median wall time over repeats (after no warm-up beyond the first call) and the last result."""
+    times, out = [], None
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def get_model(checkpoint: str | Path | None = None) -> tuple[EnergyTransformer, str]:
+    """The given checkpoint, else the shipped one when it exists, else a fresh mog2d-sized model."""
+    path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    if checkpoint is not None or path.exists():
+        model = load_checkpoint(path)
+        return model, f"checkpoint {path.name} (step {model.card.get('training', {}).get('steps', '?')})"
+    from .presets import get_preset
+
+    preset = get_preset("mog2d")
+    torch.manual_seed(0)
+    model = EnergyTransformer(preset.model).eval()
+    model.card = {"task": preset.train.task, "box": list(preset.box), "sampler": preset.sampler.to_dict()}
+    return model, "fresh untrained model with the mog2d preset config (no shipped checkpoint found)"
+
+
+def naive_energy(
+    model: EnergyTransformer, query: torch.Tensor, context: torch.Tensor, chunk: int, grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """E(q | context) by appending each query to the context: query (M, 2), context (N, 2) -> (M,).
+
+    With grad, also dE/dq (M, 2) from the same full re-runs.
+    """
+    energies, grads = [], []
+    for q in query.split(chunk):
+        if grad:
+            last = q.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                seq = torch.cat([context[None].expand(q.shape[0], -1, -1), last[:, None]], dim=1)
+                e = model.energies(seq)[:, -1]
+                (g,) = torch.autograd.grad(e.sum(), last)
+            grads.append(g)
+            energies.append(e.detach())
+        else:
+            seq = torch.cat([context[None].expand(q.shape[0], -1, -1), q[:, None]], dim=1)
+            with torch.no_grad():
+                energies.append(model.energies(seq)[:, -1])
+    return torch.cat(energies), (torch.cat(grads) if grad else None)
+
+
+def cached_energy(
+    model: EnergyTransformer, query: torch.Tensor, context: torch.Tensor, grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if not grad:
+        with torch.no_grad():
+            return model.energy(query[None], context[None])[0], None
+    q = query.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        e = model.energy(q[None], context[None])[0]
+        (g,) = torch.autograd.grad(e.sum(), q)
+    return e.detach(), g
+
+
+def app_heatmap(
+    model: EnergyTransformer, context: torch.Tensor, box: tuple[float, float], res: int, arrows: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the app computes per redraw: grid energies (res^2) and -grad E on an arrows^2 grid."""
+    grid, _ = grid_points(box, res)
+    agrid, _ = grid_points(box, arrows)
+    with torch.no_grad():
+        e = model.energy(grid.to(model.dtype)[None], context[None])[0]
+    q = agrid.to(model.dtype).requires_grad_(True)
+    with torch.enable_grad():
+        ea = model.energy(q[None], context[None])[0]
+        (g,) = torch.autograd.grad(ea.sum(), q)
+    return e, -g
+
+
+def run_bench(
+    checkpoint: str | Path | None = None,
+    quick: bool = False,
+    repeats: int = 5,
+    print_fn: Callable[[str], object] = print,
+    slow_repeats: int = 1,
+) -> dict:
+    """Run every benchmark, print the table, and return the numbers as a dict."""
+    sz = QUICK if quick else Sizes()
+    repeats = max(1, int(repeats))
+    slow_repeats = max(1, int(slow_repeats))
+    model, source = get_model(checkpoint)
+    model.eval()
+    box = box_of(model)
+    prior = MixturePrior.from_card(model.card["task"]) if model.card.get("task") else MixturePrior()
+    g = torch.Generator().manual_seed(0)
+    cfg = model.config
+    print_fn(
+        f"model: {source}; d={cfg.d_model}, layers={cfg.n_layer}, heads={cfg.n_head}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{'quick sizes' if quick else 'full sizes'}; median of {repeats} repeats "
+        f"(slow reference sides: {slow_repeats})"
+    )
+    rows: list[dict] = []
+    checks: list[str] = []
+
+    def ctx_of(n: int) -> torch.Tensor:
+        return prior.sample_task(g).sample(n, g).to(model.dtype)
+
+    def row(name: str, fast: float, slow: float | None, n_fast: int, n_slow: int | None, target: str) -> None:
+        rows.append(
+            {
+                "name": name,
+                "fast_s": fast,
+                "slow_s": slow,
+                "ratio": (slow / fast) if slow is not None and fast > 0 else None,
+                "repeats": f"{n_fast}" + (f"/{n_slow}" if n_slow is not None else ""),
+                "target": "(full sizes only)" if quick else target,
+            }
+        )
+
+    # (a) full-context heatmap
+    ctx = ctx_of(sz.heat_n)
+    grid = grid_points(box, sz.heat_res)[0].to(model.dtype)
+    cached_energy(model, grid[:16], ctx)  # warm-up
+    t_c, (e_c, _) = _time(lambda: cached_energy(model, grid, ctx), repeats)
+    t_n, (e_n, _) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk), slow_repeats)
+    row(
+        f"(a) heatmap {sz.heat_res}x{sz.heat_res}, N={sz.heat_n}: cached vs naive",
+        t_c,
+        t_n,
+        repeats,
+        slow_repeats,
+        ">= 20x",
+    )
+    t_cg, (e_cg, g_c) = _time(lambda: cached_energy(model, grid, ctx, grad=True), repeats)
+    t_ng, (e_ng, g_n) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk, grad=True), slow_repeats)
+    row("(a) same + grad wrt queries (arrow field)", t_cg, t_ng, repeats, slow_repeats, ">= 20x")
+    max_e = float(e_n.abs().max())
+    d_e = float((e_c - e_n).abs().max())
+    d_g = float((g_c - g_n).abs().max())
+    rel = d_e / max(max_e, 1e-12)
+    checks.append(
+        f"max |cached - naive| energy = {d_e:.2e} (max |E| = {max_e:.3g}, relative {rel:.1e}); "
+        f"gradient = {d_g:.2e} (max |grad| = {float(g_n.abs().max()):.3g})"
+    )
+
+    # (b) film strip
+    ctx = ctx_of(sz.film_n)
+    fgrid = grid_points(box, sz.film_res)[0].to(model.dtype)
+
+    def film_cached() -> torch.Tensor:
+        with torch.no_grad():
+            return model.energy_all_prefixes(fgrid[None], ctx[None])[0]
+
+    def film_naive() -> torch.Tensor:
+        return torch.stack(
+            [naive_energy(model, fgrid, ctx[:n], sz.naive_chunk)[0] for n in range(sz.film_n + 1)]
+        )
+
+    t_c, f_c = _time(film_cached, repeats)
+    t_n, f_n = _time(film_naive, slow_repeats)
+    row(
+        f"(b) film strip {sz.film_res}x{sz.film_res}, N={sz.film_n} (all {sz.film_n + 1} prefixes)",
+        t_c,
+        t_n,
+        repeats,
+        slow_repeats,
+        ">= 15x",
+    )
+    checks.append(f"film strip max |cached - naive| = {float((f_c - f_n).abs().max()):.2e}")
+
+    # (c) one CD step
+    tcfg = TrainConfig(
+        batch_size=sz.cd_batch,
+        context_len=sz.cd_n,
+        chains=sz.cd_chains,
+        langevin_steps=sz.cd_steps,
+        box=box,
+        task=prior.to_card(),
+    )
+    seq_all, _ = prior.sample_batch(sz.cd_batch, sz.cd_n + tcfg.extra_points, g)
+    seq_all = seq_all.to(model.dtype)
+    init = chain_init(seq_all, sz.cd_n, sz.cd_chains, tcfg.data_init_frac, box, g)
+    seq = seq_all[:, : sz.cd_n]
+    model.train()
+
+    def cd_vec() -> float:
+        model.zero_grad(set_to_none=True)
+        neg = sample_negatives(model, seq, init, tcfg, torch.Generator().manual_seed(1))
+        loss, _ = cd_loss(model, seq, neg, tcfg.alpha)
+        loss.backward()
+        return float(loss.detach())
+
+    def cd_ref() -> float:
+        model.zero_grad(set_to_none=True)
+        neg = sample_negatives_reference(model, seq, init, tcfg, torch.Generator().manual_seed(1))
+        loss = cd_loss_reference(model, seq, neg, tcfg.alpha)
+        loss.backward()
+        return float(loss.detach())
+
+    t_c, _ = _time(cd_vec, repeats)
+    t_n, _ = _time(cd_ref, slow_repeats)
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    row(
+        f"(c) CD step B={sz.cd_batch} N={sz.cd_n} C={sz.cd_chains} {sz.cd_steps} Langevin steps: "
+        "vectorised vs loops",
+        t_c,
+        t_n,
+        repeats,
+        slow_repeats,
+        ">= 20x",
+    )
+
+    # (d) Langevin
+    ctx = ctx_of(sz.lv_n)
+    sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
+    init_p = uniform_init(sz.lv_particles, box, generator=g)
+
+    def run_langevin() -> torch.Tensor:
+        return langevin(
+            model,
+            ctx,
+            init_p,
+            sz.lv_steps,
+            sampler.step_size,
+            sampler.noise_std,
+            sampler.grad_clip,
+            box=box,
+            generator=torch.Generator().manual_seed(2),
+        )
+
+    lv_repeats = 1 if quick else min(repeats, 3)
+    t_l, _ = _time(run_langevin, lv_repeats)
+    row(
+        f"(d) Langevin {sz.lv_particles} particles x {sz.lv_steps} steps, N={sz.lv_n}",
+        t_l,
+        None,
+        lv_repeats,
+        None,
+        "report (prototype 2.7 s)",
+    )
+
+    # (e) app heatmap
+    for n in sz.app_ns:
+        if n > model.config.max_context:
+            checks.append(f"(e) skipped N={n}: the model reads at most {model.config.max_context} points")
+            continue
+        ctx = ctx_of(n)
+        app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows)  # warm-up
+        t_a, _ = _time(lambda ctx=ctx: app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows), repeats)
+        row(
+            f"(e) app heatmap {sz.app_res}x{sz.app_res} + {sz.app_arrows}x{sz.app_arrows} arrows, N={n}",
+            t_a,
+            None,
+            repeats,
+            None,
+            "< 200 ms",
+        )
+
+    print_fn(format_bench(rows))
+    for c in checks:
+        print_fn(c)
+    return {
+        "model": source,
+        "quick": quick,
+        "repeats": repeats,
+        "rows": rows,
+        "checks": checks,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _fmt_t(s: float | None) -> str:
+    if s is None:
+        return ""
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def format_bench(rows: list[dict]) -> str:
+    head = "| benchmark | fast | naive / reference | ratio | repeats | target |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.1f}x" if r["ratio"] is not None else ""
+        lines.append(
+            f"| {r['name']} | {_fmt_t(r['fast_s'])} | {_fmt_t(r['slow_s'])} | {ratio} | "
+            f"{r['repeats']} | {r['target']} |"
+        )
+    return "\n".join(lines)

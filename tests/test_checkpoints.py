@@ -1,0 +1,218 @@
+"""Checkpoints: bit-exact round trips, atomic saves, and a CheckpointError for every bad file."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from lib_helpers import random_model
+from safetensors.torch import save as st_save
+
+from iclebm import CheckpointError, checkpoints
+from iclebm.checkpoints import (
+    box_of,
+    card_path,
+    checkpoint_bytes,
+    list_checkpoints,
+    load_checkpoint,
+    load_checkpoint_bytes,
+    read_card,
+    save_checkpoint,
+)
+
+CARD = {
+    "name": "tiny",
+    "task": {"n_components": 3, "mean_std": 3.0, "component_std": [0.33, 0.5]},
+    "box": [-12.0, 12.0],
+    "sampler": {"steps": 50, "step_size": 0.05, "noise_std": 0.316, "grad_clip": 20.0},
+    "training": {"steps": 7, "command": "python -m iclebm train --preset small"},
+}
+
+
+def tiny(seed: int = 0):
+    return random_model(seed=seed, dtype=torch.float32)
+
+
+def assert_same_weights(a, b) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), k
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    model = tiny()
+    path = save_checkpoint(model, tmp_path / "m.safetensors", CARD)
+    assert path.exists() and card_path(path).exists()
+    loaded = load_checkpoint(path)
+    assert_same_weights(model, loaded)
+    assert loaded.config == model.config
+    assert not loaded.training
+    for key, value in CARD.items():
+        assert loaded.card[key] == value
+    assert loaded.card["model"] == model.config.to_dict()
+    q, ctx = torch.randn(1, 5, 2), torch.randn(1, 4, 2)
+    assert torch.equal(model.energy(q, ctx), loaded.energy(q, ctx))
+    assert read_card(path)["training"]["steps"] == 7
+    assert box_of(loaded) == (-12.0, 12.0)
+    assert list_checkpoints(tmp_path) == [path]
+
+
+def test_suffix_is_added_and_embedded_card_used_without_sidecar(tmp_path):
+    model = tiny()
+    path = save_checkpoint(model, tmp_path / "noext", CARD)
+    assert path.name == "noext.safetensors"
+    card_path(path).unlink()
+    loaded = load_checkpoint(path)  # the card inside the safetensors metadata is enough
+    assert loaded.card["name"] == "tiny"
+    assert_same_weights(model, loaded)
+    assert load_checkpoint(tmp_path / "noext").card["name"] == "tiny"  # suffix optional on load too
+
+
+def test_bytes_round_trip_is_bit_exact():
+    model = tiny(seed=3)
+    data = checkpoint_bytes(model, CARD)
+    loaded = load_checkpoint_bytes(data, name="upload")
+    assert_same_weights(model, loaded)
+    assert loaded.card["task"] == CARD["task"]
+    assert checkpoint_bytes(loaded, loaded.card) == data  # deterministic serialisation
+
+
+def test_energy_scale_survives_round_trip(tmp_path):
+    model = tiny()
+    model.config.energy_scale = 0.37
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "s.safetensors", CARD))
+    assert loaded.config.energy_scale == 0.37
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = save_checkpoint(tiny(seed=1), tmp_path / "m.safetensors", CARD)
+    before_weights, before_card = path.read_bytes(), card_path(path).read_text()
+
+    def crash(src, dst):
+        raise OSError("simulated crash during rename")
+
+    monkeypatch.setattr(checkpoints.os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_checkpoint(tiny(seed=2), path, {**CARD, "name": "other"})
+    monkeypatch.undo()
+    assert path.read_bytes() == before_weights
+    assert card_path(path).read_text() == before_card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp files left
+    assert_same_weights(load_checkpoint(path), tiny(seed=1))
+
+
+def test_crash_while_writing_keeps_previous_file(tmp_path, monkeypatch):
+    path = save_checkpoint(tiny(seed=1), tmp_path / "m.safetensors", CARD)
+    before = path.read_bytes()
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints.os, "fsync", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(tiny(seed=2), path, CARD)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+# ---- every bad checkpoint raises CheckpointError ------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("cut", [0, 5, 100, -10])
+def test_truncated_file(tmp_path, cut):
+    data = checkpoint_bytes(tiny(), CARD)
+    path = tmp_path / "t.safetensors"
+    path.write_bytes(data[:cut])
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "r.safetensors"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+
+
+def test_torch_pickle_renamed(tmp_path):
+    path = tmp_path / "p.safetensors"
+    torch.save(tiny().state_dict(), path)
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(path)
+    legacy = tmp_path / "legacy.safetensors"
+    torch.save(tiny().state_dict(), legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(legacy)
+
+
+def test_safetensors_without_card(tmp_path):
+    path = tmp_path / "plain.safetensors"
+    path.write_bytes(st_save({k: v.contiguous() for k, v in tiny().state_dict().items()}))
+    with pytest.raises(CheckpointError, match="no card"):
+        load_checkpoint(path)
+
+
+def test_shape_mismatch_with_card(tmp_path):
+    path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
+    card = json.loads(card_path(path).read_text())
+    card["model"]["d_model"] = 32
+    card_path(path).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_checkpoint(path)
+    card["model"]["d_model"] = 16
+    card["model"]["n_layer"] = 3
+    card_path(path).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(path)
+
+
+def test_invalid_model_config_in_card(tmp_path):
+    path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
+    card = json.loads(card_path(path).read_text())
+    card["model"]["n_head"] = 5  # 16 is not divisible by 5
+    card_path(path).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="config"):
+        load_checkpoint(path)
+    del card["model"]
+    card_path(path).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="no model config"):
+        load_checkpoint(path)
+
+
+def test_nan_weights():
+    model = tiny()
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_checkpoint_bytes(checkpoint_bytes(model, CARD))
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("inf")
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        load_checkpoint_bytes(checkpoint_bytes(model, CARD))
+
+
+def test_corrupt_sidecar_json(tmp_path):
+    path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
+    card_path(path).write_text('{"model": {"d_model": 16,')
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        read_card(path)
+
+
+def test_checkpoint_error_messages_name_the_file(tmp_path):
+    path = tmp_path / "named.safetensors"
+    path.write_bytes(b"short")
+    with pytest.raises(CheckpointError, match="named.safetensors"):
+        load_checkpoint(path)
