@@ -250,26 +250,27 @@ def langevin_figure(
             traces.insert(0, trail_idx)
         frames.append(go.Frame(data=data, traces=traces, name=str(int(step))))
     fig.frames = frames
-    anim = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
+    # redraw=True: plotly.js 4 drops the heatmap layer on non-redraw (transition) frames.
+    anim = {"frame": {"duration": frame_ms, "redraw": True}, "transition": {"duration": 0},
             "fromcurrent": True, "mode": "immediate"}
     fig.update_layout(
-        margin={"l": 40, "r": 10, "t": 10, "b": 90},
+        margin={"l": 40, "r": 10, "t": 10, "b": 100},
         updatemenus=[{
-            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.06, "xanchor": "left",
-            "yanchor": "top", "pad": {"t": 4, "r": 6}, "showactive": False,
+            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.1, "xanchor": "left",
+            "yanchor": "top", "pad": {"t": 30, "r": 6}, "showactive": False,
             "buttons": [
                 {"label": "▶ play", "method": "animate", "args": [None, anim]},
                 {"label": "❚❚ pause", "method": "animate",
-                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
+                 "args": [[None], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate",
                                    "transition": {"duration": 0}}]},
             ],
         }],
         sliders=[{
-            "active": 0, "x": 0.2, "len": 0.8, "y": -0.04, "yanchor": "top",
+            "active": 0, "x": 0.25, "len": 0.75, "y": -0.06, "yanchor": "top",
             "currentvalue": {"prefix": "Langevin step ", "font": {"size": 12}},
             "pad": {"t": 4},
             "steps": [{"label": str(int(s)), "method": "animate",
-                       "args": [[str(int(s))], {"frame": {"duration": 0, "redraw": False},
+                       "args": [[str(int(s))], {"frame": {"duration": 0, "redraw": True},
                                                 "mode": "immediate", "transition": {"duration": 0}}]}
                       for s in steps],
         }],

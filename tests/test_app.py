@@ -1,0 +1,249 @@
+"""The Streamlit app under streamlit.testing.v1.AppTest: every panel runs without exceptions.
+
+AppTest cannot click the canvas or fire `run_every`; clicks are tested in a real
+browser (test_browser.py) and the logic behind them in test_app_state.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from iclebm.checkpoints import DEFAULT_CHECKPOINT, checkpoint_bytes, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TIMEOUT = 120
+
+
+@pytest.fixture()
+def ckpt_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private checkpoints/ holding a copy of the shipped model, so saves never touch the repo."""
+    if not DEFAULT_CHECKPOINT.exists():
+        pytest.skip(f"no shipped checkpoint at {DEFAULT_CHECKPOINT}")
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shutil.copy(DEFAULT_CHECKPOINT, folder / DEFAULT_CHECKPOINT.name)
+    side = DEFAULT_CHECKPOINT.with_suffix(".json")
+    if side.exists():
+        shutil.copy(side, folder / side.name)
+    monkeypatch.setenv("ICLEBM_CHECKPOINT_DIR", str(folder))
+    monkeypatch.setenv("ICLEBM_CHECKPOINT", str(folder / DEFAULT_CHECKPOINT.name))
+    return folder
+
+
+def _app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=TIMEOUT)
+
+
+def _ok(at: AppTest, allow_errors: bool = False) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    if not allow_errors:
+        assert not at.error, [e.value for e in at.error]
+    text = " ".join(str(m.value) for m in at.markdown) + " ".join(str(e.value) for e in at.error)
+    assert "Traceback" not in text
+
+
+def _captions(at: AppTest) -> str:
+    return " ".join(str(c.value) for c in at.caption)
+
+
+def _points(at: AppTest) -> list:
+    return list(at.session_state["points"])
+
+
+def test_app_starts_on_the_shipped_checkpoint(ckpt_dir: Path) -> None:
+    at = _app().run()
+    _ok(at)
+    assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
+    assert "0 context points" in _captions(at)
+    assert len(at.data_editor) == 1
+
+
+def test_context_panel_and_view_controls(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.session_state["points"] = [(1.0, 2.0), (-3.0, 0.5), (4.0, -4.0)]
+    at.run()
+    _ok(at)
+    assert "3 context points" in _captions(at)
+    at.toggle(key="log_scale").set_value(True)
+    at.toggle(key="arrows").set_value(False)
+    at.toggle(key="contours").set_value(False)
+    at.session_state["view"] = "density"
+    at.run()
+    _ok(at)
+    at.number_input(key="resolution").set_value(60).run()
+    _ok(at)
+    at.slider(key="n_scrub").set_value(1).run()
+    _ok(at)
+    assert at.session_state["scrub_all"] is False
+    at.button[0].click().run()  # undo
+    _ok(at)
+    assert _points(at) == [(1.0, 2.0), (-3.0, 0.5)]
+    at.button[1].click().run()  # clear
+    _ok(at)
+    assert _points(at) == []
+
+
+def test_data_editor_rejects_bad_rows(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.session_state["points"] = [(1.0, 1.0), (2.0, 2.0)]
+    at.run()
+    key = at.data_editor[0].key
+    at.session_state[key] = {
+        "edited_rows": {0: {"x": "not a number"}},
+        "added_rows": [{"x": 3.0, "y": -3.0}, {"x": float("nan"), "y": 1.0}, {"x": 99.0, "y": 0.0}],
+        "deleted_rows": [],
+    }
+    at.run()
+    _ok(at)
+    assert _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
+    warnings = " ".join(str(w.value) for w in at.warning)
+    assert "Row 1 rejected" in warnings and warnings.count("New row") == 2
+    assert list(at.data_editor[0].value["x"]) == [1.0, 2.0, 3.0]  # the table shows the valid context
+
+
+def test_mixture_probe_and_feeding(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.button(key="mix_draw").click().run()
+    _ok(at)
+    assert len(_points(at)) == 32 and at.session_state["mixture"]["k"] == 3
+    assert "32 context points" in _captions(at)
+    at.radio(key="mix_mode").set_value("one at a time")
+    at.button(key="mix_draw").click().run()
+    _ok(at)
+    assert _points(at) == [] and len(at.session_state["feed_queue"]) == 32
+    at.button(key="mix_pause").click().run()
+    at.button(key="mix_step").click().run()
+    at.button(key="mix_step").click().run()
+    _ok(at)
+    assert len(_points(at)) == 2 and len(at.session_state["feed_queue"]) == 30
+    at.button(key="mix_play").click().run()
+    _ok(at)
+    assert at.session_state["feeding"] is True
+    for family in at.selectbox(key="probe_family").options:
+        at.selectbox(key="probe_family").set_value(family)
+        at.button(key="probe_load").click().run()
+        _ok(at)
+        assert len(_points(at)) == 48 and at.session_state["mixture"] is None
+
+
+def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.button(key="mix_draw").click().run()
+    at.number_input(key="lv_n").set_value(20)
+    at.number_input(key="lv_steps").set_value(10)
+    at.toggle(key="lv_trails").set_value(True)
+    at.selectbox(key="lv_init").set_value("context")
+    at.button(key="lv_run").click().run()
+    _ok(at)
+    assert at.session_state["lv_result"]["traj"].positions.shape[1] == 20
+    assert "within 3σ" in " ".join(str(m.value) for m in at.markdown)
+    at.button(key="icl_run").click().run()
+    _ok(at)
+    curve = at.session_state["icl_result"]["curve"]
+    assert curve["ns"][0] == 0 and "model" in curve["nll"] and "oracle" in curve["nll"]
+
+
+def test_live_training_panel(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.session_state["points"] = [(1.0, 1.0), (1.2, 0.8)]
+    at.number_input(key="tr_batch").set_value(2)
+    at.number_input(key="tr_lsteps").set_value(2)
+    at.run()
+    at.button(key="tr_new").click().run()
+    _ok(at)
+    assert at.session_state["trainer"] is not None
+    at.button(key="tr_step").click().run()
+    _ok(at)
+    assert at.session_state["trainer"].poll().step == 1
+    assert any("step 1" in str(m.value) for m in at.markdown)
+    at.button(key="tr_play").click().run()
+    _ok(at)
+    at.button(key="tr_pause").click().run()
+    _ok(at)
+    at.text_input(key="tr_name").set_value("mog2d").run()
+    at.button(key="tr_save").click().run()
+    assert any("never overwritten" in str(e.value) for e in at.error)  # the shipped name is refused
+    at.text_input(key="tr_name").set_value("my run").run()
+    at.button(key="tr_save").click().run()
+    _ok(at)
+    assert (ckpt_dir / "my_run.safetensors").exists() and (ckpt_dir / "my_run.json").exists()
+    at.button(key="tr_use").click().run()
+    _ok(at)
+    assert at.session_state["model_choice"].startswith("session:trained-scratch")
+    at.radio(key="tr_mode").set_value("fine-tune the loaded model")
+    at.button(key="tr_new").click().run()
+    _ok(at)
+    assert at.session_state["trainer"].mode == "finetune"
+    at.session_state["trainer"].close()
+
+
+def test_model_selector_and_uploads(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.session_state["points"] = [(0.0, 0.0)]
+    at.run()
+    choice = at.session_state["model_choice"]
+    bad_files = {
+        "notes.safetensors": b"hello, not a model",
+        "evil.safetensors": pickle.dumps({"weights": [1, 2, 3]}),
+        "cut.safetensors": checkpoint_bytes(load_checkpoint(DEFAULT_CHECKPOINT))[:5000],
+    }
+    for name, data in bad_files.items():
+        at.file_uploader(key="upload").set_value((name, data, "application/octet-stream")).run()
+        _ok(at, allow_errors=True)
+        assert any("Upload rejected" in str(e.value) for e in at.error), name
+        assert at.session_state["model_choice"] == choice  # the current model stays
+    good = checkpoint_bytes(load_checkpoint(DEFAULT_CHECKPOINT))
+    at.file_uploader(key="upload").set_value(("mine.safetensors", good, "application/octet-stream")).run()
+    _ok(at)
+    assert at.session_state["model_choice"] == "session:mine"
+    at.selectbox(key="model_choice").set_value(choice).run()
+    _ok(at)
+
+
+def test_share_link_round_trip(ckpt_dir: Path) -> None:
+    at = _app()
+    at.query_params["pts"] = "1,2;-3.5,4.25"
+    at.query_params["view"] = "density"
+    at.query_params["log"] = "1"
+    at.query_params["arrows"] = "0"
+    at.run()
+    _ok(at)
+    assert _points(at) == [(1.0, 2.0), (-3.5, 4.25)]
+    assert at.session_state["view"] == "density" and at.session_state["log_scale"] is True
+    assert at.session_state["arrows"] is False
+    at.button[0].click().run()  # undo: the link follows the state
+    assert at.query_params["pts"] == ["1,2"] or at.query_params["pts"] == "1,2"
+
+
+def test_too_long_shared_context_keeps_the_newest(ckpt_dir: Path) -> None:
+    at = _app()
+    at.query_params["pts"] = ";".join(f"{i / 10},1" for i in range(70))
+    at.run()
+    _ok(at)
+    assert len(_points(at)) == 64 and _points(at)[0] == (0.6, 1.0)
+    assert any("at most 64" in str(w.value) for w in at.warning)
+
+
+def test_missing_checkpoint_shows_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICLEBM_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("ICLEBM_CHECKPOINT", str(tmp_path / "mog2d.safetensors"))
+    at = _app().run()
+    assert not at.exception
+    assert any("Could not load a model" in str(e.value) for e in at.error)
+    assert len(at.file_uploader) == 1  # the way out: upload a checkpoint
+
+
+def test_broken_checkpoint_shows_a_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mog2d.safetensors").write_bytes(b"\x80\x04 definitely a pickle")
+    monkeypatch.setenv("ICLEBM_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("ICLEBM_CHECKPOINT", str(tmp_path / "mog2d.safetensors"))
+    at = _app().run()
+    assert not at.exception
+    text = " ".join(str(e.value) for e in at.error)
+    assert "Could not load" in text and "pickle" in text

@@ -1,0 +1,210 @@
+"""The explorer in a real browser: Playwright driving Debian's Chromium against `streamlit run app.py`.
+
+Skipped, with the reason printed, when Chromium or Playwright is missing. Screenshots
+go to artifacts/ (gitignored); with ICLEBM_UPDATE_SCREENSHOT=1 the full-app screenshot
+is also copied to docs/screenshot.png for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
+BOX_WIDTH = 24.0  # the shipped model's box is [-12, 12]
+
+pytestmark = pytest.mark.browser
+
+
+def _skip(reason: str) -> None:
+    print(f"\nSKIPPING browser tests: {reason}", file=sys.stderr)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url() -> Iterator[str]:
+    if not Path(CHROMIUM).exists():
+        _skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as e:
+        _skip(f"playwright is not installed: {e}")
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited early; see {ARTIFACTS / 'streamlit.log'}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # only the server we started (its own session)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(app_url: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        try:
+            b = p.chromium.launch(
+                executable_path=CHROMIUM,
+                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
+        except Exception as e:  # noqa: BLE001 - any launch failure is a skip with its reason
+            _skip(f"Chromium did not start: {e}")
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser, app_url: str):  # type: ignore[no-untyped-def]
+    pg = browser.new_page(viewport={"width": 1500, "height": 1100})
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(app_url)
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=90_000)
+    pg.wait_for_function("() => document.querySelector('.iclebm-canvas').dataset.rendered !== undefined",
+                         timeout=30_000)
+    yield pg
+    body = pg.inner_text("body")
+    assert "Traceback" not in body
+    assert not errors, errors
+    pg.close()
+
+
+def _canvas_pixel(pg, x: float, y: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Page pixel of data point (x, y) on the main canvas, through Plotly's own axes."""
+    pos = pg.evaluate(
+        """([x, y]) => { const gd = document.querySelector('.iclebm-canvas');
+            const r = gd.getBoundingClientRect(); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            return [r.left + xa._offset + xa.d2p(x), r.top + ya._offset + ya.d2p(y)]; }""", [x, y])
+    return float(pos[0]), float(pos[1])
+
+
+def _heat_signature(pg) -> float:  # type: ignore[no-untyped-def]
+    return float(pg.evaluate(
+        """() => { const gd = document.querySelector('.iclebm-canvas'); const z = gd._fullData[0].z;
+            let s = 0; for (const row of z) for (const v of row) s += v * 1.0001 + 1; return s; }"""))
+
+
+def _n_points(pg) -> int:  # type: ignore[no-untyped-def]
+    m = re.search(r"(\d+) context points? \(max", pg.inner_text("body"))
+    return int(m.group(1)) if m else -1
+
+
+def _click(pg, x: float, y: float) -> float:  # type: ignore[no-untyped-def]
+    """Click data point (x, y); wait for the redrawn canvas; return the click->redraw ms."""
+    done = len(pg.evaluate("window.__iclebmLatencies || []"))
+    px, py = _canvas_pixel(pg, x, y)
+    pg.mouse.click(px, py)
+    pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=30_000)
+    return float(pg.evaluate("window.__iclebmLatencies")[-1])
+
+
+def test_click_adds_point_where_clicked_and_redraws(page) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    before = _heat_signature(pg)
+    latency = _click(pg, 3.0, -2.0)
+    pg.wait_for_function("() => /last click added/.test(document.body.innerText)", timeout=30_000)
+    m = re.search(r"last click added \((-?[\d.]+), (-?[\d.]+)\)", pg.inner_text("body"))
+    assert m, "the added point is not shown on the page"
+    x, y = float(m.group(1)), float(m.group(2))
+    assert abs(x - 3.0) <= 0.01 * BOX_WIDTH and abs(y + 2.0) <= 0.01 * BOX_WIDTH, (x, y)
+    assert _n_points(pg) == 1
+    assert _heat_signature(pg) != before, "the heatmap did not change after the click"
+    latencies = [latency]
+    for i, (cx, cy) in enumerate([(-5.0, 4.0), (0.5, 0.5), (6.0, 6.0), (-7.5, -3.0)]):
+        latencies.append(_click(pg, cx, cy))
+        assert _n_points(pg) == i + 2
+    pg.screenshot(path=str(ARTIFACTS / "click.png"), full_page=False)
+    med = statistics.median(latencies[1:])
+    print(f"\nclick -> redrawn landscape in the browser: median {med:.0f} ms, "
+          f"all {[round(v) for v in latencies]} ms (first includes plotly warm-up)")
+    # A loose bound: CI machines are shared; the measured numbers are printed above.
+    assert med < 3000
+
+
+def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    pg.locator(".st-key-mix_draw button").first.click()
+    pg.wait_for_function("() => /32 context points/.test(document.body.innerText)", timeout=60_000)
+    pg.locator(".st-key-lv_run button").first.click()
+    pg.wait_for_function("() => document.querySelectorAll('.iclebm-canvas').length >= 2 && "
+                         "document.querySelectorAll('.iclebm-canvas')[1].dataset.rendered !== undefined",
+                         timeout=120_000)
+    anim = pg.locator(".iclebm-canvas").nth(1)
+    anim.scroll_into_view_if_needed()
+    gd = "document.querySelectorAll('.iclebm-canvas')[1]"
+    assert pg.evaluate(f"() => {gd}._transitionData._frames.length") > 5
+    start = pg.evaluate(f"() => Array.from({gd}._fullData.at(-1).x)")
+    anim.get_by_text("▶ play").click()
+    pg.wait_for_timeout(2500)
+    now = pg.evaluate(f"() => Array.from({gd}._fullData.at(-1).x)")
+    assert now != start, "the particles did not move when playing the animation"
+    anim.screenshot(path=str(ARTIFACTS / "langevin.png"))
+    pg.screenshot(path=str(ARTIFACTS / "app_full.png"), full_page=True)
+    pg.evaluate("window.scrollTo(0, 0)")
+    pg.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
+    if os.environ.get("ICLEBM_UPDATE_SCREENSHOT") == "1":
+        (ROOT / "docs").mkdir(exist_ok=True)
+        shutil.copy(ARTIFACTS / "app.png", ROOT / "docs" / "screenshot.png")
+
+
+def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    pg.locator(".st-key-tr_new button").first.click()
+    pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
+    pg.locator(".st-key-tr_play button").first.click()
+
+    def step() -> int:
+        m = re.search(r"step (\d+) · [\d.]+ steps/s", pg.inner_text("body"))
+        return int(m.group(1)) if m else -1
+
+    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=60_000)
+    first = step()
+    pg.wait_for_timeout(5000)  # the fragment refreshes every 2 s while training runs
+    second = step()
+    assert second > first >= 1, (first, second)
+    chart = pg.locator(".st-key-loss_chart")
+    chart.wait_for(timeout=30_000)
+    chart.scroll_into_view_if_needed()
+    pg.screenshot(path=str(ARTIFACTS / "training.png"), full_page=False)
+    pg.locator(".st-key-tr_pause button").first.click()

@@ -1,0 +1,138 @@
+"""Figure builders: arrays in, Plotly figures out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iclebm import plots as P
+
+BOX = (-12.0, 12.0)
+R = 20
+XS = (np.arange(R) + 0.5) * 24 / R - 12
+
+
+def _grids(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    energy = rng.normal(size=(R, R)).astype(np.float32) + 3
+    logp = -energy - np.log(np.exp(-energy).sum() * (24 / R) ** 2)
+    return energy, logp
+
+
+def test_heat_values() -> None:
+    e, lp = _grids()
+    z, label = P.heat_values(e, lp, "energy", False)
+    assert np.allclose(z, e) and "E(" in label
+    z, _ = P.heat_values(e, lp, "energy", True)
+    assert z.min() == pytest.approx(0.0) and np.all(np.diff(np.sort(z.ravel())) >= 0)
+    z, label = P.heat_values(e, lp, "density", False)
+    assert np.allclose(z, np.exp(lp)) and label.startswith("p(")
+    lp2 = lp.copy()
+    lp2[0, 0] = -1e4  # far below the peak: floored so it cannot stretch the colour scale
+    z, label = P.heat_values(e, lp2, "density", True)
+    assert z.min() >= lp2.max() - P.LOG_DENSITY_SPAN - 1e-4 and label.startswith("log p")
+    with pytest.raises(ValueError):
+        P.heat_values(e, lp, "entropy")
+
+
+def _names(fig) -> list[str]:  # type: ignore[no-untyped-def]
+    return [t.name for t in fig.data]
+
+
+def test_landscape_figure_layers_follow_the_toggles() -> None:
+    e, lp = _grids()
+    pts = np.array([[0.0, 0.0], [1.0, 2.0], [-3.0, 4.0]])
+    xy = np.stack(np.meshgrid(XS[::4], XS[::4]), -1).reshape(-1, 2)
+    fig = P.landscape_figure(XS, e, lp, BOX, kind="density", log=True, contours=True, arrows=(xy, -xy),
+                             points=pts, true_log_density=lp, samples=pts, title="t")
+    names = _names(fig)
+    assert names[0].startswith("log p") and fig.data[0].type == "heatmap"
+    for name in ("contours", "true density", "-grad E", "samples", "context"):
+        assert name in names
+    assert names[-1] == "context"  # points on top
+    assert tuple(fig.layout.xaxis.range) == BOX and tuple(fig.layout.yaxis.range) == BOX
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.dragmode is False
+    bare = P.landscape_figure(XS, e, lp, BOX, contours=False)
+    assert _names(bare) == ["E(x | context)"]
+
+
+def test_context_trace_numbers_points_and_highlights_the_latest() -> None:
+    pts = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    tr = P.context_trace(pts)
+    assert list(tr.customdata) == [1, 2, 3, 4]
+    assert "point #%{customdata}" in tr.hovertemplate
+    assert tr.marker.color[-1] == P.LATEST_COLOR and tr.marker.color[0] == P.CONTEXT_COLOR
+    tr = P.context_trace(pts, n_shown=2)
+    assert tr.marker.color[1] == P.LATEST_COLOR and tr.marker.color[2] != P.CONTEXT_COLOR
+    assert tr.text[3] == "not yet seen"
+
+
+def test_arrow_segments() -> None:
+    xy = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    uv = np.array([[1.0, 0.0], [0.0, 0.0], [0.0, -4.0]])  # the zero vector is dropped
+    x, y = P.arrow_segments(xy, uv, spacing=1.0)
+    assert len(x) == len(y) == 2 * 7
+    assert np.isnan(x).sum() == 4
+    # shaft of the strongest arrow: length 0.9 * spacing, pointing down
+    assert x[7] == 2.0 and y[7] == 2.0 and y[8] == pytest.approx(2.0 - 0.9)
+    # weaker arrows are shorter (sqrt scale), never longer than the spacing
+    assert 0 < x[1] - x[0] < 0.9
+    empty = P.arrow_segments(xy, np.zeros_like(xy), 1.0)
+    assert len(empty[0]) == 0
+
+
+def test_film_strip_figure() -> None:
+    e, lp = _grids()
+    lengths = [0, 1, 2, 4]
+    fig = P.film_strip_figure(XS, np.stack([lp] * 4), lengths, BOX, points=np.zeros((4, 2)), selected=2)
+    heat = [t for t in fig.data if t.type == "heatmap"]
+    assert len(heat) == 4
+    assert [a.text for a in fig.layout.annotations] == [f"n = {n}" for n in lengths]
+    assert fig.layout.annotations[2].font.color == P.CONTEXT_COLOR
+    assert sum(t.type == "scatter" for t in fig.data) == 3  # no points panel for n = 0
+
+
+def test_trail_segments() -> None:
+    pos = np.arange(5 * 3 * 2, dtype=np.float32).reshape(5, 3, 2)
+    x, y = P.trail_segments(pos, 4, 2)  # frames 2..4 for 3 particles, NaN after each
+    assert len(x) == 3 * 4 and np.isnan(x).sum() == 3
+    assert P.trail_segments(pos, 0, 3)[0].size == 0
+
+
+@pytest.mark.parametrize("trails", [0, 3])
+def test_langevin_figure_animates_only_the_particles(trails: int) -> None:
+    e, lp = _grids()
+    rng = np.random.default_rng(0)
+    positions = rng.normal(size=(6, 10, 2)).astype(np.float32)
+    steps = [0, 2, 4, 6, 8, 10]
+    fig = P.langevin_figure(XS, e, lp, BOX, positions, steps, points=np.zeros((2, 2)), trails=trails)
+    assert len(fig.frames) == 6 and [f.name for f in fig.frames] == [str(s) for s in steps]
+    n_traces = len(fig.data)
+    animated = {n_traces - 1} | ({n_traces - 2} if trails else set())
+    for frame in fig.frames:
+        assert set(frame.traces) == animated
+        assert all(t.type == "scatter" for t in frame.data)
+    assert fig.data[0].type == "heatmap"
+    np.testing.assert_allclose(fig.frames[3].data[-1].x, positions[3, :, 0])
+    labels = [b.label for b in fig.layout.updatemenus[0].buttons]
+    assert any("play" in b for b in labels) and any("pause" in b for b in labels)
+    assert len(fig.layout.sliders[0].steps) == 6
+
+
+def test_icl_curve_figure() -> None:
+    curve = {"ns": [0, 1, 2, 4], "nll": {"model": [5, 4, 3, 2.5], "oracle": [2, 2, 2, 2],
+                                          "kde_scott": [float("nan"), 6, 4, 3]}}
+    fig = P.icl_curve_figure(curve)
+    assert [t.name for t in fig.data] == ["model", "oracle", "kde_scott"]
+    assert list(fig.data[0].x) == ["0", "1", "2", "4"] and fig.layout.xaxis.type == "category"
+    assert np.isnan(fig.data[2].y[0])
+
+
+def test_ema_and_loss_figure() -> None:
+    sm = P.ema([1.0, float("nan"), 3.0, float("inf")], alpha=0.5)
+    assert sm[0] == 1.0 and sm[1] == 1.0 and sm[2] == 2.0 and sm[3] == 2.0
+    hist = [{"step": i, "loss": -i / 10, "e_real": 1.0, "e_neg": 2.0} for i in range(5)]
+    fig = P.loss_figure(hist)
+    assert len(fig.data) == 6  # raw + smoothed for loss, e_real, e_neg
+    assert list(fig.data[0].x) == list(range(5))
+    assert len(P.loss_figure([]).data) == 6
