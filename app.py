@@ -488,7 +488,7 @@ def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
     c2.radio("feed", ["all at once", "one at a time"], key="mix_mode", horizontal=True)
     queue = ss["feed_queue"]
     b1, b2, b3, b4 = st.columns(4)
-    b1.button("🎲 Draw", type="primary", width="stretch", on_click=on_draw_mixture, key="mix_draw",
+    b1.button("Draw", type="primary", width="stretch", on_click=on_draw_mixture, key="mix_draw",
               help="Sample a task from these settings and feed its points into the context")
     b2.button("▶ Play", width="stretch", disabled=not queue or ss["feeding"], key="mix_play",
               on_click=on_feed_play)
@@ -582,7 +582,9 @@ def film_strip_panel(model: EnergyTransformer, model_key: str, box: tuple[float,
     pts = list(ss["points"])
     n = len(pts)
     st.subheader("Film strip: the landscape sharpening as points arrive")
-    strip = film_strip_cached(model_key, model, tuple(map(tuple, pts)), box, 44)
+    # 36 x 36 panels: small multiples need little resolution, and this run's leftover
+    # work delays the next click's redraw.
+    strip = film_strip_cached(model_key, model, tuple(map(tuple, pts)), box, 36)
     if n > 0:
         if ss["scrub_all"] or int(ss.get("n_scrub", n)) > n:
             ss["n_scrub"] = n
@@ -631,7 +633,7 @@ def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, f
     rctx = res["context"]
     land = landscape_cached(model_key, model, tuple(map(tuple, rctx)), box, 80, 0)
     mix = current_mixture()
-    true_lp = true_density_grid(box, 80)
+    true_lp = true_density_grid(box, 240)  # finer than the landscape: thin contour lines in the image
     fig = P.langevin_figure(
         land.xs, land.energy, land.log_density, box, traj.positions, traj.steps.tolist(), kind="density",
         log=True, points=np.asarray(rctx).reshape(-1, 2) if rctx else None, true_log_density=true_lp,
@@ -791,17 +793,21 @@ def training_actions(trainer: LiveTrainer) -> None:
         switch_model(add_session_model(f"trained-{trainer.mode}-step{snap.step}", snap.model))
     name = c2.text_input("checkpoint name", value=f"live-{trainer.mode}", key="tr_name",
                          label_visibility="collapsed", placeholder="new checkpoint name")
-    if c3.button("💾 Save to checkpoints/", key="tr_save", width="stretch"):
+    if c3.button("Save to checkpoints/", key="tr_save", width="stretch"):
         save_trained(trainer, name)
-    snap = trainer.poll(with_model=True)
-    assert snap.model is not None
-    card = trainer.card()
     stem = _safe_name(name) or "live"
-    c4.download_button("⬇ .safetensors", data=checkpoint_bytes(snap.model, card),
+
+    def weights() -> bytes:  # runs on click, in another thread (no st.* calls)
+        snap = trainer.poll(with_model=True)
+        assert snap.model is not None
+        return checkpoint_bytes(snap.model, trainer.card())
+
+    c4.download_button("Download .safetensors", data=weights,
                        file_name=f"{stem}.safetensors", key="tr_download", width="stretch",
                        mime="application/octet-stream", on_click="ignore")
-    c4.download_button("⬇ card .json", data=json.dumps(card, indent=2), file_name=f"{stem}.json",
-                       key="tr_download_card", width="stretch", mime="application/json", on_click="ignore")
+    c4.download_button("Download card .json", data=lambda: json.dumps(trainer.card(), indent=2),
+                       file_name=f"{stem}.json", key="tr_download_card", width="stretch",
+                       mime="application/json", on_click="ignore")
 
 
 def _safe_name(name: str) -> str:
@@ -886,7 +892,7 @@ def main() -> None:
         training_panel(model, box)  # type: ignore[arg-type]
     with guarded("Share link"):
         write_share_link(option)  # type: ignore[arg-type]
-        st.sidebar.caption("🔗 The address bar always holds a link to this view (points + settings).")
+        st.sidebar.caption("Share: the address bar always holds a link to this view (points + settings).")
 
 
 def _run(fn: Callable[[], None]) -> None:

@@ -64,7 +64,7 @@ function eventToData(gd, ev) {
 }
 
 export default function (component) {
-  const { data, parentElement, setTriggerValue } = component;
+  const { data, parentElement, setTriggerValue, setStateValue } = component;
   const root = parentElement.querySelector(".iclebm-canvas");
   if (!root || !data) return;
   const spec = JSON.parse(data.figure);
@@ -92,6 +92,7 @@ export default function (component) {
       : Plotly.react(root, fig);
     return rendered.then(() => {
       root._iclebmFigureId = data.figure_id;
+      if (!data.plotly_ready) setStateValue("ready", true);  // Python may stop sending the bundle
       root.dataset.renderMs = (performance.now() - tArrive).toFixed(1);
       root.dataset.rendered = String(data.revision);
       // Click -> redraw latency, read by the browser test: the click stamps a time,
@@ -178,6 +179,17 @@ def figure_payload(fig: go.Figure) -> str:
     return fig.to_json(validate=False)
 
 
+def _plotly_ready() -> bool:
+    """Whether a canvas in this session has already drawn, i.e. the browser holds window.Plotly."""
+    if st.session_state.get("_iclebm_plotly_ready"):
+        return True
+    for value in st.session_state.values():
+        if isinstance(value, dict) and value.get("ready") is True:
+            st.session_state["_iclebm_plotly_ready"] = True
+            return True
+    return False
+
+
 def plotly_canvas(
     fig: go.Figure | str,
     *,
@@ -195,7 +207,13 @@ def plotly_canvas(
     `figure_id` lets the browser skip redrawing an unchanged figure.
     """
     loader, canvas = _components()
-    loader(key=f"{key}-plotlyjs", height=0)
+    ready = _plotly_ready()
+    if not ready:
+        # Until a canvas reports that it has drawn, the page gets the bundle (once per
+        # browser thanks to the message cache; later runs skip even the hashing). It sits
+        # at the end of the sidebar, so dropping it later shifts no main-area element.
+        with st.sidebar:
+            loader(key=f"{key}-plotlyjs", height=0)
     payload = fig if isinstance(fig, str) else figure_payload(fig)
     data = {
         "figure": payload,
@@ -204,8 +222,10 @@ def plotly_canvas(
         "revision": int(revision),
         "figure_id": figure_id or str(hash(payload)),
         "canvas_id": key,
+        "plotly_ready": ready,
     }
-    result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None))
+    result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None),
+                    on_ready_change=lambda: None)
     return _as_click(getattr(result, "click", None))
 
 

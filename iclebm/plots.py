@@ -8,9 +8,14 @@ bright), so both views read the same way.
 
 from __future__ import annotations
 
+import base64
+import re
+import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
+import plotly.colors as pcolors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -203,6 +208,48 @@ def film_strip_figure(
     return fig
 
 
+def colormap(
+    z: np.ndarray, colorscale: str, zmin: float | None = None, zmax: float | None = None
+) -> np.ndarray:
+    """(H, W) values -> (H, W, 3) uint8 RGB through a Plotly colour scale (256-entry table)."""
+    z = np.asarray(z, dtype=np.float64)
+    lo = float(np.nanmin(z)) if zmin is None else zmin
+    hi = float(np.nanmax(z)) if zmax is None else zmax
+    reverse = colorscale.endswith("_r")
+    colors = pcolors.sample_colorscale(colorscale[:-2] if reverse else colorscale, np.linspace(0, 1, 256))
+    table = np.array([[float(v) for v in re.findall(r"[\d.]+", c)[:3]] for c in colors], dtype=np.float64)
+    if reverse:
+        table = table[::-1]
+    t = np.clip((z - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    idx = np.nan_to_num(t * 255, nan=0).round().astype(int)
+    return table[idx].round().astype(np.uint8)
+
+
+def contour_mask(z: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """(H, W) bool: pixels on a level crossing of z (1-pixel contour lines, no plotting library)."""
+    z = np.asarray(z, dtype=np.float64)
+    band = np.digitize(z, np.sort(np.asarray(levels, dtype=np.float64)))
+    edge = np.zeros(z.shape, dtype=bool)
+    edge[:, 1:] |= band[:, 1:] != band[:, :-1]
+    edge[1:, :] |= band[1:, :] != band[:-1, :]
+    return edge
+
+
+def png_data_url(rgb: np.ndarray) -> str:
+    """(H, W, 3) uint8 -> 'data:image/png;base64,...' (row 0 = top), encoded with zlib only."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def trail_segments(positions: np.ndarray, frame: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Polylines (NaN-separated) through each particle's last `length` frames up to `frame`."""
     start = max(0, frame - length)
@@ -223,12 +270,43 @@ def langevin_figure(
 ) -> go.Figure:
     """Particles animated over the landscape with Plotly frames.
 
-    Only the particle trace (and its trail trace) changes per frame; the heatmap is
-    drawn once, so the browser animates without Streamlit reruns.
+    Only the particle trace (and its trail trace) changes per frame. The landscape
+    (and the true density's contours) is a static background image, not a trace:
+    plotly.js 4 drops heatmap and contour layers while frames play (non-redraw
+    frames) or re-creates them every frame (redraw frames, which flickers on a busy
+    CPU); a layout image is untouched by frames, so the animation stays cheap.
     """
     positions = np.asarray(positions, dtype=np.float32)
-    fig = landscape_figure(xs, energy, log_density, box, kind=kind, log=log, contours=False,
-                           points=points, true_log_density=true_log_density, height=height)
+    z, label = heat_values(energy, log_density, kind, log)
+    rgb = colormap(z, _colorscale(kind))
+    if true_log_density is not None:
+        # Contours are traced on the true density's own (finer) grid, the landscape is
+        # upsampled to it by nearest neighbour, so the lines stay thin.
+        tl = np.asarray(true_log_density, dtype=np.float64)
+        size = max(tl.shape[0], rgb.shape[0])
+        rgb = rgb[np.arange(size) * rgb.shape[0] // size][:, np.arange(size) * rgb.shape[1] // size]
+        tl = tl[np.arange(size) * tl.shape[0] // size][:, np.arange(size) * tl.shape[1] // size]
+        top = float(np.nanmax(tl))
+        on = contour_mask(tl, np.arange(top - 9.0, top, 2.0))
+        rgb[on] = (0.3 * rgb[on] + 0.7 * 255).astype(np.uint8)
+    lo, hi = box
+    fig = go.Figure()
+    fig.add_layout_image(source=png_data_url(rgb[::-1]), xref="x", yref="y", x=lo, y=hi, sizex=hi - lo,
+                         sizey=hi - lo, sizing="stretch", layer="below", xanchor="left", yanchor="top")
+    zmin, zmax = float(np.nanmin(z)), float(np.nanmax(z))
+    # An invisible marker carries the colour bar of the background image.
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="colour bar",
+        marker={"color": [zmin, zmax], "colorscale": _colorscale(kind), "cmin": zmin, "cmax": zmax,
+                "showscale": True, "colorbar": {"title": {"text": label, "side": "right"}, "thickness": 12,
+                                                "len": 0.9}},
+    ))
+    if points is not None and len(points):
+        fig.add_trace(context_trace(points))
+    _square_axes(fig, box)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(height=height, dragmode=False, hovermode="closest", plot_bgcolor="#111",
+                      showlegend=False)
     trail_idx = None
     if trails > 0:
         tx, ty = trail_segments(positions, 0, trails)
@@ -250,27 +328,26 @@ def langevin_figure(
             traces.insert(0, trail_idx)
         frames.append(go.Frame(data=data, traces=traces, name=str(int(step))))
     fig.frames = frames
-    # redraw=True: plotly.js 4 drops the heatmap layer on non-redraw (transition) frames.
-    anim = {"frame": {"duration": frame_ms, "redraw": True}, "transition": {"duration": 0},
+    anim = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
             "fromcurrent": True, "mode": "immediate"}
     fig.update_layout(
-        margin={"l": 40, "r": 10, "t": 10, "b": 100},
+        margin={"l": 40, "r": 10, "t": 40, "b": 70},
         updatemenus=[{
-            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.1, "xanchor": "left",
-            "yanchor": "top", "pad": {"t": 30, "r": 6}, "showactive": False,
+            "type": "buttons", "direction": "left", "x": 0.0, "y": 1.0, "xanchor": "left",
+            "yanchor": "bottom", "pad": {"b": 4}, "showactive": False,
             "buttons": [
                 {"label": "▶ play", "method": "animate", "args": [None, anim]},
                 {"label": "❚❚ pause", "method": "animate",
-                 "args": [[None], {"frame": {"duration": 0, "redraw": True}, "mode": "immediate",
+                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
                                    "transition": {"duration": 0}}]},
             ],
         }],
         sliders=[{
-            "active": 0, "x": 0.25, "len": 0.75, "y": -0.06, "yanchor": "top",
+            "active": 0, "x": 0.0, "len": 1.0, "y": -0.06, "yanchor": "top",
             "currentvalue": {"prefix": "Langevin step ", "font": {"size": 12}},
             "pad": {"t": 4},
             "steps": [{"label": str(int(s)), "method": "animate",
-                       "args": [[str(int(s))], {"frame": {"duration": 0, "redraw": True},
+                       "args": [[str(int(s))], {"frame": {"duration": 0, "redraw": False},
                                                 "mode": "immediate", "transition": {"duration": 0}}]}
                       for s in steps],
         }],

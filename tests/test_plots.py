@@ -112,11 +112,38 @@ def test_langevin_figure_animates_only_the_particles(trails: int) -> None:
     for frame in fig.frames:
         assert set(frame.traces) == animated
         assert all(t.type == "scatter" for t in frame.data)
-    assert fig.data[0].type == "heatmap"
+    # the landscape is a static background image, never a trace that frames could touch
+    assert len(fig.layout.images) == 1 and fig.layout.images[0].source.startswith("data:image/png;base64,")
+    assert all(t.type == "scatter" for t in fig.data)
     np.testing.assert_allclose(fig.frames[3].data[-1].x, positions[3, :, 0])
     labels = [b.label for b in fig.layout.updatemenus[0].buttons]
     assert any("play" in b for b in labels) and any("pause" in b for b in labels)
     assert len(fig.layout.sliders[0].steps) == 6
+
+
+def test_langevin_figure_draws_true_contours_into_the_background() -> None:
+    e, lp = _grids()
+    positions = np.zeros((2, 3, 2), dtype=np.float32)
+    plain = P.langevin_figure(XS, e, lp, BOX, positions, [0, 1])
+    fine = np.random.default_rng(1).normal(size=(3 * R, 3 * R))
+    overlay = P.langevin_figure(XS, e, lp, BOX, positions, [0, 1], true_log_density=fine)
+    assert overlay.layout.images[0].source != plain.layout.images[0].source
+
+
+def test_colormap_contours_and_png() -> None:
+    z = np.linspace(0, 1, 12).reshape(3, 4)
+    rgb = P.colormap(z, "Viridis")
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 0]) == (68, 1, 84) and tuple(rgb[-1, -1]) == (253, 231, 37)
+    assert tuple(P.colormap(z, "Viridis_r")[0, 0]) == (253, 231, 37)
+    mask = P.contour_mask(np.array([[0.0, 0.0, 2.0, 2.0]] * 3), [1.0])
+    assert mask[:, 2].all() and not mask[:, :2].any() and not mask[:, 3].any()
+    import base64
+    import struct
+
+    url = P.png_data_url(rgb)
+    png = base64.b64decode(url.split(",", 1)[1])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (4, 3)
 
 
 def test_icl_curve_figure() -> None:
