@@ -136,6 +136,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Fit per-length temperatures, pick the default sampler, evaluate, write the checkpoint."""
+    from .calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
+    from .evaluate import format_nll_table, guidance_fraction, in_context_nll
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint)
+    card = dict(model.card)
+    command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    t0 = time.time()
+    if not args.no_length_scales:
+        scales, report = fit_length_scales(model, n_tasks=args.tasks, resolution=args.resolution)
+        model.config.length_scales = scales
+        card["calibration"] = report
+        print("length scales", dict(zip(report["knots"], scales, strict=True)), flush=True)
+    sampler, rows = choose_sampler(model, DEFAULT_SAMPLER_CANDIDATES, n_tasks=args.guidance_tasks)
+    for r in rows:
+        print("sampler candidate", r, flush=True)
+    card["sampler"] = sampler.to_dict()
+    model.card = card
+    frac = guidance_fraction(model, n_tasks=args.eval_tasks // 4, n_particles=1000, seed=args.seed + 1)
+    card["guidance"] = {"fraction_within_1.5_of_a_true_mean": round(frac, 4), "context_len": 32,
+                        "n_particles": 1000, "n_tasks": args.eval_tasks // 4, "init": "uniform over the box"}
+    print(f"guidance: {frac:.3f} of particles end within 1.5 of a true mean", flush=True)
+    table = in_context_nll(model, n_tasks=args.eval_tasks, seed=args.seed, resolution=args.eval_resolution)
+    card["evaluation"] = table
+    print(format_nll_table(table))
+    card.setdefault("training", {})
+    card["training"]["calibrate_command"] = command
+    card["training"]["calibrate_seconds"] = round(time.time() - t0, 1)
+    save_checkpoint(model, args.out, card)
+    print(f"saved {args.out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
@@ -169,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the table as JSON here")
     e.add_argument("--update-card", action="store_true", help="store the table in the checkpoint's card")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="fit per-length temperatures, choose the sampler, evaluate, save")
+    c.add_argument("--checkpoint", required=True, help="an uncalibrated trained checkpoint")
+    c.add_argument("--out", required=True, help="where to write the calibrated checkpoint")
+    c.add_argument("--tasks", type=int, default=32, help="validation tasks for the temperature fit")
+    c.add_argument("--resolution", type=int, default=120, help="grid cells per axis for the fit")
+    c.add_argument("--guidance-tasks", type=int, default=8, help="validation tasks per sampler candidate")
+    c.add_argument("--eval-tasks", type=int, default=64, help="held-out evaluation tasks")
+    c.add_argument("--eval-resolution", type=int, default=200)
+    c.add_argument("--seed", type=int, default=12345, help="evaluation seed (validation uses others)")
+    c.add_argument("--no-length-scales", action="store_true", help="skip the temperature fit")
+    c.add_argument("--threads", type=int, default=None)
+    c.set_defaults(func=cmd_calibrate, argv=None)
 
     b = sub.add_parser("bench", help="speed benchmark: cached vs naive, vectorised vs loops")
     b.add_argument("--checkpoint", default=None)

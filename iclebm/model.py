@@ -24,7 +24,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import ContextTooLongError
@@ -41,6 +40,9 @@ class EnergyConfig:
     input_scale: float = 0.25  # coordinates are multiplied by this before embedding
     base_std: float = 3.0  # width of the fixed quadratic base term; <= 0 disables it
     energy_scale: float = 1.0  # calibrated inverse temperature
+    # Optional calibrated inverse temperatures per context length, at n = 0, 1, 2, 4, ..., 2^(k-1)
+    # (linear in log2(1 + n) in between, constant past the last knot); multiplies energy_scale.
+    length_scales: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head != 0:
@@ -50,6 +52,29 @@ class EnergyConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not self.energy_scale > 0:
             raise ValueError("energy_scale must be positive")
+        if self.length_scales is not None:
+            self.length_scales = [float(v) for v in self.length_scales]
+            if not self.length_scales or not all(v > 0 and math.isfinite(v) for v in self.length_scales):
+                raise ValueError("length_scales must be a non-empty list of positive numbers")
+
+    @staticmethod
+    def length_knots(k: int) -> list[int]:
+        """Context lengths at which length_scales are given: 0, 1, 2, 4, ..."""
+        return [0] + [2**i for i in range(k - 1)]
+
+    def scale_for_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Total inverse temperature for each context length (float64 tensor, lengths' shape)."""
+        lengths = torch.as_tensor(lengths, dtype=torch.float64)
+        if self.length_scales is None:
+            return torch.full_like(lengths, self.energy_scale)
+        knots = torch.log2(1 + torch.tensor(self.length_knots(len(self.length_scales)), dtype=torch.float64))
+        vals = torch.tensor(self.length_scales, dtype=torch.float64)
+        x = torch.log2(1 + lengths).clamp(max=float(knots[-1]))
+        i = torch.searchsorted(knots, x, right=True).clamp(1, max(1, len(knots) - 1))
+        if len(knots) == 1:
+            return self.energy_scale * vals[0] * torch.ones_like(lengths)
+        x0, x1, v0, v1 = knots[i - 1], knots[i], vals[i - 1], vals[i]
+        return self.energy_scale * (v0 + (v1 - v0) * (x - x0) / (x1 - x0))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -245,8 +270,12 @@ class EnergyTransformer(nn.Module):
             h = block.forward_query(h, k, v, hidden)
         return self._readout(h)
 
-    def _total(self, f: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return self.config.energy_scale * (f + self.base_energy(x))
+    def _total(self, f: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Calibrated energy; lengths (context length of each entry) broadcasts against f."""
+        if self.config.length_scales is None:
+            return self.config.energy_scale * (f + self.base_energy(x))
+        scale = self.config.scale_for_lengths(lengths).to(dtype=f.dtype, device=f.device)
+        return scale * (f + self.base_energy(x))
 
     # ---- public energies --------------------------------------------------------------
 
@@ -258,13 +287,15 @@ class EnergyTransformer(nn.Module):
                 f"sequence has {seq.shape[1]} points; this model reads at most "
                 f"{self.config.max_context} context points plus one"
             )
-        return self._total(self.learned_energies(seq), seq)
+        lengths = torch.arange(seq.shape[1], device=seq.device)[None, :]  # position n sees n points
+        return self._total(self.learned_energies(seq), seq, lengths)
 
     def energy_cached(
         self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         """E(query | context prefix) from an encoded context. query: (B, P, M, 2) -> (B, P, M)."""
-        return self._total(self.learned_energy_cached(query, cache, lengths), query)
+        n_ctx = torch.full((query.shape[1],), cache.length) if lengths is None else torch.as_tensor(lengths)
+        return self._total(self.learned_energy_cached(query, cache, lengths), query, n_ctx[None, :, None])
 
     def energy(self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
         """(B, M, 2), (B, N, 2) -> (B, M): E(q | context). N = 0 is the empty context."""
