@@ -580,7 +580,9 @@ def calibrate_temperature(
     s * mean E(test) + logsumexp(-s * E(grid)) + log(cell area), minimised over log s with
     scipy's bounded scalar search. Use a seed different from the evaluation seed (tasks must
     be held out). Returns the absolute energy_scale to store in model.config.energy_scale,
-    i.e. the fitted factor times the model's current energy_scale.
+    i.e. the fitted factor times the model's current energy_scale (a model with per-length
+    `length_scales` keeps them: energy_scale multiplies all of them; for fitting one scale
+    per context length see `iclebm.calibration.fit_length_scales`).
     """
     ns = [int(n) for n in ns]
     prior, box = _resolve(model, prior, box)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import pytest
 import torch
@@ -216,3 +217,27 @@ def test_checkpoint_error_messages_name_the_file(tmp_path):
     path.write_bytes(b"short")
     with pytest.raises(CheckpointError, match="named.safetensors"):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("magic", [b"\x80", b"PK"])
+def test_valid_file_whose_header_length_looks_like_a_pickle_magic(magic):
+    """A safetensors file starts with its header length (8 bytes, little endian): a length of
+    0x..80 makes byte 0 equal pickle's 0x80, and 0x4B50 makes the file start with b"PK" (zip).
+    Such files are valid checkpoints and must load."""
+    model = tiny()
+
+    def data_for(pad: int) -> bytes:
+        return checkpoint_bytes(model, {**CARD, "pad": "x" * pad})
+
+    n0 = struct.unpack("<Q", data_for(0)[:8])[0]
+    target = ((n0 >> 8) + 1) << 8 | 0x80 if magic == b"\x80" else 0x4B50
+    assert target > n0
+    found = None
+    for pad in range(max(0, target - n0 - 16), target - n0 + 16):
+        data = data_for(pad)
+        if struct.unpack("<Q", data[:8])[0] == target:
+            found = data
+            break
+    assert found is not None and found.startswith(magic)
+    loaded = load_checkpoint_bytes(found, name="lucky")
+    assert_same_weights(model, loaded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from lib_helpers import random_model
@@ -237,3 +239,45 @@ def test_config_validation_and_round_trip():
         EnergyConfig.from_dict({"bogus": 1})
     with pytest.raises(ValueError, match="energy_scale"):
         EnergyConfig(energy_scale=0.0)
+
+
+# ---- per-context-length temperatures ----------------------------------------------------------
+
+SCALES = [0.5, 1.3, 2.0, 0.7, 1.1]  # knots at n = 0, 1, 2, 4, 8
+
+
+def test_scale_for_lengths_interpolates_in_log2_1_plus_n():
+    cfg = EnergyConfig(n_layer=1, n_head=2, d_model=8, energy_scale=2.0, length_scales=SCALES)
+    knots = EnergyConfig.length_knots(len(SCALES))
+    assert knots == [0, 1, 2, 4, 8]
+    s = cfg.scale_for_lengths(torch.tensor(knots + [3, 20]))
+    assert torch.allclose(s[:5], 2.0 * torch.tensor(SCALES, dtype=torch.float64))
+    t = (math.log2(4) - math.log2(3)) / (math.log2(5) - math.log2(3))  # n = 3 lies between knots 2 and 4
+    assert float(s[5]) == pytest.approx(2.0 * (2.0 + (0.7 - 2.0) * t))
+    assert float(s[6]) == pytest.approx(2.0 * 1.1)  # constant past the last knot
+    with pytest.raises(ValueError):
+        EnergyConfig(length_scales=[1.0, -1.0])
+
+
+def test_length_scaled_energies_cached_equal_naive():
+    """With length_scales, E(q | x_<n) uses the scale for n context points on every path."""
+    model = random_model(seed=11, length_scales=SCALES)
+    q, ctx = points(2, 4, 2, seed=20), points(2, 10, 2, seed=21)
+    out = model.energy_all_prefixes(q, ctx)
+    for k in range(11):
+        assert torch.allclose(out[:, k], naive(model, q, ctx[:, :k]), atol=TOL, rtol=0), k
+        assert torch.allclose(model.energy(q, ctx[:, :k]), out[:, k], atol=TOL, rtol=0), k
+    lengths = [3, 0, 9]
+    assert torch.allclose(model.energy_at_prefixes(q, ctx, lengths), out[:, lengths], atol=TOL, rtol=0)
+    # and the scale really is applied: E = s_n * (f + base)
+    plain = random_model(seed=11)
+    s = model.config.scale_for_lengths(torch.arange(11))
+    ref = plain.energy_all_prefixes(q, ctx)
+    assert torch.allclose(out, s[None, :, None] * ref, atol=TOL, rtol=0)
+
+
+def test_energy_all_prefixes_accepts_array_like_context():
+    model = random_model(seed=12, dtype=torch.float32)
+    q, ctx = points(1, 3, 2).float(), points(1, 4, 2, seed=1).float()
+    out = model.energy_all_prefixes(q.numpy(), ctx.numpy())
+    assert out.shape == (1, 5, 3)
