@@ -409,14 +409,15 @@ def upload_box() -> None:
 
 
 def view_controls() -> None:
-    c1, c2, c3, c4, c5 = st.columns([1.4, 1, 1, 1, 1.2])
-    c1.segmented_control("Show", list(S.VIEWS), key="view", label_visibility="collapsed", required=True,
-                         help="Energy E(x | context), or the normalised density exp(-E)/Z")
+    ss = st.session_state
+    c1, c2, c3, c4, c5, c6, _ = st.columns([1.3, 0.9, 0.9, 1.1, 1.3, 1.1, 2.2], vertical_alignment="center")
+    c1.segmented_control("Show", list(S.VIEWS), key="view", label_visibility="collapsed", required=True)
     c2.toggle("log scale", key="log_scale")
     c3.toggle("contours", key="contours")
     c4.toggle("−∇E arrows", key="arrows")
-    c5.toggle("true density", key="show_true", value=True,
-              help="Dashed contours of the drawn mixture's true density (when a mixture is drawn)")
+    c5.toggle("true density", key="show_true", value=True, disabled=ss.get("mixture") is None)
+    c6.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", label_visibility="collapsed",
+                 format_func=lambda r: f"{r}×{r} grid")
 
 
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
@@ -447,20 +448,20 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
 
 def context_panel(box: tuple[float, float], max_context: int) -> None:
     ss = st.session_state
-    c1, c2, c3 = st.columns(3)
-    c1.button("↶ Undo", on_click=on_undo, disabled=not ss["points"], width="stretch")
-    c2.button("✕ Clear", on_click=on_clear, width="stretch",
+    c1, c2 = st.columns(2)
+    c1.button("↶ Undo", on_click=on_undo, disabled=not ss["points"], width="stretch", key="undo")
+    c2.button("✕ Clear", on_click=on_clear, width="stretch", key="clear",
               disabled=not ss["points"] and not ss["feed_queue"])
-    c3.number_input("grid", 40, 200, key="resolution", step=20, label_visibility="collapsed",
-                    help="Heatmap resolution (cells per side)")
     key = table_key()
-    df = pd.DataFrame(ss["points"], columns=["x", "y"], dtype=float) if ss["points"] else \
-        pd.DataFrame({"x": pd.Series(dtype=float), "y": pd.Series(dtype=float)})
-    df.index = pd.RangeIndex(1, len(df) + 1, name="#")
+    pts = ss["points"]
+    df = pd.DataFrame({"#": pd.Series(range(1, len(pts) + 1), dtype="Int64"),
+                       "x": pd.Series([p[0] for p in pts], dtype=float),
+                       "y": pd.Series([p[1] for p in pts], dtype=float)})
     lo, hi = box
     st.data_editor(
-        df, key=key, num_rows="dynamic", height=230, width="stretch",
+        df, key=key, num_rows="dynamic", height=230, width="stretch", hide_index=True, disabled=["#"],
         column_config={
+            "#": st.column_config.NumberColumn("#", width="small", help="order in the context"),
             "x": st.column_config.NumberColumn("x", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
             "y": st.column_config.NumberColumn("y", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
         },
@@ -868,9 +869,11 @@ def main() -> None:
         set_points(pts, msg, "warning")
 
     st.markdown("### ⚡ In-context energy landscapes")
+    st.caption("A frozen transformer reads your points as its context and outputs an energy E(x | context); "
+               "exp(−E) is a density that adapts to them. **Click the picture to add a point.**")
+    view_controls()
     main_col, side_col = st.columns([1.55, 1], gap="medium")
     with main_col:
-        view_controls()
         show_flash()
         with guarded("Drawing the landscape"):
             canvas_panel(model, model_key, box)  # type: ignore[arg-type]

@@ -76,15 +76,15 @@ def test_context_panel_and_view_controls(ckpt_dir: Path) -> None:
     at.session_state["view"] = "density"
     at.run()
     _ok(at)
-    at.number_input(key="resolution").set_value(60).run()
+    at.selectbox(key="resolution").set_value(60).run()
     _ok(at)
     at.slider(key="n_scrub").set_value(1).run()
     _ok(at)
     assert at.session_state["scrub_all"] is False
-    at.button[0].click().run()  # undo
+    at.button(key="undo").click().run()
     _ok(at)
     assert _points(at) == [(1.0, 2.0), (-3.0, 0.5)]
-    at.button[1].click().run()  # clear
+    at.button(key="clear").click().run()
     _ok(at)
     assert _points(at) == []
 
@@ -217,7 +217,7 @@ def test_share_link_round_trip(ckpt_dir: Path) -> None:
     assert _points(at) == [(1.0, 2.0), (-3.5, 4.25)]
     assert at.session_state["view"] == "density" and at.session_state["log_scale"] is True
     assert at.session_state["arrows"] is False
-    at.button[0].click().run()  # undo: the link follows the state
+    at.button(key="undo").click().run()  # the link follows the state
     assert at.query_params["pts"] == ["1,2"] or at.query_params["pts"] == "1,2"
 
 

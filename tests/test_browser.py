@@ -174,6 +174,22 @@ def test_click_adds_point_where_clicked_and_redraws(page) -> None:  # type: igno
 
 def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untyped-def]
     pg = page
+    # one point at a time: the feed plays by itself in the browser
+    pg.locator(".st-key-mix_mode").get_by_text("one at a time").click()
+    _wait_idle(pg)
+    pg.locator(".st-key-mix_draw button").first.click()
+    pg.wait_for_function("() => { const m = document.body.innerText.match(/(\\d+) context points? \\(max/);"
+                         " return m && +m[1] >= 3; }", timeout=60_000)
+    pg.locator(".st-key-mix_pause button").first.click()
+    pg.wait_for_timeout(1500)  # a point fed just before the pause may still be on its way
+    _wait_idle(pg)
+    paused = _n_points(pg)
+    pg.wait_for_timeout(2000)
+    assert _n_points(pg) == paused < 32, "feeding did not pause"
+    pg.screenshot(path=str(ARTIFACTS / "feeding.png"), full_page=False)
+    # all at once, then the sampler
+    pg.locator(".st-key-mix_mode").get_by_text("all at once").click()
+    _wait_idle(pg)
     pg.locator(".st-key-mix_draw button").first.click()
     pg.wait_for_function("() => /32 context points/.test(document.body.innerText)", timeout=60_000)
     pg.locator(".st-key-lv_run button").first.click()
