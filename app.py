@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,7 +47,7 @@ from iclebm.checkpoints import (
     read_card,
     save_checkpoint,
 )
-from iclebm.click_canvas import clicked_point, plotly_canvas
+from iclebm.click_canvas import clicked_point, figure_payload, plotly_canvas
 from iclebm.errors import CheckpointError, IclebmError
 from iclebm.evaluate import nll_curve_for_task
 from iclebm.live_training import BOUNDS, FAST_DEFAULTS, LiveTrainer
@@ -175,6 +176,16 @@ def film_strip_cached(model_key: str, _model: EnergyTransformer, points: tuple, 
 @st.cache_data(show_spinner=False, max_entries=32)
 def true_density_cached(means: tuple, stds: tuple, box: tuple, res: int) -> np.ndarray:
     return L.true_log_density(L.mixture_from_params(means, stds), box, res)
+
+
+def session_memo(name: str, key: Any, build: Callable[[], Any]) -> Any:
+    """One-entry memo in session state: rebuild only when `key` changes (figures, per session)."""
+    ss = st.session_state
+    entry = ss.get(f"_memo_{name}")
+    if entry is None or entry[0] != key:
+        entry = (key, build())
+        ss[f"_memo_{name}"] = entry
+    return entry[1]
 
 
 # ---- session state ---------------------------------------------------------------------------
@@ -592,8 +603,9 @@ def film_strip_panel(model: EnergyTransformer, model_key: str, box: tuple[float,
         st.slider("scrub n on the main canvas", 0, n, key="n_scrub", on_change=on_scrub,
                   help="Show the landscape after the first n points; the rest fade out on the canvas.")
     selected = n if ss["scrub_all"] else int(ss.get("n_scrub", n))
-    fig = P.film_strip_figure(strip.xs, strip.log_density, strip.lengths, box,
-                              np.asarray(pts).reshape(-1, 2) if pts else None, selected=selected)
+    fig = session_memo("film_strip_fig", (model_key, tuple(pts), selected), lambda: P.film_strip_figure(
+        strip.xs, strip.log_density, strip.lengths, box, np.asarray(pts).reshape(-1, 2) if pts else None,
+        selected=selected))
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="film_strip")
     st.caption(f"log p(x | first n points) for n = {', '.join(map(str, strip.lengths))}: one batched "
                f"all-prefix call, {strip.seconds * 1000:.0f} ms.")
@@ -632,14 +644,21 @@ def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, f
         st.caption("The context or model changed since this run: press Run to sample again.")
     traj: L.Trajectory = res["traj"]
     rctx = res["context"]
-    land = landscape_cached(model_key, model, tuple(map(tuple, rctx)), box, 80, 0)
     mix = current_mixture()
-    true_lp = true_density_grid(box, 240)  # finer than the landscape: thin contour lines in the image
-    fig = P.langevin_figure(
-        land.xs, land.energy, land.log_density, box, traj.positions, traj.steps.tolist(), kind="density",
-        log=True, points=np.asarray(rctx).reshape(-1, 2) if rctx else None, true_log_density=true_lp,
-        trails=6 if res["trails"] else 0, height=560)
-    plotly_canvas(fig, key="langevin", height=560, clickable=False, revision=0)
+
+    def figure_json() -> str:
+        land = landscape_cached(res["model_key"], model, tuple(map(tuple, rctx)), box, 80, 0)
+        true_lp = true_density_grid(box, 240)  # finer than the landscape: thin contour lines in the image
+        fig = P.langevin_figure(
+            land.xs, land.energy, land.log_density, box, traj.positions, traj.steps.tolist(), kind="density",
+            log=True, points=np.asarray(rctx).reshape(-1, 2) if rctx else None, true_log_density=true_lp,
+            trails=6 if res["trails"] else 0, height=560)
+        return figure_payload(fig)
+
+    # Built once per run of the sampler: an identical payload is also what lets Streamlit's
+    # message cache send later reruns as a hash reference instead of ~2 MB of frames.
+    payload = session_memo("langevin_fig", (id(traj), json.dumps(ss.get("mixture"))), figure_json)
+    plotly_canvas(payload, key="langevin", height=560, clickable=False, revision=0)
     st.caption(f"{traj.positions.shape[1]} particles × {int(traj.steps[-1])} steps in {traj.seconds:.1f} s; "
                f"{len(traj.steps)} frames animate in the browser.")
     if mix is not None:

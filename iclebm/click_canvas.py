@@ -67,7 +67,6 @@ export default function (component) {
   const { data, parentElement, setTriggerValue, setStateValue } = component;
   const root = parentElement.querySelector(".iclebm-canvas");
   if (!root || !data) return;
-  const spec = JSON.parse(data.figure);
   const height = data.height || 600;
   root.style.height = height + "px";
   root.classList.toggle("clickable", !!data.clickable);
@@ -81,34 +80,35 @@ export default function (component) {
   if (mem.clickT !== undefined) mem.arriveMs = tArrive - mem.clickT;
   waitForPlotly(20000).then((Plotly) => {
     if (cancelled) return;
+    if (root._iclebmFigureId === data.figure_id) return finish();  // unchanged: skip parse + redraw
+    const spec = JSON.parse(data.figure);
     const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
     const config = Object.assign(
       { responsive: true, displaylogo: false, scrollZoom: false,
         modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] },
       data.config || {});
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
-    const rendered = root._iclebmFigureId === data.figure_id
-      ? Promise.resolve()
-      : Plotly.react(root, fig);
-    return rendered.then(() => {
-      root._iclebmFigureId = data.figure_id;
-      if (!data.plotly_ready) setStateValue("ready", true);  // Python may stop sending the bundle
-      root.dataset.renderMs = (performance.now() - tArrive).toFixed(1);
-      root.dataset.rendered = String(data.revision);
-      // Click -> redraw latency, read by the browser test: the click stamps a time,
-      // and the first render of a newer revision reports the elapsed milliseconds.
-      if (mem.clickT !== undefined && data.revision !== mem.clickRev) {
-        const ms = performance.now() - mem.clickT;
-        root.dataset.latencyMs = ms.toFixed(1);
-        window.__iclebmLatencies = (window.__iclebmLatencies || []).concat([ms]);
-        window.__iclebmTimings = (window.__iclebmTimings || []).concat([
-          { total: ms, arrive: mem.arriveMs, render: performance.now() - tArrive }]);
-        mem.clickT = undefined;
-      }
-    });
+    return Plotly.react(root, fig).then(finish);
   }).catch((err) => {
     root.textContent = "Could not draw the canvas: " + err;
   });
+
+  function finish() {
+    root._iclebmFigureId = data.figure_id;
+    if (!data.plotly_ready) setStateValue("ready", true);  // Python may stop sending the bundle
+    root.dataset.renderMs = (performance.now() - tArrive).toFixed(1);
+    root.dataset.rendered = String(data.revision);
+    // Click -> redraw latency, read by the browser test: the click stamps a time,
+    // and the first render of a newer revision reports the elapsed milliseconds.
+    if (mem.clickT !== undefined && data.revision !== mem.clickRev) {
+      const ms = performance.now() - mem.clickT;
+      root.dataset.latencyMs = ms.toFixed(1);
+      window.__iclebmLatencies = (window.__iclebmLatencies || []).concat([ms]);
+      window.__iclebmTimings = (window.__iclebmTimings || []).concat([
+        { total: ms, arrive: mem.arriveMs, render: performance.now() - tArrive }]);
+      mem.clickT = undefined;
+    }
+  }
 
   // Clicks: the press is caught on the canvas in the capture phase (Plotly's drag
   // layer cannot swallow it); the release is caught on window, because Plotly puts a

@@ -198,13 +198,14 @@ def film_strip_figure(
                                      marker={"size": 3, "color": CONTEXT_COLOR}, showlegend=False),
                           row=1, col=i + 1)
         _square_axes(fig, box, row=1, col=i + 1)
-        fig.update_xaxes(showticklabels=False, row=1, col=i + 1)
-        fig.update_yaxes(showticklabels=False, scaleanchor=f"x{i + 1 if i else ''}", row=1, col=i + 1)
+        fig.update_xaxes(showticklabels=False, ticks="", showline=False, row=1, col=i + 1)
+        fig.update_yaxes(showticklabels=False, ticks="", showline=False, scaleanchor=f"x{i + 1 if i else ''}",
+                         row=1, col=i + 1)
     if selected is not None and selected in lengths:
         k = list(lengths).index(selected)
         fig.layout.annotations[k].font = {"color": CONTEXT_COLOR, "size": 13}
     fig.update_layout(height=height, margin={"l": 4, "r": 4, "t": 26, "b": 4}, showlegend=False,
-                      plot_bgcolor="#111")
+                      plot_bgcolor="rgba(0,0,0,0)")
     return fig
 
 

@@ -207,7 +207,8 @@ def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untype
     assert now != start, "the particles did not move when playing the animation"
     anim.screenshot(path=str(ARTIFACTS / "langevin.png"))
     pg.screenshot(path=str(ARTIFACTS / "app_full.png"), full_page=True)
-    pg.evaluate("window.scrollTo(0, 0)")
+    pg.get_by_text("In-context energy landscapes").scroll_into_view_if_needed()  # Streamlit scrolls inside
+    pg.wait_for_timeout(300)
     pg.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
     if os.environ.get("ICLEBM_UPDATE_SCREENSHOT") == "1":
         (ROOT / "docs").mkdir(exist_ok=True)
