@@ -59,9 +59,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def checkpoint_bytes(model: EnergyTransformer, card: dict | None = None) -> bytes:
     """The .safetensors bytes of a model with its card embedded (for saving or downloading)."""
-    card = dict(card if card is not None else model.card)
-    card["format"] = FORMAT
-    card["model"] = model.config.to_dict()
+    card = {**(card if card is not None else model.card), "format": FORMAT, "model": model.config.to_dict()}
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     return st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
 
@@ -86,9 +84,13 @@ def _read_header(data: bytes, name: str) -> dict:
     if len(data) < 8:
         raise CheckpointError(f"{name} is too short to be a safetensors file ({len(data)} bytes)")
     (n,) = struct.unpack("<Q", data[:8])
-    if data[:1] == b"\x80" or data[:2] == b"PK":
+    # A safetensors header length can itself start with 0x80 or "PK"; only call it a pickle /
+    # zip when the bytes do not also read as a plausible safetensors header.
+    plausible = n <= MAX_HEADER_BYTES and 8 + n <= len(data) and data[8:9] == b"{"
+    if not plausible and (data[:1] == b"\x80" or data[:2] == b"PK"):
         raise CheckpointError(
-            f"{name} looks like a pickle/torch.save file; iclebm loads only safetensors (pickles can run code)"
+            f"{name} looks like a pickle/torch.save file; "
+            "iclebm loads only safetensors (pickles can run code)"
         )
     if n > MAX_HEADER_BYTES or 8 + n > len(data):
         raise CheckpointError(
@@ -109,13 +111,17 @@ def _read_header(data: bytes, name: str) -> dict:
     return header
 
 
-def load_checkpoint_bytes(data: bytes, name: str = "checkpoint", card: dict | None = None) -> EnergyTransformer:
+def load_checkpoint_bytes(
+    data: bytes, name: str = "checkpoint", card: dict | None = None
+) -> EnergyTransformer:
     """Load a model from .safetensors bytes (e.g. an upload). Raises CheckpointError with the reason."""
     header = _read_header(data, name)
     if card is None:
         meta = header.get("__metadata__") or {}
         if CARD_KEY not in meta:
-            raise CheckpointError(f"{name} is a safetensors file but not an iclebm checkpoint (no card inside)")
+            raise CheckpointError(
+                f"{name} is a safetensors file but not an iclebm checkpoint (no card inside)"
+            )
         try:
             card = json.loads(meta[CARD_KEY])
         except json.JSONDecodeError as e:

@@ -68,6 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = False
     if args.resume and out.exists():
         model = load_checkpoint(out)
+        if model.config.length_scales is not None or model.config.energy_scale != 1.0:
+            # CD trains the raw energy; negatives from a rescaled one would bias it.
+            raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
         resumed = True
     trainer = Trainer(model=model, config=tcfg, model_config=preset.model)
     prior_seconds = 0.0

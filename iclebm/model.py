@@ -331,8 +331,8 @@ class EnergyTransformer(nn.Module):
 
     def energy_all_prefixes(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """(B, M, 2), (B, N, 2) -> (B, N+1, M): E(q | context[:, :n]) for n = 0..N."""
-        n = context.shape[1] if isinstance(context, torch.Tensor) and context.ndim == 3 else 0
-        return self.energy_at_prefixes(query, context, torch.arange(n + 1))
+        context = self._check_context(context)
+        return self.energy_at_prefixes(query, context, torch.arange(context.shape[1] + 1))
 
 
 def _chunk_size(p: int, n: int, cfg: EnergyConfig) -> int:

@@ -32,7 +32,7 @@ class SamplerConfig:
             steps=int(d.get("steps", 100)),
             step_size=float(d.get("step_size", 0.05)),
             noise_std=float(d.get("noise_std", 0.316)),
-            grad_clip=None if d.get("grad_clip") is None else float(d["grad_clip"]),
+            grad_clip=None if d.get("grad_clip", 20.0) is None else float(d.get("grad_clip", 20.0)),
         )
 
 
