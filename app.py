@@ -428,7 +428,7 @@ def view_controls() -> None:
     c4.toggle("−∇E arrows", key="arrows")
     c5.toggle("true density", key="show_true", value=True, disabled=ss.get("mixture") is None)
     c6.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", label_visibility="collapsed",
-                 format_func=lambda r: f"{r}×{r} grid")
+                 format_func=lambda r: f"{r}×{r}")
 
 
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
@@ -504,7 +504,7 @@ def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
               help="Sample a task from these settings and feed its points into the context")
     b2.button("▶ Play", width="stretch", disabled=not queue or ss["feeding"], key="mix_play",
               on_click=on_feed_play)
-    b3.button("❚❚ Pause", width="stretch", disabled=not ss["feeding"], key="mix_pause",
+    b3.button("Pause", width="stretch", disabled=not ss["feeding"], key="mix_pause",
               on_click=on_feed_pause)
     b4.button("Step ▸", width="stretch", disabled=not queue, key="mix_step", on_click=feed_one)
     if queue:
