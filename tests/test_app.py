@@ -183,6 +183,18 @@ def test_live_training_panel(ckpt_dir: Path) -> None:
     at.session_state["trainer"].close()
 
 
+def _wrong_shapes() -> bytes:
+    """A real iclebm checkpoint whose card promises a wider model than its weights."""
+    import json
+
+    from safetensors.torch import load, save
+
+    data = checkpoint_bytes(load_checkpoint(DEFAULT_CHECKPOINT))
+    card = load_checkpoint(DEFAULT_CHECKPOINT).card
+    card = {**card, "model": {**card["model"], "d_model": 2 * card["model"]["d_model"]}}
+    return save(load(data), metadata={"iclebm_card": json.dumps(card)})
+
+
 def test_model_selector_and_uploads(ckpt_dir: Path) -> None:
     at = _app().run()
     at.session_state["points"] = [(0.0, 0.0)]
@@ -192,6 +204,7 @@ def test_model_selector_and_uploads(ckpt_dir: Path) -> None:
         "notes.safetensors": b"hello, not a model",
         "evil.safetensors": pickle.dumps({"weights": [1, 2, 3]}),
         "cut.safetensors": checkpoint_bytes(load_checkpoint(DEFAULT_CHECKPOINT))[:5000],
+        "shapes.safetensors": _wrong_shapes(),
     }
     for name, data in bad_files.items():
         at.file_uploader(key="upload").set_value((name, data, "application/octet-stream")).run()
