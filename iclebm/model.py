@@ -90,14 +90,19 @@ class EnergyConfig:
 
 @dataclass
 class ContextCache:
-    """Per-layer keys/values of an encoded context: lists of (B, H, N, hd)."""
+    """An encoded context: per-layer keys/values, lists of (B, H, N, hd), and the learned
+    energies f(x_n | x_<n) at its own positions, (B, N), which come free with the pass."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     length: int
+    learned: torch.Tensor
 
     def detach(self) -> ContextCache:
-        return ContextCache([k.detach() for k in self.keys], [v.detach() for v in self.values], self.length)
+        return ContextCache(
+            [k.detach() for k in self.keys], [v.detach() for v in self.values], self.length,
+            self.learned.detach(),
+        )
 
 
 class Block(nn.Module):
@@ -245,7 +250,7 @@ class EnergyTransformer(nn.Module):
             h, k, v = block.forward_context(h)
             keys.append(k)
             values.append(v)
-        return ContextCache(keys, values, context.shape[1])
+        return ContextCache(keys, values, context.shape[1], self._readout(h))
 
     def learned_energy_cached(
         self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None

@@ -103,8 +103,8 @@ def cd_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Contrastive-divergence loss for seq (B, N, 2) and negatives (B, N, C, 2), vectorised."""
     n = seq.shape[1]
-    f_real = model.learned_energies(seq)  # (B, N)
-    cache = model.encode_context(seq)
+    cache = model.encode_context(seq)  # one context pass gives the real energies and the cache
+    f_real = cache.learned  # (B, N)
     f_neg = model.learned_energy_cached(negatives, cache, torch.arange(n))  # (B, N, C)
     e_real = f_real + model.base_energy(seq)
     e_neg = f_neg + model.base_energy(negatives)
