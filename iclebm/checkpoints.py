@@ -195,7 +195,10 @@ def read_card(path: str | os.PathLike) -> dict:
 
 def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
     folder = Path(folder)
-    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    # Training resume state lives beside checkpoints but is not a model.
+    return sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".trainstate.safetensors"))
 
 
 def box_of(model: EnergyTransformer, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:

@@ -32,7 +32,8 @@ the prior predictive, the only sensible density with no data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -44,6 +45,22 @@ from .model import EnergyTransformer
 from .tasks import MixturePrior
 
 DEFAULT_NS = (0, 1, 2, 4, 8, 16, 32)
+
+
+@contextmanager
+def eval_mode(model: EnergyTransformer) -> Iterator[None]:
+    """Eval mode for the duration, touching the model only if it is training: the app shares
+    one model across sessions, and flipping its mode from a reader would race with others."""
+    if not model.training:
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
+
+
 FALLBACK_BANDWIDTH = 1.0
 MIN_BANDWIDTH = 1e-3
 VAR_FLOOR = 1e-2
@@ -444,12 +461,8 @@ def in_context_nll(
     tasks = [prior.sample_task(g) for _ in range(n_tasks)]
     context = torch.stack([t.sample(n_ctx, g) for t in tasks])  # (T, N, 2)
     test = torch.stack([t.sample(n_test, g) for t in tasks])  # (T, S, 2)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         model_pts = model_point_nll(model, context, test, ns, box, resolution, task_batch)  # (T, P, S)
-    finally:
-        model.train(was_training)
     per: dict[str, list[np.ndarray]] = {"model": list(model_pts.mean(-1).numpy())}
     k = _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()
@@ -506,12 +519,8 @@ def nll_curve_for_task(
     prior, box = _resolve(model, prior, box)
     g = torch.Generator().manual_seed(int(seed))
     test = task.sample(int(n_test), g).float()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         model_pts = model_point_nll(model, context[None], test[None], ns, box, resolution)[0].numpy()
-    finally:
-        model.train(was_training)
     k = int(getattr(task, "n_components", _prior_k(prior)))
     oracle = None
     if hasattr(task, "log_prob"):
@@ -591,17 +600,13 @@ def calibrate_temperature(
     context = torch.stack([t.sample(max(ns), g) for t in tasks]).to(model.dtype)
     test = torch.stack([t.sample(n_test, g) for t in tasks]).to(model.dtype)
     grid, area = grid_points(box, resolution)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         e_grid, e_test = [], []
         for i in range(0, n_tasks, 8):
             ctx = context[i : i + 8]
             gq = grid.to(model.dtype)[None].expand(ctx.shape[0], -1, -1)
             e_grid.append(model.energy_at_prefixes(gq, ctx, ns).double())  # (t, P, G)
             e_test.append(model.energy_at_prefixes(test[i : i + 8], ctx, ns).double().mean(-1))  # (t, P)
-    finally:
-        model.train(was_training)
     eg = torch.cat(e_grid).numpy()
     et = torch.cat(e_test).numpy()
     log_area = math.log(area)
@@ -641,9 +646,7 @@ def guidance_fraction(
     tasks = [prior.sample_task(g) for _ in range(n_tasks)]
     context = torch.stack([t.sample(context_len, g) for t in tasks])
     init = uniform_init(n_particles, box, generator=g, batch=n_tasks)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         final = langevin(
             model,
             context,
@@ -655,8 +658,6 @@ def guidance_fraction(
             box=box,
             generator=g,
         )
-    finally:
-        model.train(was_training)
     fracs = []
     for i, t in enumerate(tasks):
         d = torch.cdist(final[i].double(), t.means.double()).min(-1).values

@@ -180,8 +180,11 @@ class Trainer:
         model_config: EnergyConfig | None = None, max_bad_steps: int = 20,
     ) -> None:
         self.config = config or TrainConfig()
-        torch.manual_seed(self.config.seed)
-        self.model = model if model is not None else EnergyTransformer(model_config or EnergyConfig())
+        if model is None:
+            with torch.random.fork_rng():  # seeded init without reseeding the caller's global RNG
+                torch.manual_seed(self.config.seed)
+                model = EnergyTransformer(model_config or EnergyConfig())
+        self.model = model
         self.model.train()
         self.prior = MixturePrior.from_card(self.config.task)
         self.generator = torch.Generator().manual_seed(self.config.seed)
