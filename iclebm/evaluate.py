@@ -38,7 +38,6 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from scipy import stats
-from scipy.optimize import minimize_scalar
 from scipy.special import log_ndtr, logsumexp
 
 from .model import EnergyTransformer
@@ -568,56 +567,7 @@ def format_nll_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-# ---- calibration and sampler guidance ----------------------------------------------------
-
-
-@torch.no_grad()
-def calibrate_temperature(
-    model: EnergyTransformer,
-    n_tasks: int = 32,
-    seed: int = 777,
-    ns: Sequence[int] = DEFAULT_NS,
-    n_test: int = 200,
-    resolution: int = 100,
-    prior: MixturePrior | None = None,
-    box: tuple[float, float] | None = None,
-    bounds: tuple[float, float] = (0.05, 20.0),
-) -> float:
-    """Fit a scalar s (E -> s * E) minimising the grid-normalised validation NLL averaged over ns.
-
-    Energies of the grid and of the test points are computed once; the NLL for any s is then
-    s * mean E(test) + logsumexp(-s * E(grid)) + log(cell area), minimised over log s with
-    scipy's bounded scalar search. Use a seed different from the evaluation seed (tasks must
-    be held out). Returns the absolute energy_scale to store in model.config.energy_scale,
-    i.e. the fitted factor times the model's current energy_scale (a model with per-length
-    `length_scales` keeps them: energy_scale multiplies all of them; for fitting one scale
-    per context length see `iclebm.calibration.fit_length_scales`).
-    """
-    ns = [int(n) for n in ns]
-    prior, box = _resolve(model, prior, box)
-    g = torch.Generator().manual_seed(int(seed))
-    tasks = [prior.sample_task(g) for _ in range(n_tasks)]
-    context = torch.stack([t.sample(max(ns), g) for t in tasks]).to(model.dtype)
-    test = torch.stack([t.sample(n_test, g) for t in tasks]).to(model.dtype)
-    grid, area = grid_points(box, resolution)
-    with eval_mode(model):
-        e_grid, e_test = [], []
-        for i in range(0, n_tasks, 8):
-            ctx = context[i : i + 8]
-            gq = grid.to(model.dtype)[None].expand(ctx.shape[0], -1, -1)
-            e_grid.append(model.energy_at_prefixes(gq, ctx, ns).double())  # (t, P, G)
-            e_test.append(model.energy_at_prefixes(test[i : i + 8], ctx, ns).double().mean(-1))  # (t, P)
-    eg = torch.cat(e_grid).numpy()
-    et = torch.cat(e_test).numpy()
-    log_area = math.log(area)
-
-    def nll(log_s: float) -> float:
-        s = math.exp(log_s)
-        return float((s * et + logsumexp(-s * eg, axis=-1) + log_area).mean())
-
-    lo, hi = bounds
-    res = minimize_scalar(nll, bounds=(math.log(lo), math.log(hi)), method="bounded", options={"xatol": 1e-4})
-    return float(math.exp(res.x)) * float(model.config.energy_scale)
+# ---- sampler guidance (temperature fits live in iclebm.calibration) -----------------------
 
 
 def guidance_fraction(

@@ -12,11 +12,11 @@ from lib_helpers import random_model, zero_head_model
 from scipy import integrate, stats
 from scipy.special import erf
 
+from iclebm.calibration import calibrate_temperature
 from iclebm.evaluate import (
     BASELINES,
     FALLBACK_BANDWIDTH,
     baseline_log_probs,
-    calibrate_temperature,
     fit_gmm,
     format_nll_table,
     gaussian_log_prob,
