@@ -49,7 +49,7 @@ def _small() -> Preset:
             step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
             lr=3e-3, warmup=20, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
         ),
-        steps=400,
+        steps=1200,
         sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),
     )
 
