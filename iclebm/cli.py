@@ -74,7 +74,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         resumed = True
     trainer = Trainer(model=model, config=tcfg, model_config=preset.model)
     prior_seconds = 0.0
+    commands: list[str] = []
     if resumed:
+        previous = model.card.get("training", {})  # type: ignore[union-attr]
+        commands = list(previous.get("commands") or [previous.get("command", "")])
         rp = _resume_path(out)
         if rp.exists():
             load_train_state(trainer, rp)
@@ -83,6 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         prior_seconds = float(model.card.get("training", {}).get("seconds", 0.0))  # type: ignore[union-attr]
         print(f"resuming {out} at step {trainer.step_count}", file=sys.stderr)
     command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    commands.append(command)
     t_start = time.time()
     deadline = t_start + 60 * args.minutes if args.minutes else None
 
@@ -93,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "box": list(preset.box),
             "sampler": preset.sampler.to_dict(),
             "training": {
-                "preset": args.preset, "command": command, "steps": trainer.step_count,
+                "preset": args.preset, "command": command, "commands": commands,
+                "steps": trainer.step_count,
                 "seconds": round(prior_seconds + time.time() - t_start, 1),
                 "config": tcfg.to_dict(), "events": trainer.events[-20:],
             },
