@@ -41,7 +41,10 @@ def test_train_resume_continues_the_step_count(tmp_path, capsys):
     assert main(["train", "--preset", "small", "--steps", "4", "--out", str(out), "--quiet", "--resume"]) == 0
     captured = capsys.readouterr()
     assert "resuming" in captured.err and "at step 2" in captured.err
-    assert read_card(out)["training"]["steps"] == 4
+    training = read_card(out)["training"]
+    assert training["steps"] == 4
+    # both invocations are on record, so the card says how the model was really trained
+    assert len(training["commands"]) == 2 and "--resume" in training["commands"][1]
 
 
 def test_evaluate_prints_table_and_writes_json(trained, tmp_path, capsys):
