@@ -138,30 +138,46 @@ class Block(nn.Module):
         return x, k, v
 
     def forward_query(
-        self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, hidden: torch.Tensor | None
+        self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, hidden: torch.Tensor | None,
+        groups: int | None = None,
     ) -> torch.Tensor:
         """Query tokens attending to a cached context prefix and to themselves.
 
         x: (B, P, M, D) query hidden states, group p sees context positions j < lengths[p];
         k_ctx, v_ctx: (B, H, N, hd); hidden: (P, N) bool mask of context keys to hide, or None.
+        x may also be (B, 1, M, D) with groups = P: the same queries under every prefix (the
+        film strip); their projections are then computed once and broadcast over the groups.
         """
-        b, p, m, d = x.shape
+        b, p_in, m, d = x.shape
+        p = groups or p_in
         hd = d // self.n_head
-        q, k, v = self._qkv(x.reshape(b, p * m, d))  # (B, H, P*M, hd)
-        scale = 1.0 / math.sqrt(hd)
+        q, k, v = self._qkv(x.reshape(b, p_in * m, d))  # (B, H, P_in*M, hd)
+        if p_in != p:
+            h = self.n_head
+            q, k, v = (
+                z.view(b, h, 1, m, hd).expand(-1, -1, p, -1, -1).reshape(b, h, p * m, hd) for z in (q, k, v)
+            )
+        q = q * (1.0 / math.sqrt(hd))  # scale the (P*M, hd) queries, not the (P*M, N) scores
         n = k_ctx.shape[2]
         # Each query's own key is one extra score beside the context scores: a dense mask
         # over every query's key would cost (P*M)^2 memory.
-        s_self = (q * k).sum(-1, keepdim=True) * scale  # (B, H, P*M, 1)
+        s_self = (q * k).sum(-1, keepdim=True)  # (B, H, P*M, 1)
         if n == 0:
             y = v  # softmax over the single self score is 1
         else:
-            s_ctx = (q @ k_ctx.transpose(-1, -2)) * scale  # (B, H, P*M, N)
+            # Softmax over [context scores, self score] by hand, in place on the big (P*M, N)
+            # score tensor: no concatenated copy, no masked copy. Subtracting a detached max is
+            # exact (the shift cancels between numerator and denominator, for values and grads).
+            s_ctx = q @ k_ctx.transpose(-1, -2)  # (B, H, P*M, N)
             if hidden is not None:
-                s_ctx = s_ctx.view(b, self.n_head, p, m, n).masked_fill(hidden[:, None, :], float("-inf"))
-                s_ctx = s_ctx.view(b, self.n_head, p * m, n)
-            att = torch.cat([s_ctx, s_self], dim=-1).softmax(-1)  # (B, H, P*M, N+1)
-            y = att[..., :n] @ v_ctx + att[..., n:] * v
+                bias = torch.zeros(hidden.shape, dtype=s_ctx.dtype, device=s_ctx.device)
+                bias.masked_fill_(hidden, float("-inf"))  # (P, N)
+                h = self.n_head
+                s_ctx = s_ctx.view(b, h, p, m, n).add_(bias[:, None, :]).view(b, h, p * m, n)
+            shift = torch.maximum(s_ctx.amax(-1, keepdim=True), s_self).detach()
+            e_ctx = s_ctx.sub_(shift).exp_()
+            e_self = (s_self - shift).exp()
+            y = (e_ctx @ v_ctx + e_self * v) / (e_ctx.sum(-1, keepdim=True) + e_self)
         y = y.transpose(1, 2).reshape(b, p, m, d)
         x = x + self.c_proj(y)
         return x + self.mlp(self.ln_2(x))
@@ -257,22 +273,24 @@ class EnergyTransformer(nn.Module):
     ) -> torch.Tensor:
         """Network part f of E(query[:, p, m] | context[:, :lengths[p]]).
 
-        query: (B, P, M, 2); lengths: (P,) ints in [0, N] (default: all N). Returns (B, P, M).
+        query: (B, P, M, 2), or (B, 1, M, 2) shared by all groups; lengths: (P,) ints in [0, N]
+        (default: all N). Returns (B, P, M).
         """
         b, p, m, _ = query.shape
         n = cache.length
         hidden = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=query.device)
-            if lengths.shape != (p,):
+            if lengths.ndim != 1 or (p != 1 and lengths.shape[0] != p):
                 raise ValueError(f"lengths must have shape ({p},), got {tuple(lengths.shape)}")
+            p = lengths.shape[0]  # a (B, 1, M, 2) query is shared by all P prefix groups
             if bool((lengths < 0).any()) or bool((lengths > n).any()):
                 raise ValueError(f"prefix lengths must lie in [0, {n}]")
             if bool((lengths < n).any()):
                 hidden = torch.arange(n, device=query.device)[None, :] >= lengths[:, None]  # (P, N)
         h = self._embed(query)
         for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
-            h = block.forward_query(h, k, v, hidden)
+            h = block.forward_query(h, k, v, hidden, groups=p)  # (B, P, M, D) after the first block
         return self._readout(h)
 
     def _total(self, f: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -331,7 +349,7 @@ class EnergyTransformer(nn.Module):
         p = lengths.shape[0]
         out = []
         for q in _chunks(query, chunk or _chunk_size(p, cache.length, self.config)):
-            out.append(self.energy_cached(q[:, None].expand(-1, p, -1, -1), cache, lengths))
+            out.append(self.energy_cached(q[:, None], cache, lengths))  # shared by all P groups
         return torch.cat(out, dim=2)
 
     def energy_all_prefixes(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

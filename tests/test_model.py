@@ -281,3 +281,18 @@ def test_energy_all_prefixes_accepts_array_like_context():
     q, ctx = points(1, 3, 2).float(), points(1, 4, 2, seed=1).float()
     out = model.energy_all_prefixes(q.numpy(), ctx.numpy())
     assert out.shape == (1, 5, 3)
+
+
+def test_shared_queries_equal_expanded_queries():
+    # the film strip passes one (B, 1, M, 2) query set for all prefixes; projecting it once
+    # and broadcasting must equal feeding P explicit copies
+    model = random_model(seed=11)
+    g = torch.Generator().manual_seed(5)
+    context = 3 * torch.randn(2, 6, 2, generator=g, dtype=torch.float64)
+    query = 3 * torch.randn(2, 1, 9, 2, generator=g, dtype=torch.float64)
+    lengths = torch.tensor([0, 2, 3, 6])
+    cache = model.encode_context(context)
+    shared = model.energy_cached(query, cache, lengths)
+    expanded = model.energy_cached(query.expand(-1, 4, -1, -1).contiguous(), cache, lengths)
+    assert shared.shape == (2, 4, 9)
+    assert torch.allclose(shared, expanded, atol=1e-12, rtol=0)
