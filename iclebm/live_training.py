@@ -119,6 +119,15 @@ class _Control:
     idle_timeout: float = 120.0
 
 
+def _halt(ctl: _Control, status: str, message: str) -> None:
+    """Stop the run after a failed step, keeping the weights, and say why."""
+    with ctl.cond:
+        ctl.busy = False
+        ctl.running, ctl.pending_steps = False, 0
+        ctl.status = status
+        ctl.message = message
+
+
 def _worker(trainer: Trainer, ctl: _Control) -> None:
     while True:
         with ctl.cond:
@@ -138,18 +147,10 @@ def _worker(trainer: Trainer, ctl: _Control) -> None:
         try:
             metrics = trainer.step()
         except TrainingDivergedError as e:
-            with ctl.cond:
-                ctl.busy = False
-                ctl.running, ctl.pending_steps = False, 0
-                ctl.status = "diverged"
-                ctl.message = f"Training diverged and was paused; the last good weights are kept. {e}"
+            _halt(ctl, "diverged", f"Training diverged and was paused; the last good weights are kept. {e}")
             continue
         except Exception as e:  # noqa: BLE001 - any failure pauses the run with its reason
-            with ctl.cond:
-                ctl.busy = False
-                ctl.running, ctl.pending_steps = False, 0
-                ctl.status = "error"
-                ctl.message = f"Training stopped: {type(e).__name__}: {e}"
+            _halt(ctl, "error", f"Training stopped: {type(e).__name__}: {e}")
             continue
         with ctl.cond:
             ctl.busy = False
