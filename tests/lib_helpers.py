@@ -3,6 +3,8 @@ cannot clash with the app tests' fixtures): tiny random models with non-trivial 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from iclebm.model import EnergyConfig, EnergyTransformer
@@ -41,3 +43,17 @@ def zero_head_model(
         model.head.weight.zero_()
         model.head.bias.zero_()
     return model
+
+
+def naive_energy(
+    model: EnergyTransformer, query: torch.Tensor, context: torch.Tensor,
+    energies: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The reference the cached path must equal: append each query to the context and run the
+    plain causal forward. (B, M, 2), (B, N, 2) -> (B, M). `energies` defaults to model.energies
+    (pass model.learned_energies for the network part alone)."""
+    energies = energies or model.energies
+    b, m, _ = query.shape
+    n = context.shape[1]
+    seq = torch.cat([context[:, None].expand(b, m, n, 2), query[:, :, None]], dim=2).reshape(b * m, n + 1, 2)
+    return energies(seq)[:, -1].reshape(b, m)

@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lib_helpers import random_model, zero_head_model
+from lib_helpers import naive_energy, random_model, zero_head_model
 
 from iclebm.calibration import fit_length_scales
 from iclebm.model import EnergyConfig
 from iclebm.tasks import MixturePrior
-
-
-def naive_all_prefixes(model, query, context):
-    n = context.shape[1]
-    rows = []
-    for k in range(n + 1):
-        seqs = torch.cat(
-            [context[:, None, :k].expand(-1, query.shape[1], -1, -1), query[:, :, None]], dim=2
-        )  # (B, M, k+1, 2)
-        b, m = seqs.shape[:2]
-        rows.append(model.energies(seqs.reshape(b * m, k + 1, 2))[:, -1].reshape(b, m))
-    return torch.stack(rows, dim=1)
 
 
 def test_length_scales_interpolate_between_knots() -> None:
@@ -38,7 +26,7 @@ def test_calibrated_cached_equals_naive(n: int) -> None:
     context = 3 * torch.randn(2, n, 2, generator=g, dtype=torch.float64)
     query = 3 * torch.randn(2, 7, 2, generator=g, dtype=torch.float64)
     cached = model.energy_all_prefixes(query, context)
-    naive = naive_all_prefixes(model, query, context)
+    naive = torch.stack([naive_energy(model, query, context[:, :k]) for k in range(n + 1)], dim=1)
     assert torch.allclose(cached, naive, atol=1e-9, rtol=0)
     assert torch.allclose(model.energy(query, context), naive[:, -1], atol=1e-9, rtol=0)
 

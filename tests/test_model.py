@@ -6,27 +6,13 @@ import math
 
 import pytest
 import torch
+from lib_helpers import naive_energy as naive
 from lib_helpers import random_model
 
 from iclebm import ContextTooLongError
-from iclebm.model import EnergyConfig, EnergyTransformer
+from iclebm.model import EnergyConfig
 
 TOL = 1e-9
-
-
-def naive(model: EnergyTransformer, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """E(q | context) by appending each query to the context: (B, M, 2), (B, N, 2) -> (B, M)."""
-    b, m, _ = query.shape
-    n = context.shape[1]
-    seq = torch.cat([context[:, None].expand(b, m, n, 2), query[:, :, None]], dim=2).reshape(b * m, n + 1, 2)
-    return model.energies(seq)[:, -1].reshape(b, m)
-
-
-def naive_learned(model: EnergyTransformer, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    b, m, _ = query.shape
-    n = context.shape[1]
-    seq = torch.cat([context[:, None].expand(b, m, n, 2), query[:, :, None]], dim=2).reshape(b * m, n + 1, 2)
-    return model.learned_energies(seq)[:, -1].reshape(b, m)
 
 
 def points(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -90,10 +76,11 @@ def test_learned_energy_cached_distinct_queries_per_group():
     out = model.learned_energy_cached(q, cache, lengths)
     assert out.shape == (b, len(lengths), m)
     for p, k in enumerate(lengths.tolist()):
-        assert torch.allclose(out[:, p], naive_learned(model, q[:, p], ctx[:, :k]), atol=TOL, rtol=0)
+        ref = naive(model, q[:, p], ctx[:, :k], model.learned_energies)
+        assert torch.allclose(out[:, p], ref, atol=TOL, rtol=0)
     # default lengths: the full context
     full = model.learned_energy_cached(q, cache)
-    assert torch.allclose(full[:, 1], naive_learned(model, q[:, 1], ctx), atol=TOL, rtol=0)
+    assert torch.allclose(full[:, 1], naive(model, q[:, 1], ctx, model.learned_energies), atol=TOL, rtol=0)
 
 
 def test_learned_energy_cached_rejects_bad_lengths():
