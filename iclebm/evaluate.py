@@ -68,13 +68,23 @@ COLUMNS = ("model", "oracle", *BASELINES, "prior_predictive")
 LOG_2PI = math.log(2 * math.pi)
 
 
-def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor, float]:
-    """Cell centres (R*R, 2), row-major with x fastest, and the cell area."""
+def grid_axis(box: tuple[float, float], resolution: int) -> np.ndarray:
+    """Cell centres along one axis (R,): the midpoints of R equal cells over [lo, hi]."""
     lo, hi = box
     h = (hi - lo) / resolution
-    c = lo + h * (torch.arange(resolution, dtype=torch.float64) + 0.5)
+    return lo + h * (np.arange(resolution) + 0.5)
+
+
+def cell_area(box: tuple[float, float], resolution: int) -> float:
+    h = (box[1] - box[0]) / resolution
+    return h * h
+
+
+def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor, float]:
+    """Cell centres (R*R, 2), row-major with x fastest, and the cell area."""
+    c = torch.from_numpy(grid_axis(box, resolution))
     yy, xx = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1), h * h
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1), cell_area(box, resolution)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .evaluate import grid_points
+from .evaluate import grid_axis, grid_points  # one grid definition for app and evaluation
 from .model import EnergyTransformer
 from .sampling import langevin
 from .tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
@@ -63,12 +63,6 @@ def as_context(points: np.ndarray | list | torch.Tensor) -> torch.Tensor:
     """(N, 2) points -> (1, N, 2) float32 tensor (N may be 0)."""
     arr = np.asarray(points, dtype=np.float32).reshape(-1, 2)
     return torch.from_numpy(arr.copy())[None]
-
-
-def grid_axis(box: Box, resolution: int) -> np.ndarray:
-    lo, hi = box
-    h = (hi - lo) / resolution
-    return lo + h * (np.arange(resolution) + 0.5)
 
 
 def log_normalise(energy: np.ndarray, cell_area: float) -> np.ndarray:
@@ -254,11 +248,6 @@ def sample_report(mixture: GaussianMixture, samples: np.ndarray, seed: int = 0) 
         "exact_mean_log_p": float(mixture.log_prob(exact).mean()),
         "share_near_a_component": float((d.min(dim=1).values <= 3.0).double().mean()),
     }
-
-
-def cell_area(box: Box, resolution: int) -> float:
-    h = (box[1] - box[0]) / resolution
-    return h * h
 
 
 def finite_or(value: float, default: float) -> float:
