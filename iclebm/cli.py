@@ -17,7 +17,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import IclebmError
 from .model import EnergyTransformer
 from .presets import PRESETS, get_preset
-from .training import Trainer
+from .training import OBJECTIVES, Trainer
 
 
 def _resume_path(out: Path) -> Path:
@@ -62,6 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     tcfg = replace(preset.train, total_steps=steps, seed=args.seed)
     if args.lr is not None:
         tcfg = replace(tcfg, lr=args.lr)
+    if args.objective is not None:
+        tcfg = replace(tcfg, objective=args.objective)
     out = Path(args.out or f"runs/{args.preset}.safetensors")
     torch.set_num_threads(args.threads) if args.threads else None
     model: EnergyTransformer | None = None
@@ -199,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--objective", choices=OBJECTIVES, default=None,
+                   help="cd: contrastive divergence; exact: grid-normalised NLL (default: the preset's)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
     t.add_argument("--log-every", type=int, default=0, help="print metrics as JSON every N steps")
