@@ -1,0 +1,614 @@
+"""Live training in child processes: one low-priority process per browser session, with a cap.
+
+Threads in the app's own process contend with page reruns for one interpreter (4 threaded
+trainers made a click take 2.5 s to redraw). Here each session's trainer is a child process
+(forkserver, else spawn), niced below the app and limited to `threads` torch threads:
+
+    page (parent)                                   trainer process (child)
+    ProcessTrainer.play/pause/step/reset/settings -> command queue -> Trainer.step() loop
+    ProcessTrainer.poll() (never blocks)          <- result queue  <- status, new metrics,
+                                                                      weights as checkpoint bytes
+
+- Weights cross the boundary as safetensors checkpoint bytes with the card's SHA-256, so a
+  snapshot is bit-exact and verified on arrival. The parent keeps the last snapshot it got:
+  after a divergence (the child pauses with the last good weights) or a crash of the child,
+  the weights shown stay the last good ones.
+- `TrainerPool` caps the number of live trainer processes (default: the number of cores).
+  A trainer beyond the cap is "waiting" (for a free slot) and starts, in order, when one frees.
+- A trainer ends when its handle is closed or garbage-collected (its browser session ended)
+  or when nobody has polled it for `session_timeout` seconds; the pool's reaper thread then
+  stops the process (close command, then terminate, then kill) and reaps it. A child also
+  exits by itself when its parent process is gone, so no orphans are left behind.
+- A child that dies (killed, out of memory, a bug) is reported in its session as
+  "Training stopped: ..."; `reset()` starts a fresh process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import threading
+import time
+import traceback
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from .checkpoints import checkpoint_bytes, load_checkpoint_bytes
+from .errors import TrainingDivergedError
+from .live_training import MODES, Snapshot, make_configs
+from .model import EnergyTransformer
+from .presets import get_preset
+from .training import Trainer
+
+HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
+# A trainer's lifecycle as the page sees it:
+#   waiting (no free slot) -> starting (process importing torch) -> paused | running
+#   -> diverged | error (child alive, paused with a message) | stopped (child died) | closed
+STATES = ("waiting", "starting", "paused", "running", "diverged", "error", "stopped", "closed")
+
+
+@dataclass
+class PoolConfig:
+    max_trainers: int = os.cpu_count() or 1  # live trainer processes at once
+    nice: int = 10  # added to the child's niceness: the app's page reruns come first
+    threads: int = 1  # torch threads per trainer process
+    session_timeout: float = 600.0  # close a trainer nobody polled for this long (tab closed)
+    idle_pause: float = 120.0  # a running trainer nobody polled for this long pauses
+    status_every: float = 0.25  # seconds between status messages while running
+    weights_every: float = 2.0  # seconds between weight snapshots while running
+    stop_grace: float = 3.0  # seconds a closed child gets to exit before terminate / kill
+
+    def __post_init__(self) -> None:
+        if int(self.max_trainers) < 1:
+            raise ValueError("max_trainers must be >= 1")
+        if int(self.threads) < 1:
+            raise ValueError("threads must be >= 1")
+
+
+def default_trainer_factory(spec: dict) -> Trainer:
+    """Build the child's Trainer from a picklable spec (mode, settings, base checkpoint bytes)."""
+    base = load_checkpoint_bytes(spec["base"], name="base model") if spec.get("base") else None
+    train_cfg, model_cfg = make_configs(spec["mode"], spec["settings"], base)
+    if base is not None and spec["mode"] == "finetune":
+        base.train()
+        for p in base.parameters():
+            p.requires_grad_(True)
+        return Trainer(model=base, config=train_cfg, max_bad_steps=spec.get("max_bad_steps", 5))
+    return Trainer(config=train_cfg, model_config=model_cfg, max_bad_steps=spec.get("max_bad_steps", 5))
+
+
+# ---- the child process ------------------------------------------------------------------------
+
+
+class _Child:
+    """The trainer loop inside the child process."""
+
+    def __init__(self, cmd_q: Any, out_q: Any, spec: dict, cfg: PoolConfig,
+                 factory: Callable[[dict], Trainer]) -> None:
+        self.cmd_q, self.out_q, self.spec, self.cfg, self.factory = cmd_q, out_q, spec, cfg, factory
+        self.trainer = factory(spec)
+        self.running = False
+        self.pending = 0
+        self.status, self.message = "paused", None
+        self.sent_rows = 0
+        self.step_times: deque[float] = deque(maxlen=30)
+        self.last_ping = time.monotonic()
+        self.last_status = 0.0
+        self.last_weights = 0.0
+        self.weights_dirty = True
+
+    # -- messages to the parent --
+    def send_status(self) -> None:
+        history = self.trainer.history
+        if len(history) > 2 * HISTORY_LIMIT:  # bounded memory on a long run
+            del history[:HISTORY_LIMIT]
+            self.sent_rows = max(0, self.sent_rows - HISTORY_LIMIT)
+        rows = history[self.sent_rows :]
+        self.sent_rows = len(self.trainer.history)
+        times = list(self.step_times)
+        rate = (len(times) - 1) / max(times[-1] - times[0], 1e-9) if len(times) >= 2 else 0.0
+        self.out_q.put(("status", {
+            "step": self.trainer.step_count, "rows": rows, "status": self.status, "message": self.message,
+            "steps_per_s": rate, "pending": self.pending, "pid": os.getpid(),
+        }))
+        self.last_status = time.monotonic()
+
+    def send_weights(self) -> None:
+        model = self.trainer.model
+        card = {"training": {"steps": int(self.trainer.step_count), "config": self.trainer.config.to_dict()}}
+        self.out_q.put(("weights", {"step": self.trainer.step_count, "bytes": checkpoint_bytes(model, card)}))
+        self.last_weights = time.monotonic()
+        self.weights_dirty = False
+
+    def halt(self, status: str, message: str) -> None:
+        self.running, self.pending = False, 0
+        self.status, self.message = status, message
+        self.send_weights()  # the Trainer restored the last good weights
+        self.send_status()
+
+    # -- commands from the parent --
+    def handle(self, cmd: str, arg: Any) -> bool:
+        """Apply one command; False to exit."""
+        self.last_ping = time.monotonic()
+        if cmd == "close":
+            return False
+        if cmd == "play":
+            self.running, self.status, self.message = True, "running", None
+        elif cmd == "pause":
+            self.running, self.pending = False, 0
+            if self.status == "running":
+                self.status = "paused"
+        elif cmd == "step" and not self.running:
+            self.pending += max(0, int(arg))
+            if self.status in ("diverged", "error"):
+                self.status, self.message = "paused", None
+        elif cmd == "reset":
+            if arg is not None:
+                self.spec = {**self.spec, "settings": arg}
+            self.trainer = self.factory(self.spec)
+            self.running, self.pending, self.sent_rows = False, 0, 0
+            self.status, self.message = "paused", None
+            self.step_times.clear()
+            self.out_q.put(("reset", None))
+            self.weights_dirty = True
+        elif cmd == "settings":
+            # Training settings apply from the next step; a different model shape needs a reset.
+            train_cfg, _ = make_configs(self.spec["mode"], arg, None if self.spec["mode"] == "scratch"
+                                        else self.trainer.model)
+            self.trainer.config = replace(train_cfg, seed=self.trainer.config.seed)
+            self.spec = {**self.spec, "settings": arg}
+        elif cmd == "ping":
+            pass
+        self.send_status()
+        return True
+
+    def drain(self, block: bool) -> bool:
+        try:
+            cmd, arg = self.cmd_q.get(timeout=0.2) if block else self.cmd_q.get_nowait()
+        except queue.Empty:
+            return True
+        if not self.handle(cmd, arg):
+            return False
+        while True:  # apply everything queued before the next step
+            try:
+                cmd, arg = self.cmd_q.get_nowait()
+            except queue.Empty:
+                return True
+            if not self.handle(cmd, arg):
+                return False
+
+    def one_step(self) -> None:
+        if not self.running:
+            self.pending -= 1
+        try:
+            metrics = self.trainer.step()
+        except TrainingDivergedError as e:
+            self.halt("diverged", f"Training diverged and was paused; the last good weights are kept. {e}")
+            return
+        except Exception as e:  # noqa: BLE001 - any failure pauses the run with its reason
+            self.halt("error", f"Training stopped: {type(e).__name__}: {e}")
+            return
+        self.step_times.append(time.monotonic())
+        self.weights_dirty = True
+        if metrics.get("skipped"):
+            self.message = metrics.get("event") or "A non-finite step was skipped."
+
+    def loop(self) -> None:
+        parent = mp.parent_process()
+        self.send_weights()
+        self.send_status()
+        while True:
+            busy = self.running or self.pending > 0
+            if not self.drain(block=not busy):
+                return
+            if parent is not None and not parent.is_alive():
+                return  # the app is gone: never outlive it
+            now = time.monotonic()
+            if self.running and now - self.last_ping > self.cfg.idle_pause:
+                self.running, self.status = False, "paused"
+                self.message = "Paused: no browser has looked at this run for a while."
+                self.send_status()
+            if self.running or self.pending > 0:
+                self.one_step()
+                if not self.running and self.pending == 0:
+                    self.send_weights()  # single steps: show their result at once
+                    self.send_status()
+            now = time.monotonic()
+            if self.weights_dirty and now - self.last_weights > self.cfg.weights_every:
+                self.send_weights()
+            if now - self.last_status > (self.cfg.status_every if self.running else 1.0):
+                self.send_status()
+
+
+def _child_main(cmd_q: Any, out_q: Any, spec: dict, cfg: PoolConfig,
+                factory: Callable[[dict], Trainer]) -> None:
+    try:
+        os.nice(int(cfg.nice))
+    except OSError:
+        pass
+    torch.set_num_threads(int(cfg.threads))
+    try:
+        _Child(cmd_q, out_q, spec, cfg, factory).loop()
+    except BaseException as e:  # noqa: BLE001 - report, then exit; the parent shows the reason
+        out_q.put(("fatal", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
+        raise
+    finally:
+        out_q.close()
+        out_q.join_thread()
+
+
+# ---- the parent side --------------------------------------------------------------------------
+
+
+class _Record:
+    """Everything the pool needs about one trainer; the handle holds it, the pool points to it."""
+
+    def __init__(self, spec: dict, factory: Callable[[dict], Trainer]) -> None:
+        self.spec = spec
+        self.factory = factory
+        self.process: Any = None
+        self.cmd_q: Any = None
+        self.out_q: Any = None
+        self.state = "waiting"
+        self.closed = False
+        self.backlog: list[tuple[str, Any]] = []  # commands given while waiting for a slot
+        self.last_poll = time.monotonic()
+        self.lock = threading.Lock()
+
+
+def _context() -> Any:
+    """forkserver where available: one clean server process imports torch and iclebm once, and
+    each trainer is forked from it in milliseconds (spawn re-imports torch per trainer: seconds).
+    The server is started from no thread of ours, so forking it is safe."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["iclebm.trainer_process"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+class TrainerPool:
+    """Starts trainer processes up to a cap, queues the rest, and reaps ended ones."""
+
+    def __init__(self, config: PoolConfig | None = None) -> None:
+        self.config = config or PoolConfig()
+        self._ctx = _context()
+        self._lock = threading.RLock()
+        self._active: list[_Record] = []  # hold a slot (process started)
+        self._waiting: deque[_Record] = deque()
+        self._ending: list[Any] = []  # (process, deadline) pairs being stopped
+        self._handles: weakref.WeakSet[ProcessTrainer] = weakref.WeakSet()
+        self._reaper: threading.Thread | None = None
+        self._shutdown = threading.Event()
+
+    # -- public --
+    def create(self, mode: str = "scratch", settings: dict[str, Any] | None = None,
+               base_model: EnergyTransformer | None = None,
+               factory: Callable[[dict], Trainer] = default_trainer_factory,
+               max_bad_steps: int = 5) -> ProcessTrainer:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        settings = dict(settings or {})
+        make_configs(mode, settings, base_model)  # bad settings fail here, in the page, with the reason
+        spec = {"mode": mode, "settings": settings, "max_bad_steps": max_bad_steps,
+                "base": checkpoint_bytes(base_model) if base_model is not None else None}
+        handle = ProcessTrainer(self, _Record(spec, factory), base_model)
+        with self._lock:
+            self._handles.add(handle)
+            self._waiting.append(handle._rec)
+            self._schedule()
+        self._ensure_reaper()
+        return handle
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiting)
+
+    def queue_position(self, rec: _Record) -> int | None:
+        with self._lock:
+            return list(self._waiting).index(rec) + 1 if rec in self._waiting else None
+
+    def shutdown(self) -> None:
+        """Close every trainer and wait for their processes (tests, app exit)."""
+        with self._lock:
+            recs = list(self._active) + list(self._waiting)
+        for rec in recs:
+            self.release(rec)
+        self._shutdown.set()
+        self._reap(wait=True)
+
+    # -- slots --
+    def _schedule(self) -> None:
+        with self._lock:
+            for rec in list(self._active):
+                if rec.closed or (rec.process is not None and not rec.process.is_alive()):
+                    self._active.remove(rec)
+            while self._waiting and len(self._active) < int(self.config.max_trainers):
+                rec = self._waiting.popleft()
+                if rec.closed:
+                    continue
+                self._start(rec)
+                self._active.append(rec)
+
+    def _start(self, rec: _Record) -> None:
+        rec.cmd_q, rec.out_q = self._ctx.Queue(), self._ctx.Queue()
+        rec.process = self._ctx.Process(
+            target=_child_main, args=(rec.cmd_q, rec.out_q, rec.spec, self.config, rec.factory),
+            daemon=True, name="iclebm-trainer",
+        )
+        rec.process.start()
+        rec.state = "starting"
+        for cmd in rec.backlog:
+            rec.cmd_q.put(cmd)
+        rec.backlog.clear()
+
+    def restart(self, rec: _Record) -> None:
+        """A fresh process for a trainer whose child died (keeps its place if it had a slot)."""
+        with self._lock:
+            self._stop_process(rec)
+            if rec in self._active:
+                self._active.remove(rec)
+            rec.closed = False
+            rec.state = "waiting"
+            if rec not in self._waiting:
+                self._waiting.append(rec)
+            self._schedule()
+
+    def release(self, rec: _Record) -> None:
+        """End a trainer (non-blocking): the reaper stops and reaps its process."""
+        with self._lock:
+            rec.closed = True
+            rec.state = "closed"
+            if rec in self._waiting:
+                self._waiting.remove(rec)
+            if rec in self._active:
+                self._active.remove(rec)
+            self._stop_process(rec)
+            self._schedule()
+
+    def _stop_process(self, rec: _Record) -> None:
+        proc = rec.process
+        if proc is None:
+            return
+        try:
+            rec.cmd_q.put_nowait(("close", None))
+        except (ValueError, OSError, queue.Full):
+            pass
+        self._ending.append((proc, time.monotonic() + self.config.stop_grace, rec.cmd_q, rec.out_q))
+        rec.process = None
+
+    # -- reaping --
+    def _ensure_reaper(self) -> None:
+        with self._lock:
+            if self._reaper is None or not self._reaper.is_alive():
+                self._shutdown.clear()
+                self._reaper = threading.Thread(target=self._reap_loop, daemon=True, name="iclebm-reaper")
+                self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        while not self._shutdown.wait(0.25):
+            now = time.monotonic()
+            with self._lock:
+                for rec in list(self._active) + list(self._waiting):
+                    if now - rec.last_poll > self.config.session_timeout:
+                        self.release(rec)
+                self._schedule()
+            self._reap(wait=False)
+
+    def _reap(self, wait: bool) -> None:
+        """Join ended processes; terminate, then kill, those past their grace period."""
+        while True:
+            with self._lock:
+                ending = list(self._ending)
+            for item in ending:
+                proc, deadline, cmd_q, out_q = item
+                _drain(out_q)  # a child blocked on a full pipe could not exit
+                proc.join(timeout=0.05)
+                if proc.exitcode is None and time.monotonic() > deadline:
+                    proc.terminate()
+                    proc.join(timeout=1.0)
+                    if proc.exitcode is None:
+                        proc.kill()
+                        proc.join(timeout=1.0)
+                if proc.exitcode is not None:
+                    for q in (cmd_q, out_q):
+                        q.close()
+                        q.cancel_join_thread()
+                    with self._lock:
+                        self._ending.remove(item)
+            with self._lock:
+                left = len(self._ending)
+            if not wait or left == 0:
+                return
+            time.sleep(0.05)
+
+
+def _drain(q: Any) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except (queue.Empty, OSError, ValueError, EOFError):
+            return out
+
+
+def _finalize(pool: TrainerPool, rec: _Record) -> None:
+    pool.release(rec)
+
+
+class ProcessTrainer:
+    """One session's trainer (a handle to its process); every method returns at once.
+
+    The API matches `live_training.LiveTrainer`: play, pause, step, reset, close, poll.
+    """
+
+    def __init__(self, pool: TrainerPool, rec: _Record, base_model: EnergyTransformer | None) -> None:
+        self.pool = pool
+        self._rec = rec
+        self.mode = rec.spec["mode"]
+        self.settings = dict(rec.spec["settings"])
+        self.train_config, self.model_config = make_configs(self.mode, self.settings, base_model)
+        self._base_card = dict(base_model.card or {}) if base_model is not None else {}
+        self._history: deque[dict] = deque(maxlen=HISTORY_LIMIT)
+        self._status: dict[str, Any] = {"step": 0, "status": "waiting", "message": None, "steps_per_s": 0.0}
+        self._weights: dict | None = None  # last {"step", "bytes"} received
+        self._model: EnergyTransformer | None = None  # decoded lazily from _weights
+        self._model_step = -1
+        self._finalizer = weakref.finalize(self, _finalize, pool, rec)
+
+    # -- commands --
+    def _send(self, cmd: str, arg: Any = None) -> None:
+        rec = self._rec
+        with rec.lock:
+            if rec.closed:
+                return
+            if rec.process is None:
+                rec.backlog.append((cmd, arg))
+            else:
+                rec.cmd_q.put((cmd, arg))
+
+    def play(self) -> None:
+        self._send("play")
+        self._status.update(status="running" if self.started else self._status["status"], message=None)
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def step(self, n: int = 1) -> None:
+        self._send("step", int(n))
+
+    def update_settings(self, settings: dict[str, Any]) -> None:
+        """New training settings (lr, Langevin, objective, ...) from the next step on."""
+        if self.mode == "scratch":  # bad settings fail here, in the page
+            self.train_config, _ = make_configs(self.mode, settings, None)
+        self.settings = dict(settings)
+        self._send("settings", dict(settings))
+
+    def reset(self, settings: dict[str, Any] | None = None) -> None:
+        """Start again from the initial weights (optionally with new settings, model size included).
+        A trainer whose process died gets a fresh process."""
+        if settings is not None:
+            if self.mode == "scratch":
+                self.train_config, self.model_config = make_configs(self.mode, settings, None)
+            self.settings = dict(settings)
+            self._rec.spec = {**self._rec.spec, "settings": dict(settings)}
+        self._history.clear()
+        self._weights, self._model, self._model_step = None, None, -1
+        self._status.update(step=0, message=None, steps_per_s=0.0)
+        if self._rec.state == "stopped":
+            self._status["status"] = "waiting"
+            self.pool.restart(self._rec)
+        else:
+            self._send("reset", self.settings if settings is not None else None)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    # -- reading --
+    @property
+    def started(self) -> bool:
+        return self._rec.process is not None
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._rec.process
+        return proc.pid if proc is not None else None
+
+    def _receive(self) -> None:
+        rec = self._rec
+        rec.last_poll = time.monotonic()
+        if rec.out_q is None or rec.closed:
+            return
+        for kind, payload in _drain(rec.out_q):
+            if kind == "status":
+                self._history.extend(payload.pop("rows"))
+                self._status.update(payload)
+                rec.state = payload["status"]
+            elif kind == "weights":
+                self._weights = payload
+            elif kind == "reset":
+                self._history.clear()
+            elif kind == "fatal":
+                self._status["message"] = f"Training stopped: {payload.splitlines()[0]}"
+        proc = rec.process
+        if proc is not None and not proc.is_alive() and not rec.closed:
+            code = proc.exitcode
+            why = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            if not str(self._status.get("message") or "").startswith("Training stopped"):
+                self._status["message"] = f"Training stopped: the trainer process ended ({why})."
+            self._status["status"] = rec.state = "stopped"
+            self.pool._schedule()
+
+    def poll(self, with_model: bool = False) -> Snapshot:
+        """The latest status, metrics and (if asked) weights; never waits for the trainer."""
+        self._receive()
+        rec = self._rec
+        own = ("waiting", "starting", "stopped", "closed")  # states only the parent knows
+        status = rec.state if rec.state in own else self._status["status"]
+        message = self._status.get("message")
+        if status == "waiting":
+            pos = self.pool.queue_position(rec)
+            message = (f"Waiting for a free slot: {self.pool.config.max_trainers} trainers are running "
+                       f"(you are number {pos} in the queue).") if pos else message
+        model = self.model() if with_model else None
+        return Snapshot(step=int(self._status.get("step", 0)), history=list(self._history), status=status,
+                        message=message, steps_per_s=float(self._status.get("steps_per_s", 0.0)), model=model)
+
+    def model(self) -> EnergyTransformer | None:
+        """An eval-mode copy of the last weights received (None before the first arrives)."""
+        if self._weights is None:
+            return None
+        if self._model_step != self._weights["step"] or self._model is None:
+            model = load_checkpoint_bytes(self._weights["bytes"], name="live snapshot")
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self._model, self._model_step = model, self._weights["step"]
+        self._model.card = self.card(step=self._model_step)
+        return self._model
+
+    def wait(self, cond: Callable[[Snapshot], bool], timeout: float = 60.0) -> Snapshot:
+        """Poll until cond(snapshot) holds (scripts and tests; the page never calls this)."""
+        end = time.monotonic() + timeout
+        while True:
+            snap = self.poll()
+            if cond(snap) or time.monotonic() > end:
+                return snap
+            time.sleep(0.02)
+
+    @property
+    def status(self) -> str:
+        return self.poll().status
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def card(self, step: int | None = None) -> dict:
+        """A checkpoint card describing this run (task prior, box, sampler, training)."""
+        base = self._base_card if self.mode == "finetune" else {}
+        preset = get_preset("small")
+        return {
+            "name": base.get("name", "live") + ("-finetuned" if self.mode == "finetune" else ""),
+            "task": self.train_config.task,
+            "box": list(self.train_config.box),
+            "sampler": base.get("sampler") or preset.sampler.to_dict(),
+            "training": {
+                "source": "iclebm explorer live training (trainer process)",
+                "mode": self.mode,
+                "base": base.get("name") if self.mode == "finetune" else None,
+                "steps": int(self._status.get("step", 0) if step is None else step),
+                "config": self.train_config.to_dict(),
+            },
+        }

@@ -1,0 +1,207 @@
+"""Trainers in child processes: lifecycle, exact snapshots, the cap and queue, crashes, cleanup."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from iclebm.live_training import make_configs
+from iclebm.model import EnergyConfig, EnergyTransformer
+from iclebm.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
+from iclebm.training import Trainer
+
+TINY = {"n_layer": 1, "d_model": 8, "batch_size": 2, "context_len": 4, "chains": 1, "langevin_steps": 2}
+START = 120.0  # seconds allowed for a spawned child to import torch on a loaded machine
+
+
+def gone(pid: int, timeout: float = 20.0) -> bool:
+    """True once no process with this pid exists (it exited and was reaped: no zombie either)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def started(t: ProcessTrainer) -> bool:
+    return t.wait(lambda s: s.status == "paused", START).status == "paused"
+
+
+class NanTrainer(Trainer):
+    """A trainer whose steps after the second produce a NaN loss (divergence across the boundary)."""
+
+    def step(self) -> dict:
+        if self.step_count >= 2:
+            for p in self.model.parameters():
+                p.data.fill_(float("nan"))
+        return super().step()
+
+
+def nan_factory(spec: dict) -> Trainer:
+    train_cfg, model_cfg = make_configs(spec["mode"], spec["settings"])
+    return NanTrainer(config=train_cfg, model_config=model_cfg, max_bad_steps=2)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    p = TrainerPool(PoolConfig(max_trainers=2, nice=2, status_every=0.05, weights_every=0.2))
+    yield p
+    p.shutdown()
+
+
+def test_lifecycle_and_exact_snapshot(pool: TrainerPool) -> None:
+    t = pool.create("scratch", TINY)
+    try:
+        assert started(t)
+        pid = t.pid
+        assert pid is not None and pid != os.getpid()
+        assert os.getpriority(os.PRIO_PROCESS, pid) >= os.getpriority(os.PRIO_PROCESS, 0) + 2
+        t.step(3)
+        snap = t.wait(lambda s: s.step == 3 and s.status == "paused")
+        assert snap.step == 3 and len(snap.history) == 3
+        model = t.wait(lambda s: t.model() is not None and t._weights["step"] == 3) and t.model()
+        assert model is not None and not model.training and model.card["training"]["steps"] == 3
+        # The same 3 steps in this process, one thread as in the child: bit-identical weights.
+        train_cfg, model_cfg = make_configs("scratch", TINY)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            ref = Trainer(config=train_cfg, model_config=model_cfg)
+            for _ in range(3):
+                ref.step()
+        finally:
+            torch.set_num_threads(threads)
+        for k, v in ref.model.state_dict().items():
+            assert torch.equal(v, model.state_dict()[k]), k
+        t.play()
+        assert t.wait(lambda s: s.step >= 8).step >= 8
+        assert t.poll().steps_per_s > 0 and t.status == "running"
+        t.pause()
+        paused = t.wait(lambda s: s.status == "paused")
+        time.sleep(0.5)
+        assert t.poll().step == paused.step or t.poll().step == paused.step + 1
+        t.reset()
+        snap = t.wait(lambda s: s.step == 0 and not s.history)
+        assert snap.step == 0 and snap.status == "paused" and t.pid == pid  # same process, fresh weights
+    finally:
+        t.close()
+    assert gone(pid)
+    assert t.poll().status == "closed"
+
+
+def test_cap_and_queue() -> None:
+    pool = TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.05))
+    try:
+        a = pool.create("scratch", TINY)
+        b = pool.create("scratch", TINY)
+        assert pool.active == 1 and pool.waiting == 1
+        snap = b.poll()
+        assert snap.status == "waiting" and "free slot" in (snap.message or "")
+        b.play()  # remembered while waiting
+        assert started(a)
+        assert b.poll().status == "waiting" and b.pid is None
+        pid_a = a.pid
+        a.close()
+        assert b.wait(lambda s: s.step >= 2, START).step >= 2  # b got the slot and plays
+        assert gone(pid_a) and pool.active == 1 and pool.waiting == 0
+    finally:
+        pool.shutdown()
+
+
+def test_session_end_reaps_the_process() -> None:
+    pool = TrainerPool(PoolConfig(max_trainers=2, nice=0, status_every=0.05))
+    try:
+        t = pool.create("scratch", TINY)
+        assert started(t)
+        t.play()
+        pid = t.pid
+        del t  # the browser session ended: its state (and the handle) is dropped
+        gc.collect()
+        assert gone(pid)
+        assert pool.active == 0
+    finally:
+        pool.shutdown()
+
+
+def test_abandoned_session_times_out() -> None:
+    pool = TrainerPool(PoolConfig(max_trainers=2, nice=0, session_timeout=1.0))
+    try:
+        t = pool.create("scratch", TINY)
+        assert started(t)
+        pid = t.pid
+        time.sleep(1.6)  # nobody polls
+        assert gone(pid) and pool.active == 0
+    finally:
+        pool.shutdown()
+
+
+def test_crash_is_reported_and_reset_restarts(pool: TrainerPool) -> None:
+    t = pool.create("scratch", TINY)
+    try:
+        assert started(t)
+        t.step(2)
+        t.wait(lambda s: s.step == 2 and t.model() is not None and t._weights["step"] == 2)
+        kept = t.model()
+        pid = t.pid
+        os.kill(pid, signal.SIGKILL)
+        snap = t.wait(lambda s: s.status == "stopped")
+        assert snap.status == "stopped" and snap.message.startswith("Training stopped")
+        assert "signal 9" in snap.message
+        assert t.poll(with_model=True).model is kept  # the last weights survive the crash
+        assert gone(pid)
+        t.reset()
+        assert started(t) and t.pid != pid
+        t.step(1)
+        assert t.wait(lambda s: s.step == 1).step == 1
+    finally:
+        t.close()
+
+
+def test_divergence_pauses_and_keeps_last_good_weights(pool: TrainerPool) -> None:
+    t = pool.create("scratch", TINY, factory=nan_factory)
+    try:
+        assert started(t)
+        t.play()
+        snap = t.wait(lambda s: s.status == "diverged")
+        assert snap.status == "diverged" and "last good weights" in snap.message
+        assert snap.step == 2
+        model = t.wait(lambda s: t._weights is not None and t._weights["step"] == 2) and t.model()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+        t.step(1)  # a single step clears the message and tries again
+        assert t.wait(lambda s: s.status == "diverged" and s.history[-1]["skipped"]).status == "diverged"
+    finally:
+        t.close()
+
+
+def test_bad_settings_fail_in_the_caller(pool: TrainerPool) -> None:
+    with pytest.raises(ValueError):
+        pool.create("sideways", TINY)
+    with pytest.raises(ValueError):
+        pool.create("finetune", TINY)  # needs a base model
+    with pytest.raises(ValueError):
+        PoolConfig(max_trainers=0)
+
+
+def test_finetune_trains_a_copy(pool: TrainerPool) -> None:
+    base = EnergyTransformer(EnergyConfig(n_layer=1, n_head=2, d_model=8, max_context=6))
+    base.card = {"name": "base", "box": [-10, 10]}
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    t = pool.create("finetune", {"batch_size": 2, "chains": 1, "langevin_steps": 2}, base_model=base)
+    try:
+        assert started(t)
+        t.step(2)
+        t.wait(lambda s: s.step == 2 and t._weights is not None and t._weights["step"] == 2)
+        model = t.model()
+        assert model.card["name"] == "base-finetuned" and model.card["training"]["mode"] == "finetune"
+        assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+    finally:
+        t.close()
