@@ -180,7 +180,7 @@ def format_attention_tables(insp: Inspection) -> str:
     lines = []
     for layer in range(n_layer):
         lines.append(f"layer {layer + 1}: attention of the query over the context")
-        lines.append(" " * width + "".join(f"  head {h + 1:<2d}" for h in range(n_head)))
+        lines.append(" " * width + "".join(f"  {f'head {h + 1}':>8}" for h in range(n_head)))
         for j, label in enumerate(labels):
             lines.append(label.ljust(width) + "".join(f"  {insp.weights[layer, h, j]:8.4f}" for h in
                                                       range(n_head)))
