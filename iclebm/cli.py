@@ -210,6 +210,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     points = parse_points(args.points)
     query = parse_query(args.query)
     model = load_checkpoint(args.checkpoint)
+    if not isinstance(model, EnergyTransformer):
+        raise ValueError(f"{type(model).__name__} has no query tokens to inspect; "
+                         "inspect reads the attention of an energy model")
     box = box_of(model)
     check_in_box(query, box)
     if len(points) > model.config.max_context:

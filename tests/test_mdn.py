@@ -265,3 +265,23 @@ def test_existing_tools_work_with_the_mdn():
     assert out.shape == (10, 2) and bool(torch.isfinite(out).all())
     table = in_context_nll(model, n_tasks=2, ns=(0, 2), n_test=10, resolution=60)
     assert set(table["nll"]) >= {"model", "oracle"}
+
+
+def test_cli_train_mdn2d_with_resume_and_clean_errors(tmp_path, capsys):
+    from iclebm.checkpoints import read_card
+    from iclebm.cli import main
+
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--preset", "mdn2d", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    assert main(["train", "--preset", "mdn2d", "--steps", "4", "--out", str(out), "--quiet", "--resume"]) == 0
+    assert "at step 2" in capsys.readouterr().err
+    card = read_card(out)
+    assert card["arch"] == "mixture_density_transformer" and card["training"]["steps"] == 4
+    assert len(card["training"]["commands"]) == 2
+    assert isinstance(load_checkpoint(out), MixtureDensityTransformer)
+    # an energy preset cannot resume an MDN; calibrate and inspect say why they do not apply
+    assert main(["train", "--preset", "small", "--steps", "5", "--out", str(out), "--quiet", "--resume"]) == 2
+    assert main(["calibrate", "--checkpoint", str(out), "--out", str(tmp_path / "c.safetensors")]) == 2
+    assert main(["inspect", "--checkpoint", str(out), "--points", "0,0", "--query", "1,1"]) == 2
+    err = capsys.readouterr().err
+    assert "MixtureDensityTransformer" in err and "Traceback" not in err
