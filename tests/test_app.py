@@ -1,7 +1,7 @@
 """The Streamlit app under streamlit.testing.v1.AppTest: every panel runs without exceptions.
 
 AppTest cannot click the canvas or fire `run_every`; clicks are tested in a real
-browser (test_browser.py) and the logic behind them in test_app_state.py.
+browser (test_browser.py) and the logic behind them in test_ui_state.py and test_canvas.py.
 """
 
 from __future__ import annotations
