@@ -37,7 +37,7 @@ FORM = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains", "tr_lste
 
 def render(ctx: AppContext) -> None:
     restore_link()
-    st.markdown("### 🏋 Train a model live")
+    st.markdown("### Train a model live")
     st.caption("Contrastive divergence in a background thread of this browser session; the rest of the "
                "app stays usable. The landscape beside the loss is drawn on the Density page's context.")
     show_flash()
