@@ -277,8 +277,10 @@ class Trainer:
         init = chain_init(seq_all, c.context_len, c.chains, c.data_init_frac, c.box, self.generator)
         return seq_all[:, : c.context_len], init
 
-    def _loss_fn(self) -> Callable[[], tuple[torch.Tensor, dict[str, float]]]:
-        """Draw this step's data (and CD negatives) and return the loss to evaluate under the lock."""
+    def next_batch(self) -> tuple:
+        """The data of one update: sequences (B, N, 2) and their Langevin negatives (B, N, C, 2);
+        for the exact objective, sequences, this step's jittered grid (B, G, 2), its cell area and
+        the positions to average over (None: all)."""
         c = self.config
         seq, init = self.sample_batch()
         if c.objective == "exact":
@@ -288,20 +290,27 @@ class Trainer:
             if 0 < c.exact_positions < c.context_len:
                 perm = torch.randperm(c.context_len, generator=self.generator)
                 pos = perm[: c.exact_positions].sort().values
-            return lambda: exact_nll_loss(self.model, seq, grid, area, pos)
-        negatives = sample_negatives(self.model, seq, init, c, self.generator)
-        return lambda: cd_loss(self.model, seq, negatives, c.alpha)
+            return seq, grid, area, pos
+        return seq, sample_negatives(self.model, seq, init, c, self.generator)
+
+    def loss(self, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.mdn)."""
+        if self.config.objective == "exact":
+            seq, grid, area, pos = batch
+            return exact_nll_loss(self.model, seq, grid, area, pos)
+        seq, negatives = batch
+        return cd_loss(self.model, seq, negatives, self.config.alpha)
 
     def step(self) -> dict:
         c = self.config
         t0 = time.perf_counter()
-        loss_fn = self._loss_fn()
+        batch = self.next_batch()
         lr = self.lr_at(self.step_count)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.lock:
             self.optimizer.zero_grad(set_to_none=True)
-            loss, stats = loss_fn()
+            loss, stats = self.loss(batch)
             finite = bool(torch.isfinite(loss))
             grad_norm = float("nan")
             if finite:

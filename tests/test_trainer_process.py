@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from iclebm.live_training import make_configs
 from iclebm.model import EnergyConfig, EnergyTransformer
-from iclebm.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 from iclebm.training import Trainer
+from iclebm.ui.live_training import make_configs
+from iclebm.ui.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 
 TINY = {"n_layer": 1, "d_model": 8, "batch_size": 2, "context_len": 4, "chains": 1, "langevin_steps": 2}
 START = 120.0  # seconds allowed for a spawned child to import torch on a loaded machine

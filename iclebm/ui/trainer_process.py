@@ -39,12 +39,12 @@ from typing import Any
 
 import torch
 
-from .checkpoints import checkpoint_bytes, load_checkpoint_bytes
-from .errors import TrainingDivergedError
+from ..checkpoints import checkpoint_bytes, load_checkpoint_bytes
+from ..errors import TrainingDivergedError
+from ..model import EnergyTransformer
+from ..presets import get_preset
+from ..training import Trainer
 from .live_training import MODES, Snapshot, make_configs
-from .model import EnergyTransformer
-from .presets import get_preset
-from .training import Trainer
 
 HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
 # A trainer's lifecycle as the page sees it:
@@ -268,7 +268,7 @@ def _context() -> Any:
     The server is started from no thread of ours, so forking it is safe."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["iclebm.trainer_process"])
+        ctx.set_forkserver_preload(["iclebm.ui.trainer_process"])
         return ctx
     return mp.get_context("spawn")
 
