@@ -52,7 +52,7 @@ def nan_factory(spec: dict) -> Trainer:
 
 @pytest.fixture(scope="module")
 def pool():
-    p = TrainerPool(PoolConfig(max_trainers=2, nice=2, status_every=0.05, weights_every=0.2))
+    p = TrainerPool(PoolConfig(max_trainers=2, nice=2, status_every=0.05, weights_every=0.2, curve_every=0))
     yield p
     p.shutdown()
 
@@ -98,7 +98,7 @@ def test_lifecycle_and_exact_snapshot(pool: TrainerPool) -> None:
 
 
 def test_cap_and_queue() -> None:
-    pool = TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.05))
+    pool = TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.05, curve_every=0))
     try:
         a = pool.create("scratch", TINY)
         b = pool.create("scratch", TINY)
@@ -117,7 +117,7 @@ def test_cap_and_queue() -> None:
 
 
 def test_session_end_reaps_the_process() -> None:
-    pool = TrainerPool(PoolConfig(max_trainers=2, nice=0, status_every=0.05))
+    pool = TrainerPool(PoolConfig(max_trainers=2, nice=0, status_every=0.05, curve_every=0))
     try:
         t = pool.create("scratch", TINY)
         assert started(t)
@@ -132,7 +132,7 @@ def test_session_end_reaps_the_process() -> None:
 
 
 def test_abandoned_session_times_out() -> None:
-    pool = TrainerPool(PoolConfig(max_trainers=2, nice=0, session_timeout=1.0))
+    pool = TrainerPool(PoolConfig(max_trainers=2, nice=0, session_timeout=1.0, curve_every=0))
     try:
         t = pool.create("scratch", TINY)
         assert started(t)
@@ -205,3 +205,29 @@ def test_finetune_trains_a_copy(pool: TrainerPool) -> None:
         assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
     finally:
         t.close()
+
+
+def test_icl_curve_of_the_current_weights() -> None:
+    cfg = PoolConfig(max_trainers=1, nice=0, curve_every=0.01, curve_tasks=2, curve_resolution=16)
+    pool = TrainerPool(cfg)
+    try:
+        t = pool.create("scratch", TINY)
+        t.step(2)
+        t.wait(lambda s: (t.icl_curves() or {}).get("curves", [(0,)])[-1][0] == 2, START)
+        c = t.icl_curves()
+        assert c is not None and c["curves"][-1][0] == 2
+        assert c["ns"] == [0, 1, 2, 4, 8, 16, 32] and len(c["curves"][-1][1]) == len(c["ns"])
+        assert c["prior_predictive"] > c["oracle"]
+        # The child's numbers equal the page-side computation on the same weights and tasks.
+        from iclebm.icl_curve import ValidationSet
+        from iclebm.tasks import MixturePrior
+
+        cfg = t.train_config
+        vset = ValidationSet.draw(MixturePrior.from_card(cfg.task), cfg.box, n_tasks=2, ns=c["ns"])
+        assert vset.prior_predictive == pytest.approx(c["prior_predictive"])
+        model = t.wait(lambda s: t._weights is not None and t._weights["step"] == 2) and t.model()
+        assert vset.model_curve(model, 16) == pytest.approx(c["curves"][-1][1], abs=1e-4)
+        t.reset()
+        assert t.icl_curves() is None
+    finally:
+        pool.shutdown()

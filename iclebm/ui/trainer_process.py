@@ -41,8 +41,10 @@ import torch
 
 from ..checkpoints import checkpoint_bytes, load_checkpoint_bytes
 from ..errors import TrainingDivergedError
+from ..icl_curve import CURVE_NS, ValidationSet
 from ..model import EnergyTransformer
 from ..presets import get_preset
+from ..tasks import MixturePrior
 from ..training import Trainer
 from .live_training import MODES, Snapshot, make_configs
 
@@ -63,6 +65,9 @@ class PoolConfig:
     status_every: float = 0.25  # seconds between status messages while running
     weights_every: float = 2.0  # seconds between weight snapshots while running
     stop_grace: float = 3.0  # seconds a closed child gets to exit before terminate / kill
+    curve_every: float = 4.0  # seconds between ICL curves of the current weights (0: none)
+    curve_tasks: int = 8  # validation tasks of the ICL curve (fixed: drawn once per trainer)
+    curve_resolution: int = 60  # grid cells per axis normalising its densities
 
     def __post_init__(self) -> None:
         if int(self.max_trainers) < 1:
@@ -102,6 +107,9 @@ class _Child:
         self.last_status = 0.0
         self.last_weights = 0.0
         self.weights_dirty = True
+        self.vset: ValidationSet | None = None
+        self.last_curve = 0.0
+        self.curve_step = -1
 
     # -- messages to the parent --
     def send_status(self) -> None:
@@ -125,6 +133,20 @@ class _Child:
         self.out_q.put(("weights", {"step": self.trainer.step_count, "bytes": checkpoint_bytes(model, card)}))
         self.last_weights = time.monotonic()
         self.weights_dirty = False
+
+    def send_curve(self) -> None:
+        """NLL vs n of the current weights on fixed validation tasks (evaluated here, not in the page)."""
+        cfg, tcfg = self.cfg, self.trainer.config
+        if self.vset is None:
+            prior = MixturePrior.from_card(tcfg.task)
+            ns = [n for n in CURVE_NS if n <= self.trainer.model.config.max_context]
+            self.vset = ValidationSet.draw(prior, tcfg.box, n_tasks=int(cfg.curve_tasks), ns=ns)
+        v = self.vset
+        nll = v.model_curve(self.trainer.model, int(cfg.curve_resolution))
+        self.out_q.put(("curve", {"step": self.trainer.step_count, "ns": v.ns, "nll": nll,
+                                  "prior_predictive": v.prior_predictive, "oracle": v.oracle}))
+        self.curve_step = self.trainer.step_count
+        self.last_curve = time.monotonic()
 
     def halt(self, status: str, message: str) -> None:
         self.running, self.pending = False, 0
@@ -155,6 +177,7 @@ class _Child:
             self.running, self.pending, self.sent_rows = False, 0, 0
             self.status, self.message = "paused", None
             self.step_times.clear()
+            self.vset, self.curve_step = None, -1
             self.out_q.put(("reset", None))
             self.weights_dirty = True
         elif cmd == "settings":
@@ -222,6 +245,9 @@ class _Child:
             now = time.monotonic()
             if self.weights_dirty and now - self.last_weights > self.cfg.weights_every:
                 self.send_weights()
+            if (self.cfg.curve_every > 0 and self.curve_step != self.trainer.step_count
+                    and now - self.last_curve > self.cfg.curve_every):
+                self.send_curve()
             if now - self.last_status > (self.cfg.status_every if self.running else 1.0):
                 self.send_status()
 
@@ -466,6 +492,8 @@ class ProcessTrainer:
         self._weights: dict | None = None  # last {"step", "bytes"} received
         self._model: EnergyTransformer | None = None  # decoded lazily from _weights
         self._model_step = -1
+        self._curves: list[tuple[int, list[float]]] = []  # (step, NLL at each n), oldest first
+        self._curve_ref: dict[str, Any] | None = None  # ns, prior_predictive, oracle
         self._finalizer = weakref.finalize(self, _finalize, pool, rec)
 
     # -- commands --
@@ -506,6 +534,7 @@ class ProcessTrainer:
             self._rec.spec = {**self._rec.spec, "settings": dict(settings)}
         self._history.clear()
         self._weights, self._model, self._model_step = None, None, -1
+        self._curves, self._curve_ref = [], None
         self._status.update(step=0, message=None, steps_per_s=0.0)
         if self._rec.state == "stopped":
             self._status["status"] = "waiting"
@@ -538,8 +567,12 @@ class ProcessTrainer:
                 rec.state = payload["status"]
             elif kind == "weights":
                 self._weights = payload
+            elif kind == "curve":
+                self._curves = [*self._curves[-49:], (payload["step"], payload["nll"])]
+                self._curve_ref = {k: payload[k] for k in ("ns", "prior_predictive", "oracle")}
             elif kind == "reset":
                 self._history.clear()
+                self._curves, self._curve_ref = [], None
             elif kind == "fatal":
                 self._status["message"] = f"Training stopped: {payload.splitlines()[0]}"
         proc = rec.process
@@ -577,6 +610,13 @@ class ProcessTrainer:
             self._model, self._model_step = model, self._weights["step"]
         self._model.card = self.card(step=self._model_step)
         return self._model
+
+    def icl_curves(self) -> dict[str, Any] | None:
+        """The ICL curves received so far: {ns, prior_predictive, oracle, curves: [(step, nll list)]}
+        (the last is the current weights'), or None before the first."""
+        if self._curve_ref is None:
+            return None
+        return {**self._curve_ref, "curves": list(self._curves)}
 
     def wait(self, cond: Callable[[Snapshot], bool], timeout: float = 60.0) -> Snapshot:
         """Poll until cond(snapshot) holds (scripts and tests; the page never calls this)."""
