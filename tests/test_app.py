@@ -180,7 +180,10 @@ def test_live_training_panel(ckpt_dir: Path) -> None:
     assert at.session_state["trainer"] is not None
     at.button(key="tr_step").click().run()
     _ok(at)
-    assert at.session_state["trainer"].poll().step == 1
+    trainer = at.session_state["trainer"]  # a trainer process: the step lands asynchronously
+    trainer.wait(lambda s: s.step == 1 and trainer.weights_step == 1, timeout=120)
+    assert trainer.poll().step == 1
+    at.run()
     assert any("step 1" in str(m.value) for m in at.markdown)
     at.button(key="tr_play").click().run()
     _ok(at)

@@ -377,6 +377,34 @@ def icl_curve_figure(curve: dict, title: str = "In-context NLL vs context size")
     return fig
 
 
+def icl_history_figure(curves: dict, height: int = 320) -> go.Figure:
+    """The ICL curve of the current weights (bold), earlier refreshes (faint), and the prior
+    predictive and the oracle as reference lines. curves: ns, prior_predictive, oracle,
+    curves = [(step, NLL at each n)], oldest first."""
+    ns = [str(n) for n in curves["ns"]]
+    fig = go.Figure()
+    history = curves["curves"]
+    for step, nll in history[:-1]:
+        fig.add_trace(go.Scatter(x=ns, y=nll, mode="lines", line={"color": "#1f77b4", "width": 1},
+                                 opacity=0.18, hoverinfo="skip", showlegend=False, name=f"step {step}"))
+    for name, value, dash in (("prior predictive", curves["prior_predictive"], "dash"),
+                              ("oracle", curves["oracle"], "dot")):
+        fig.add_trace(go.Scatter(x=ns, y=[value] * len(ns), mode="lines", name=name,
+                                 line={"color": METHOD_COLORS.get(name.replace(" ", "_"), "#888"),
+                                       "dash": dash, "width": 1.6}))
+    if history:
+        step, nll = history[-1]
+        fig.add_trace(go.Scatter(x=ns, y=nll, mode="lines+markers", name=f"model, step {step}",
+                                 line={"color": "#1f77b4", "width": 3}))
+    fig.update_layout(
+        title={"text": "ICL curve of the current weights", "font": {"size": 14}}, height=height,
+        xaxis={"title": "context points n", "type": "category"}, yaxis={"title": "NLL (nats / point)"},
+        margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.25},
+        uirevision="icl",
+    )
+    return fig
+
+
 def ema(values: Sequence[float], alpha: float = 0.1) -> np.ndarray:
     """Exponential moving average that skips NaN/inf (shows the trend of noisy CD losses)."""
     out = np.empty(len(values))
@@ -390,12 +418,14 @@ def ema(values: Sequence[float], alpha: float = 0.1) -> np.ndarray:
 
 def loss_figure(history: Sequence[dict], height: int = 320) -> go.Figure:
     """Live training chart: CD loss (raw + smoothed) and mean real vs negative energy."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["CD loss", "energy: real vs negatives"],
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss (CD, or NLL for exact)", "mean energies"],
                         horizontal_spacing=0.1)
     steps = [int(h.get("step", i)) for i, h in enumerate(history)]
     for col, keys in ((1, ("loss",)), (2, ("e_real", "e_neg"))):
         for key in keys:
             vals = [float(h.get(key, np.nan)) for h in history]
+            if key == "e_neg" and not np.isfinite(vals).any():
+                continue  # the exact objective has no negatives
             color = {"loss": "#ff4b4b", "e_real": "#1f77b4", "e_neg": "#ff7f0e"}[key]
             fig.add_trace(go.Scatter(x=steps, y=vals, mode="lines", name=key, opacity=0.3,
                                      line={"color": color, "width": 1}, showlegend=False), row=1, col=col)

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import TrainingDivergedError
 from ..model import EnergyConfig, EnergyTransformer
 from ..presets import get_preset
-from ..training import TrainConfig, Trainer
+from ..training import OBJECTIVES, TrainConfig, Trainer
 
 MODES = ("scratch", "finetune")
 # Widget bounds: absurd values cannot be entered in the UI, and `make_configs` clamps too.
@@ -45,18 +45,21 @@ BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-def _small_defaults() -> dict[str, Any]:
-    """UI defaults = the `small` preset, tuned to concentrate visibly within ~2 min on 2 cores."""
-    p = get_preset("small")
+LIVE_PRESET = "fast"  # trains on 32-point contexts; see README "Live training"
+
+
+def _fast_defaults() -> dict[str, Any]:
+    """UI defaults = the `fast` preset, tuned to show in-context learning within a minute on 2 cores."""
+    p = get_preset(LIVE_PRESET)
     t = p.train
     return {
         "lr": t.lr, "batch_size": t.batch_size, "context_len": t.context_len, "chains": t.chains,
         "langevin_steps": t.langevin_steps, "step_size": t.step_size, "noise_std": t.noise_std,
-        "n_layer": p.model.n_layer, "d_model": p.model.d_model,
+        "n_layer": p.model.n_layer, "d_model": p.model.d_model, "objective": t.objective,
     }
 
 
-FAST_DEFAULTS: dict[str, Any] = _small_defaults()
+FAST_DEFAULTS: dict[str, Any] = _fast_defaults()
 
 
 def _clamp(name: str, value: float) -> float:
@@ -67,11 +70,13 @@ def _clamp(name: str, value: float) -> float:
 def make_configs(
     mode: str, settings: dict[str, Any], base: EnergyTransformer | None = None
 ) -> tuple[TrainConfig, EnergyConfig | None]:
-    """Train (and, from scratch, model) configs from UI settings, on top of the `small` preset."""
+    """Train (and, from scratch, model) configs from UI settings, on top of the `fast` preset."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}")
-    preset = get_preset("small")
+    preset = get_preset(LIVE_PRESET)
     s = {**FAST_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
+    if s["objective"] not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {s['objective']!r}")
     train = replace(
         preset.train,
         lr=float(_clamp("lr", float(s["lr"]))),
@@ -82,6 +87,7 @@ def make_configs(
         step_size=float(_clamp("step_size", float(s["step_size"]))),
         noise_std=float(_clamp("noise_std", float(s["noise_std"]))),
         seed=int(s.get("seed", 0)),
+        objective=str(s["objective"]),
     )
     if mode == "finetune":
         if base is None:
@@ -295,7 +301,7 @@ class LiveTrainer:
     def card(self) -> dict:
         """A checkpoint card describing this run (task prior, box, sampler, training)."""
         base_card = dict(self._base.card) if (self.mode == "finetune" and self._base is not None) else {}
-        preset = get_preset("small")
+        preset = get_preset(LIVE_PRESET)
         return {
             "name": base_card.get("name", "live") + ("-finetuned" if self.mode == "finetune" else ""),
             "task": self.train_config.task,

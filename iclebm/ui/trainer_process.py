@@ -46,7 +46,7 @@ from ..model import EnergyTransformer
 from ..presets import get_preset
 from ..tasks import MixturePrior
 from ..training import Trainer
-from .live_training import MODES, Snapshot, make_configs
+from .live_training import LIVE_PRESET, MODES, Snapshot, make_configs
 
 HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
 # A trainer's lifecycle as the page sees it:
@@ -492,6 +492,8 @@ class ProcessTrainer:
         self._weights: dict | None = None  # last {"step", "bytes"} received
         self._model: EnergyTransformer | None = None  # decoded lazily from _weights
         self._model_step = -1
+        self.wants_run = False  # Play pressed and not paused since
+        self._step_target: int | None = None  # single steps asked for and not yet done
         self._curves: list[tuple[int, list[float]]] = []  # (step, NLL at each n), oldest first
         self._curve_ref: dict[str, Any] | None = None  # ns, prior_predictive, oracle
         self._finalizer = weakref.finalize(self, _finalize, pool, rec)
@@ -508,13 +510,16 @@ class ProcessTrainer:
                 rec.cmd_q.put((cmd, arg))
 
     def play(self) -> None:
+        self.wants_run = True
         self._send("play")
         self._status.update(status="running" if self.started else self._status["status"], message=None)
 
     def pause(self) -> None:
+        self.wants_run = False
         self._send("pause")
 
     def step(self, n: int = 1) -> None:
+        self._step_target = (self._step_target or int(self._status.get("step", 0))) + max(0, int(n))
         self._send("step", int(n))
 
     def update_settings(self, settings: dict[str, Any]) -> None:
@@ -534,6 +539,7 @@ class ProcessTrainer:
             self._rec.spec = {**self._rec.spec, "settings": dict(settings)}
         self._history.clear()
         self._weights, self._model, self._model_step = None, None, -1
+        self.wants_run, self._step_target = False, None
         self._curves, self._curve_ref = [], None
         self._status.update(step=0, message=None, steps_per_s=0.0)
         if self._rec.state == "stopped":
@@ -611,6 +617,11 @@ class ProcessTrainer:
         self._model.card = self.card(step=self._model_step)
         return self._model
 
+    @property
+    def weights_step(self) -> int | None:
+        """The training step of the last weights received."""
+        return None if self._weights is None else int(self._weights["step"])
+
     def icl_curves(self) -> dict[str, Any] | None:
         """The ICL curves received so far: {ns, prior_predictive, oracle, curves: [(step, nll list)]}
         (the last is the current weights'), or None before the first."""
@@ -635,10 +646,24 @@ class ProcessTrainer:
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def active(self) -> bool:
+        """Whether the page should keep refreshing: waiting for a slot or starting, running, or
+        single steps outstanding. False once paused, diverged, stopped or closed."""
+        snap = self.poll()
+        if snap.status in ("waiting", "starting"):
+            return True
+        if snap.status in ("diverged", "error", "stopped", "closed"):
+            self.wants_run, self._step_target = False, None
+            return False
+        if self._step_target is not None and snap.step >= self._step_target:
+            self._step_target = None
+        return self.wants_run or self._step_target is not None
+
     def card(self, step: int | None = None) -> dict:
         """A checkpoint card describing this run (task prior, box, sampler, training)."""
         base = self._base_card if self.mode == "finetune" else {}
-        preset = get_preset("small")
+        preset = get_preset(LIVE_PRESET)
         return {
             "name": base.get("name", "live") + ("-finetuned" if self.mode == "finetune" else ""),
             "task": self.train_config.task,

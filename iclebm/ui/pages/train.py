@@ -1,6 +1,8 @@
-"""Train: train a small model live in a background thread, or fine-tune a copy of the
-selected one; watch the loss and the landscape on the current context; switch every page
-to the result, save it to checkpoints/ or download it. Below: the checkpoints on disk.
+"""Train: train a small model live, or fine-tune a copy of the selected one, in a trainer
+process of this browser session (`iclebm.ui.trainer_process`: niced, capped, never blocking
+the page); watch the loss, the ICL curve of the current weights (with its history) and the
+film strip on the current context; switch every page to the result, save it to
+checkpoints/ or download it. Below: the checkpoints on disk.
 
 URL (share link): mode, lr, batch, chains, lsteps, lstep, lnoise, layers, d (only the
 settings that differ from the defaults), plus the shared model; see
@@ -10,6 +12,7 @@ settings that differ from the defaults), plus the shared model; see
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -19,15 +22,17 @@ from ... import landscape as L
 from ...checkpoints import checkpoint_bytes, read_card, save_checkpoint
 from ...errors import CheckpointError
 from ...model import EnergyTransformer
+from .. import compute, share
 from .. import figures as P
-from .. import share
 from .. import state as S
 from ..guard import flash, guarded, show_flash
-from ..live_training import BOUNDS, FAST_DEFAULTS, LiveTrainer
+from ..live_training import BOUNDS, FAST_DEFAULTS
 from ..models import AppContext, add_session_model, checkpoint_dir, default_path, file_options, switch_model
+from ..trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 
 PAGE = "train"
 TRAIN_REFRESH_S = 2.0
+OBJECTIVE_LABELS = {"exact": "exact likelihood (grid-normalised NLL)", "cd": "contrastive divergence"}
 KEEP = "session"  # widgets keep their values while another page is shown
 MODE_LABELS = {"scratch": "scratch (small preset)", "finetune": "fine-tune the loaded model"}
 # form widget key -> setting name (the names of FAST_DEFAULTS / BOUNDS / state.TRAIN_URL_KEYS)
@@ -35,11 +40,18 @@ FORM = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains", "tr_lste
         "tr_lstep": "step_size", "tr_lnoise": "noise_std", "tr_layers": "n_layer", "tr_d": "d_model"}
 
 
+@st.cache_resource
+def trainer_pool() -> TrainerPool:
+    """One pool for the whole app: at most ICLEBM_MAX_TRAINERS (default: the cores) trainer processes."""
+    cap = int(os.environ.get("ICLEBM_MAX_TRAINERS", "0") or 0) or (os.cpu_count() or 1)
+    return TrainerPool(PoolConfig(max_trainers=cap))
+
+
 def render(ctx: AppContext) -> None:
     restore_link()
     st.markdown("### Train a model live")
-    st.caption("Contrastive divergence in a background thread of this browser session; the rest of the "
-               "app stays usable. The landscape beside the loss is drawn on the Density page's context.")
+    st.caption("Training runs in a low-priority process of its own for this browser session; the rest of "
+               "the app stays usable. The film strip is drawn on the Density page's context.")
     show_flash()
     with guarded("Live training"):
         training_panel(ctx.model, ctx.box)
@@ -98,9 +110,15 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
                                 key="tr_layers", disabled=not scratch, persist_state=KEEP)
     d_model = c[4].select_slider("width d", S.TRAIN_CHOICES["d_model"], value=FAST_DEFAULTS["d_model"],
                                  key="tr_d", disabled=not scratch, persist_state=KEEP)
+    objective = st.radio("objective", list(OBJECTIVE_LABELS), key="tr_objective", horizontal=True,
+                         format_func=OBJECTIVE_LABELS.get, persist_state=KEEP,
+                         index=list(OBJECTIVE_LABELS).index(FAST_DEFAULTS["objective"]),
+                         help="Exact: the NLL normalised by a grid sum over the box (possible in 2-D); "
+                              "CD: contrastive divergence with Langevin negatives (chains and Langevin "
+                              "settings apply to CD only). Reset to apply.")
     settings = {"lr": lr, "batch_size": batch, "chains": chains, "langevin_steps": lsteps, "step_size": lstep,
-                "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model}
-    trainer: LiveTrainer | None = ss.get("trainer")
+                "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model, "objective": objective}
+    trainer: ProcessTrainer | None = ss.get("trainer")
     with c[5]:
         label = "New run" if trainer is None else "Reset (apply settings)"
         if st.button(label, key="tr_new", width="stretch"):
@@ -109,10 +127,10 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
             if not scratch and model is None:
                 st.error("Load a model first to fine-tune it.")
             else:
-                ss["trainer"] = LiveTrainer("scratch" if scratch else "finetune", settings,
-                                            base_model=None if scratch else model)
+                ss["trainer"] = trainer_pool().create("scratch" if scratch else "finetune", settings,
+                                                      base_model=None if scratch else model)
                 st.rerun()
-        running = trainer is not None and trainer.running
+        running = trainer is not None and trainer.wants_run and trainer.active
         if st.button("▶ Play", key="tr_play", width="stretch", disabled=trainer is None or running):
             trainer.play()  # type: ignore[union-attr]
             st.rerun()
@@ -120,13 +138,13 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
             trainer.pause()  # type: ignore[union-attr]
             st.rerun()
         if st.button("Step ▸", key="tr_step", width="stretch", disabled=trainer is None or running):
-            trainer.step(1)  # type: ignore[union-attr]
-            trainer.wait_idle(60)  # type: ignore[union-attr]
+            trainer.step(1)  # type: ignore[union-attr]  # the fragment shows the result when it lands
+            st.rerun()
     if trainer is None:
-        st.caption("Press New run to create a trainer; it trains in a background thread of this browser "
+        st.caption("Press New run to create a trainer; it trains in a process of its own for this browser "
                    "session while the rest of the page stays usable.")
         return
-    if trainer.running:
+    if trainer.active:
         training_live(box)
     else:
         training_static(box)
@@ -135,47 +153,54 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
 
 def _training_view(box: tuple[float, float]) -> None:
     ss = st.session_state
-    trainer: LiveTrainer | None = ss.get("trainer")
+    trainer: ProcessTrainer | None = ss.get("trainer")
     if trainer is None:
         return
     snap = trainer.poll(with_model=False)
     if snap.message:
-        (st.error if snap.status in ("diverged", "error") else st.info)(snap.message)
+        if snap.status in ("diverged", "error", "stopped"):
+            hint = " Press Reset to start a fresh trainer." if snap.status == "stopped" else ""
+            st.error(snap.message + hint)
+        else:
+            st.info(snap.message)
+    tmodel = trainer.model()  # the last weights received (None until the trainer has started)
     left, right = st.columns([1.6, 1])
     with left:
         st.markdown(f"**{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s · "
-                    f"{trainer.mode} · {'running' if trainer.running else 'paused'}")
+                    f"{trainer.mode} · {OBJECTIVE_LABELS.get(trainer.train_config.objective, '')}")
         if snap.history:
             st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart")
         else:
-            st.caption("No steps yet: press Play or Step.")
+            st.caption("No steps yet: press Play or Step." if snap.status != "waiting" else
+                       "Training starts as soon as a slot is free.")
     with right:
-        # The trained model's landscape on the current context, refreshed with the chart.
-        memo = ss.get("_train_land")
-        stale = memo is None or (memo["step"], memo["points"], memo["run"]) != (snap.step, ss["points"],
-                                                                                  id(trainer))
-        if stale:
-            tmodel = trainer.poll(with_model=True).model
-            assert tmodel is not None
-            land = L.compute_landscape(tmodel, ss["points"], box, 60, 0)
-            memo = {"step": snap.step, "points": list(ss["points"]), "land": land, "run": id(trainer)}
-            ss["_train_land"] = memo
-        land = memo["land"]
-        pts = np.asarray(ss["points"]).reshape(-1, 2) if ss["points"] else None
-        fig = P.landscape_figure(land.xs, land.energy, land.log_density, box, kind="density", log=True,
-                                 contours=False, points=pts, title=f"trained model at step {memo['step']}",
-                                 height=330)
-        st.plotly_chart(fig, width="stretch", key="train_landscape", config={"displayModeBar": False})
-    if not trainer.running and snap.status == "running":
-        st.rerun()
+        curves = trainer.icl_curves()
+        if curves:
+            st.plotly_chart(P.icl_history_figure(curves), width="stretch", key="train_icl",
+                            config={"displayModeBar": False})
+        else:
+            st.caption("The ICL curve of the current weights appears after the first steps.")
+    if tmodel is None:
+        return
+    pts = list(ss["points"])
+    step = trainer.weights_step
+    strip = compute.session_memo(
+        "train_strip", (id(trainer), step, tuple(map(tuple, pts))),
+        lambda: L.compute_film_strip(tmodel, np.asarray(pts, dtype=np.float64).reshape(-1, 2), box, 30))
+    context = np.asarray(pts).reshape(-1, 2) if pts else None
+    st.plotly_chart(P.film_strip_figure(strip.xs, strip.log_density, strip.lengths, box, context, height=190),
+                    width="stretch", key="train_strip", config={"displayModeBar": False})
+    st.caption(f"The weights at step {step} on the Density page's context: p(x | first n points) for "
+               f"n = {', '.join(map(str, strip.lengths))}." if pts else
+               f"The weights at step {step} with an empty context; add points on the Density page.")
 
 
 @st.fragment(run_every=TRAIN_REFRESH_S)
 def training_live(box: tuple[float, float]) -> None:
     _training_view(box)
-    trainer: LiveTrainer | None = st.session_state.get("trainer")
-    if trainer is not None and not trainer.running:
-        st.rerun()  # stopped (diverged or idle): switch to the static view
+    trainer: ProcessTrainer | None = st.session_state.get("trainer")
+    if trainer is not None and not trainer.active:
+        st.rerun()  # paused, diverged or stopped: switch to the static view
 
 
 @st.fragment
@@ -183,7 +208,7 @@ def training_static(box: tuple[float, float]) -> None:
     _training_view(box)
 
 
-def training_actions(trainer: LiveTrainer) -> None:
+def training_actions(trainer: ProcessTrainer) -> None:
     c1, c2, c3, c4 = st.columns([1, 1.3, 1, 1])
     if c1.button("Use on every page", key="tr_use", width="stretch",
                  help="Switch every page (and the sidebar's selector) to a snapshot of this model"):
@@ -216,7 +241,7 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip())[:60].strip("._")
 
 
-def save_trained(trainer: LiveTrainer, name: str) -> None:
+def save_trained(trainer: ProcessTrainer, name: str) -> None:
     clean = _safe_name(name)
     if not clean:
         st.error("Give the checkpoint a name (letters, digits, - or _).")
