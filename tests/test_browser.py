@@ -122,7 +122,7 @@ def _nav_titles(pg) -> list[str]:  # type: ignore[no-untyped-def]
 def _go_to(pg, title: str) -> None:  # type: ignore[no-untyped-def]
     """Open a page by clicking its link in the navigation; wait until its run has finished."""
     _wait_idle(pg)
-    link = pg.locator(NAV_LINKS).filter(has_text=title).first
+    link = pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first
     href = link.get_attribute("href") or ""
     link.click()
     path = urlparse(href).path.rstrip("/")
