@@ -55,7 +55,8 @@ def app_url() -> Iterator[str]:
          "--server.port", str(port), "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # 4 trainer processes at once (default: one per core), for the classroom test below
+        env={**os.environ, "PYTHONPATH": str(ROOT), "ICLEBM_MAX_TRAINERS": "4"},
     )
     try:
         deadline = time.monotonic() + 60
@@ -377,3 +378,66 @@ def test_clicks_during_a_rerun_are_not_lost(page) -> None:  # type: ignore[no-un
     assert len(got) == len(targets)
     for (x, y), (gx, gy) in zip(targets, got, strict=True):
         assert abs(gx - x) <= 0.01 * BOX_WIDTH and abs(gy - y) <= 0.01 * BOX_WIDTH, (targets, got)
+
+
+def _train_step(pg) -> int:  # type: ignore[no-untyped-def]
+    m = re.search(r"step (\d+) · [\d.]+ steps/s", pg.inner_text("body"))
+    return int(m.group(1)) if m else -1
+
+
+def _start_training(pg, batch: int = 4) -> None:  # type: ignore[no-untyped-def]
+    _go_to(pg, "Train")
+    box = pg.locator(".st-key-tr_batch input").first
+    box.fill(str(batch))  # small batches: steps come quickly on a busy machine
+    box.press("Enter")
+    _wait_idle(pg)
+    pg.locator(".st-key-tr_new button").first.click()
+    pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
+    pg.locator(".st-key-tr_play button").first.click()
+    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=180_000)
+
+
+def _rate(pages, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
+    """Steps/s of each page's trainer over `seconds`, from the step counts the pages show."""
+    t0, s0 = time.monotonic(), [_train_step(p) for p in pages]
+    pages[0].wait_for_timeout(seconds * 1000)
+    t1, s1 = time.monotonic(), [_train_step(p) for p in pages]
+    return [(b - a) / (t1 - t0) for a, b in zip(s0, s1, strict=True)]
+
+
+def test_four_sessions_training_while_another_clicks(browser, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A classroom: 4 browser sessions train at once (each in its own trainer process) while a fifth
+    clicks on the canvas. Prints click -> redraw latency and steps/s (alone and with 4); asserts only
+    that every trainer advances and the clicks land."""
+    pages = []
+    try:
+        for _ in range(5):
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.goto(app_url)
+            pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=90_000)
+            pages.append(pg)
+        observer, trainers = pages[0], pages[1:]
+        _start_training(trainers[0])
+        alone = _rate(trainers[:1], 6.0)[0]
+        for pg in trainers[1:]:
+            _start_training(pg)
+        t0, s0 = time.monotonic(), [_train_step(p) for p in trainers]
+        spots = [(3.0, -2.0), (-5.0, 4.0), (0.5, 0.5), (6.0, 6.0), (-7.5, -3.0)]
+        latencies = [_click(observer, x, y, expect=i + 1) for i, (x, y) in enumerate(spots)]
+        rates = _rate(trainers, 4.0)
+        t1, s1 = time.monotonic(), [_train_step(p) for p in trainers]
+        during = [(b - a) / (t1 - t0) for a, b in zip(s0, s1, strict=True)]
+        print(f"\n4 sessions training: click -> redraw in a 5th session median "
+              f"{statistics.median(latencies[1:]):.0f} ms, all {[round(v) for v in latencies]} ms; "
+              f"steps/s alone {alone:.2f}; with 4 each {[round(r, 2) for r in during]} "
+              f"(total {sum(during):.2f}; last 4 s {sum(rates):.2f})")
+        assert all(b > a >= 1 for a, b in zip(s0, s1, strict=True)), (s0, s1)
+        assert _n_points(observer) == 5
+        for pg in pages:
+            assert "Traceback" not in pg.inner_text("body")
+    finally:
+        for pg in pages[1:]:
+            if pg.locator(".st-key-tr_pause button:not([disabled])").count():
+                pg.locator(".st-key-tr_pause button").first.click()
+        for pg in pages:
+            pg.close()

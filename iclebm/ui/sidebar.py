@@ -11,7 +11,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..checkpoints import load_checkpoint_bytes
+from ..checkpoints import integrity_note, load_checkpoint_bytes
 from ..errors import CheckpointError
 from ..model import EnergyTransformer
 from . import share
@@ -121,6 +121,7 @@ def card_summary(card: dict, model: EnergyTransformer) -> None:
     cfg = model.config
     st.markdown(f"**{card.get('name', '?')}** · {cfg.n_layer} layers · d={cfg.d_model} · {cfg.n_head} heads"
                 f" · max context {cfg.max_context} · energy scale {cfg.energy_scale:g}")
+    st.caption(integrity_note(card))
     training = card.get("training") or {}
     if training:
         st.caption("Training")
