@@ -381,6 +381,8 @@ def test_the_training_status_shows_on_every_page(ckpt_dir: Path) -> None:
     at.number_input(key="tr_lsteps").set_value(2)
     at.button(key="tr_new").click().run()
     at.button(key="tr_step").click().run()
+    trainer = at.session_state["trainer"]  # a trainer process: the step lands asynchronously
+    trainer.wait(lambda s: s.step == 1 and s.status == "paused", timeout=120)
     for path in _url_paths(at):
         _open(at, path).run()
         _ok(at)

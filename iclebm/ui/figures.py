@@ -424,7 +424,7 @@ def loss_figure(history: Sequence[dict], height: int = 320) -> go.Figure:
     for col, keys in ((1, ("loss",)), (2, ("e_real", "e_neg"))):
         for key in keys:
             vals = [float(h.get(key, np.nan)) for h in history]
-            if key == "e_neg" and not np.isfinite(vals).any():
+            if key == "e_neg" and history and not any("e_neg" in h for h in history):
                 continue  # the exact objective has no negatives
             color = {"loss": "#ff4b4b", "e_real": "#1f77b4", "e_neg": "#ff7f0e"}[key]
             fig.add_trace(go.Scatter(x=steps, y=vals, mode="lines", name=key, opacity=0.3,
