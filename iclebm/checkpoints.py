@@ -4,13 +4,21 @@ A checkpoint is `NAME.safetensors`; its card (model config, task prior, box,
 sampler defaults, training config and command, evaluation table) is stored twice:
 inside the safetensors metadata, so one downloaded or uploaded file is complete,
 and beside it as `NAME.json` for people to read. The sidecar wins when both exist.
+The card's "arch" says which model class the weights belong to (EnergyTransformer or
+the parametric MixtureDensityTransformer); a card without it is an energy transformer.
 
 Saves are atomic: each file is written to a temporary name in the same folder and
 renamed over the target, so a crash mid-save leaves the previous file intact.
+
+Integrity: the card carries `weights_sha256`, a SHA-256 over the weights (for each tensor in
+name order: its name, dtype, shape and raw bytes). Loading recomputes it and raises
+CheckpointError on a mismatch (e.g. flipped bits in the weight data). Cards written before
+the hash existed still load; `integrity_note` says that they are unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -24,6 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import CheckpointError
+from .mdn import MixtureConfig, MixtureDensityTransformer
 from .model import EnergyConfig, EnergyTransformer
 
 CARD_KEY = "iclebm_card"
@@ -33,6 +42,22 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKPOINT_DIR = PACKAGE_DIR.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "mog2d.safetensors"
 MAX_HEADER_BYTES = 100_000_000
+HASH_KEY = "weights_sha256"
+# The card's "arch" names the model class; a card without one is an energy transformer
+# (every checkpoint written before the parametric peer existed).
+DEFAULT_ARCH = "energy_transformer"
+ARCHITECTURES: dict[str, tuple[type, type]] = {
+    DEFAULT_ARCH: (EnergyConfig, EnergyTransformer),
+    "mixture_density_transformer": (MixtureConfig, MixtureDensityTransformer),
+}
+Model = EnergyTransformer | MixtureDensityTransformer
+
+
+def arch_of(model: Model) -> str:
+    for name, (_, cls) in ARCHITECTURES.items():
+        if isinstance(model, cls):
+            return name
+    raise ValueError(f"not an iclebm model: {type(model).__name__}")
 
 
 def card_path(path: str | os.PathLike) -> Path:
@@ -57,22 +82,40 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def checkpoint_bytes(model: EnergyTransformer, card: dict | None = None) -> bytes:
-    """The .safetensors bytes of a model with its card embedded (for saving or downloading)."""
-    card = {**(card if card is not None else model.card), "format": FORMAT, "model": model.config.to_dict()}
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Content hash of a set of weights: SHA-256 over name, dtype, shape and bytes of each, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _tensors_and_card(model: Model, card: dict | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The float32 CPU weights and the full card (format, arch, model config, content hash) to store."""
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    card = {
+        **(card if card is not None else model.card), "format": FORMAT, "arch": arch_of(model),
+        "model": model.config.to_dict(),
+    }
+    card[HASH_KEY] = weights_sha256(tensors)
+    return tensors, card
+
+
+def checkpoint_bytes(model: Model, card: dict | None = None) -> bytes:
+    """The .safetensors bytes of a model with its card embedded (for saving or downloading)."""
+    tensors, card = _tensors_and_card(model, card)
     return st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
 
 
-def save_checkpoint(model: EnergyTransformer, path: str | os.PathLike, card: dict | None = None) -> Path:
+def save_checkpoint(model: Model, path: str | os.PathLike, card: dict | None = None) -> Path:
     """Write weights + card atomically. Returns the .safetensors path."""
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    card = dict(card if card is not None else model.card)
-    data = checkpoint_bytes(model, card)
-    card["format"] = FORMAT
-    card["model"] = model.config.to_dict()
+    tensors, card = _tensors_and_card(model, card)
+    data = st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
     _atomic_write(path, data)
     _atomic_write(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
     model.card = card
@@ -113,7 +156,7 @@ def _read_header(data: bytes, name: str) -> dict:
 
 def load_checkpoint_bytes(
     data: bytes, name: str = "checkpoint", card: dict | None = None
-) -> EnergyTransformer:
+) -> Model:
     """Load a model from .safetensors bytes (e.g. an upload). Raises CheckpointError with the reason."""
     header = _read_header(data, name)
     if card is None:
@@ -128,15 +171,19 @@ def load_checkpoint_bytes(
             raise CheckpointError(f"{name} has a corrupt card: {e}") from None
     if not isinstance(card, dict) or not isinstance(card.get("model"), dict):
         raise CheckpointError(f"{name}: the card has no model config")
+    arch = card.get("arch", DEFAULT_ARCH)
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise CheckpointError(f"{name}: unknown model architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    config_cls, model_cls = ARCHITECTURES[arch]
     try:
-        config = EnergyConfig.from_dict(card["model"])
+        config = config_cls.from_dict(card["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: the card's model config is invalid: {e}") from None
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{name} could not be read as safetensors: {e}") from None
-    model = EnergyTransformer(config)
+    model = model_cls(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -152,12 +199,42 @@ def load_checkpoint_bytes(
             )
         if not bool(torch.isfinite(tensors[key]).all()):
             raise CheckpointError(f"{name}: weight {key} contains NaN or inf")
+    _verify_hash(tensors, card, header, name)
     model.load_state_dict(tensors)
     model.card = card
     return model.eval()
 
 
-def load_checkpoint(path: str | os.PathLike | None = None) -> EnergyTransformer:
+def _verify_hash(tensors: dict[str, torch.Tensor], card: dict, header: dict, name: str) -> None:
+    """Check the weights against every content hash on record (the card used, and the embedded card)."""
+    recorded = {"card": card.get(HASH_KEY)}
+    try:
+        embedded = json.loads((header.get("__metadata__") or {}).get(CARD_KEY) or "{}")
+        recorded["embedded card"] = embedded.get(HASH_KEY) if isinstance(embedded, dict) else None
+    except json.JSONDecodeError:
+        pass
+    recorded = {k: v for k, v in recorded.items() if v is not None}
+    if not recorded:
+        return  # written before content hashes: loads unverified (see integrity_note)
+    actual = weights_sha256(tensors)
+    for where, expected in recorded.items():
+        if not isinstance(expected, str) or expected.lower() != actual:
+            raise CheckpointError(
+                f"{name}: the weights do not match the {where}'s content hash "
+                f"({HASH_KEY} {str(expected)[:16]}..., the weights hash to {actual[:16]}...): "
+                "the file is corrupted or was modified"
+            )
+
+
+def integrity_note(card: dict) -> str:
+    """One line for the card view: verified against a content hash, or an old card without one."""
+    digest = card.get(HASH_KEY) if isinstance(card, dict) else None
+    if isinstance(digest, str):
+        return f"Weights verified against the card's SHA-256 ({digest[:12]}...)."
+    return "This checkpoint predates content hashes: its weights loaded unverified."
+
+
+def load_checkpoint(path: str | os.PathLike | None = None) -> Model:
     """Load a checkpoint (default: the shipped model) in eval mode with `model.card` set."""
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if path.suffix != ".safetensors" and not path.exists():
@@ -201,7 +278,7 @@ def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
     return sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".trainstate.safetensors"))
 
 
-def box_of(model: EnergyTransformer, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
+def box_of(model: Model, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
     box = model.card.get("box", default) if model.card else default
     lo, hi = float(box[0]), float(box[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
