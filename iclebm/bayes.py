@@ -33,6 +33,7 @@ Public: `mixture_log_predictive(context, query, prior)` for one context, and
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -468,3 +469,42 @@ def bayes_point_nll(
     ctx = _points(context, "context", batched=True)
     tst = _points(test, "test", batched=True)
     return np.stack([-mixture_log_predictive_batch(ctx[:, :n], tst, prior, gibbs=gibbs) for n in ns], 1)
+
+
+# ---- a cached grid for the app's "Bayes-optimal" overlay ---------------------------------------
+
+GRID_MAX_RESOLUTION = 80  # the overlay grid is at most this many cells per axis (6400 queries)
+GRID_MAX_CONTEXT = 64
+GRID_GIBBS = GibbsConfig(chains=4, burn_in=10, sweeps=10)  # beyond exact enumeration (N > 8 for K = 3)
+
+
+def predictive_grid(
+    context: np.ndarray | torch.Tensor | list,
+    prior: MixturePrior | dict,
+    box: tuple[float, float],
+    resolution: int = 60,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres (R,) and log p(x | context) (R, R) (row = y, column = x) on a grid over the box.
+
+    For the app: R = min(resolution, GRID_MAX_RESOLUTION), the context is at most
+    GRID_MAX_CONTEXT points (else ValueError), Gibbs uses the short GRID_GIBBS run, and the last
+    64 answers are cached, so a repeated view costs nothing.
+    """
+    ctx = _points(np.asarray(context, dtype=np.float64).reshape(-1, 2), "context", batched=False)
+    if ctx.shape[0] > GRID_MAX_CONTEXT:
+        raise ValueError(f"the Bayes grid takes at most {GRID_MAX_CONTEXT} points, got {ctx.shape[0]}")
+    res = max(2, min(int(resolution), GRID_MAX_RESOLUTION))
+    return _cached_grid(tuple(map(tuple, ctx.tolist())), as_prior(prior), (float(box[0]), float(box[1])), res)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_grid(context: tuple, prior: MixturePrior, box: tuple[float, float], res: int):
+    h = (box[1] - box[0]) / res
+    xs = box[0] + h * (np.arange(res) + 0.5)
+    yy, xx = np.meshgrid(xs, xs, indexing="ij")
+    query = np.stack([xx.reshape(-1), yy.reshape(-1)], -1)
+    ctx = np.array(context, dtype=np.float64).reshape(-1, 2)
+    lp = mixture_log_predictive(ctx, query, prior, gibbs=GRID_GIBBS).reshape(res, res)
+    xs.setflags(write=False)
+    lp.setflags(write=False)
+    return xs, lp

@@ -164,3 +164,15 @@ def test_partition_counts():
         assert rows.shape[0] == bayes.n_partitions(n, k)
         labelled = sum(math.perm(k, int(r.max()) + 1) if n else 1 for r in rows)
         assert labelled == k**n  # every labelled assignment is counted once
+
+
+def test_predictive_grid_is_cached_capped_and_matches_the_direct_call():
+    ctx = np.array([[1.0, 2.0], [1.2, 2.1], [-3.0, 0.5]])
+    xs, lp = bayes.predictive_grid(ctx, PRIOR.to_card(), (-12.0, 12.0), resolution=500)
+    assert xs.shape == (bayes.GRID_MAX_RESOLUTION,) and lp.shape == (xs.size, xs.size)
+    direct = mixture_log_predictive(ctx, np.array([[xs[5], xs[7]]]), PRIOR)  # x = xs[5], y = xs[7]
+    assert lp[7, 5] == pytest.approx(direct[0], abs=1e-10)
+    again = bayes.predictive_grid(ctx.tolist(), PRIOR, (-12, 12), resolution=80)
+    assert again[1] is lp  # served from the cache
+    with pytest.raises(ValueError, match="at most"):
+        bayes.predictive_grid(np.zeros((65, 2)), PRIOR, (-12.0, 12.0))
