@@ -72,6 +72,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             # CD trains the raw energy; negatives from a rescaled one would bias it.
             raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
         resumed = True
+    elif args.init:
+        model = load_checkpoint(args.init)  # fine-tune: start from these weights, fresh optimiser
+        arch = ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", "input_scale", "base_std")
+        if any(getattr(model.config, k) != getattr(preset.model, k) for k in arch):
+            raise ValueError(f"--init {args.init}: its architecture differs from preset {args.preset!r}")
+        # Train the raw energy: drop the init's calibrated temperatures (recalibrate afterwards).
+        model.config.length_scales, model.config.energy_scale = None, 1.0
     trainer = Trainer(model=model, config=tcfg, model_config=preset.model)
     prior_seconds = 0.0
     commands: list[str] = []
@@ -98,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "sampler": preset.sampler.to_dict(),
             "training": {
                 "preset": args.preset, "command": command, "commands": commands,
+                **({"init": str(args.init)} if args.init else {}),
                 "steps": trainer.step_count,
                 "seconds": round(prior_seconds + time.time() - t_start, 1),
                 "config": tcfg.to_dict(), "events": trainer.events[-20:],
@@ -197,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
     t.add_argument("--out", default=None, help="checkpoint path (default runs/PRESET.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")

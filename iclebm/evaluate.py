@@ -87,6 +87,11 @@ def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1), cell_area(box, resolution)
 
 
+def _cpu64(x: torch.Tensor) -> torch.Tensor:
+    """Model outputs back on the CPU in float64 for the tables (no copy on CPU; MPS has no float64)."""
+    return x.to("cpu").double()
+
+
 @torch.no_grad()
 def model_log_z(
     model: EnergyTransformer,
@@ -99,7 +104,7 @@ def model_log_z(
     grid, area = grid_points(box, resolution)
     grid = grid.to(model.dtype)[None].expand(context.shape[0], -1, -1)
     energy = model.energy_at_prefixes(grid, context.to(model.dtype), lengths)  # (T, P, G)
-    return torch.logsumexp(-energy.double(), dim=-1) + math.log(area)
+    return torch.logsumexp(-_cpu64(energy), dim=-1) + math.log(area)
 
 
 @torch.no_grad()
@@ -114,7 +119,7 @@ def model_nll(
     """Mean NLL (nats/point) of test points (T, S, 2) under p(x | context[:, :n]): -> (T, P)."""
     log_z = model_log_z(model, context, lengths, box, resolution)
     energy = model.energy_at_prefixes(test.to(model.dtype), context.to(model.dtype), lengths)
-    return (energy.double() + log_z[..., None]).mean(-1)
+    return (_cpu64(energy) + log_z[..., None]).mean(-1)
 
 
 @torch.no_grad()
@@ -136,7 +141,7 @@ def model_point_nll(
         ctx, tst = context[i : i + task_batch], test[i : i + task_batch]
         log_z = model_log_z(model, ctx, list(lengths), box, resolution)
         energy = model.energy_at_prefixes(tst.to(model.dtype), ctx.to(model.dtype), list(lengths))
-        out.append(energy.double() + log_z[..., None])
+        out.append(_cpu64(energy) + log_z[..., None])
     return torch.cat(out, 0)
 
 
@@ -697,6 +702,7 @@ def guidance_fraction(
             box=box,
             generator=g,
         )
+    final = final.cpu()
     fracs = []
     for i, t in enumerate(tasks):
         d = torch.cdist(final[i].double(), t.means.double()).min(-1).values
