@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .devices import autocast, check_amp
-from .distributed import DistInfo, all_true, check_batch_split
+from .distributed import DistInfo, DistributedError, all_true, check_batch_split
 from .errors import TrainingDivergedError
 from .model import EnergyConfig, EnergyTransformer
 from .sampling import langevin_cached
@@ -135,7 +135,7 @@ def cd_loss_reference(
     """The paper's loop form: one full forward per position x chain. For tests and bench."""
     b, n, c, _ = negatives.shape
     f_real = model.learned_energies(seq)
-    f_neg = torch.zeros(b, n, c, dtype=seq.dtype)
+    f_neg = torch.zeros(b, n, c, dtype=seq.dtype, device=seq.device)
     for pos in range(n):
         for ch in range(c):
             s = seq[:, : pos + 1].clone()
@@ -178,7 +178,8 @@ def sample_negatives_reference(
                 with torch.no_grad():
                     norm = g.norm(dim=-1, keepdim=True)
                     g = g * (cfg.grad_clip_x / norm.clamp_min(cfg.grad_clip_x))
-                    x = x - cfg.step_size * g + cfg.noise_std * torch.randn(x.shape, generator=generator)
+                    noise = torch.randn(x.shape, generator=generator).to(x.device)
+                    x = x - cfg.step_size * g + cfg.noise_std * noise
                     x = x.clamp(*cfg.box)
             out[:, pos, ch] = x.detach()
     return out
@@ -234,6 +235,12 @@ class Trainer:
         if self.dist.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
+            if not torch.distributed.is_initialized():
+                raise DistributedError(
+                    f"world size {self.dist.world_size} needs a process group: call "
+                    "iclebm.distributed.init_from_env first (torchrun sets the environment)"
+                )
+
             ids = [self.device.index] if self.device.type == "cuda" else None
             # DDP syncs gradients when the loss is computed through its forward (see _objective).
             self.ddp = DistributedDataParallel(_LossModule(self.model), device_ids=ids)
@@ -287,18 +294,27 @@ class Trainer:
                 return self.ddp(loss_fn)
             return loss_fn()
 
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """The data of one update: sequences (B, N, 2) and their Langevin negatives (B, N, C, 2)."""
+        seq, init = self.sample_batch()
+        with autocast(self.device, self.amp):
+            return seq, sample_negatives(self.model, seq, init, self.config, self._chain_generators)
+
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.mdn)."""
+        seq, negatives = batch
+        return cd_loss(self.model, seq, negatives, self.config.alpha)
+
     def step(self) -> dict:
         c = self.config
         t0 = time.perf_counter()
-        seq, init = self.sample_batch()
-        with autocast(self.device, self.amp):
-            negatives = sample_negatives(self.model, seq, init, c, self._chain_generators)
+        batch = self.next_batch()
         lr = self.lr_at(self.step_count)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.lock:
             self.optimizer.zero_grad(set_to_none=True)
-            loss, stats = self._objective(lambda: cd_loss(self.model, seq, negatives, c.alpha))
+            loss, stats = self._objective(lambda: self.loss(batch))
             # Every rank must take the same branch (backward all-reduces): agree on finiteness.
             finite = all_true(bool(torch.isfinite(loss)), self.dist, self.device)
             grad_norm = float("nan")
