@@ -241,7 +241,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
     run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats,
-              device=resolve_device(args.device), compile_=args.compile)
+              device=resolve_device(args.device), compile_=args.compile, throughput_only=args.throughput_only)
     return 0
 
 
@@ -332,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps: where the model runs; "
                    "with CUDA the CD-step and heatmap rows are also timed on the CPU beside it")
     b.add_argument("--compile", action="store_true", help="also time the CD step with torch.compile")
+    b.add_argument("--throughput-only", action="store_true", help="only the per-device throughput table")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")

@@ -171,3 +171,12 @@ def test_cuda_training_step_matches_cpu():
     gpu.step()
     for (k, a), b in zip(cpu.model.state_dict().items(), gpu.model.state_dict().values(), strict=True):
         assert torch.allclose(a, b.cpu(), atol=1e-4), k
+
+
+def test_bench_throughput_table_names_the_devices(capsys):
+    assert main(["bench", "--quick", "--throughput-only", "--repeats", "1", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "| device | train step | steps/s | context tokens/s | app heatmap |" in out
+    assert "| cpu (" in out
+    if not torch.cuda.is_available():
+        assert "| cuda | not available on this machine" in out
