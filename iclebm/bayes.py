@@ -165,6 +165,9 @@ def _lse(x: np.ndarray, axis: int) -> np.ndarray:
 
 def hypotheses(prior: MixturePrior, n_quad: int = 16) -> list[Hypothesis]:
     """The (K, mean_std) grid with log prior weights; the std nodes are shared."""
+    if getattr(prior, "anisotropic", False):
+        raise ValueError("the Bayes predictive covers isotropic components; this prior has aspect_ratio "
+                         f"{prior.aspect_ratio!r}")
     s, lw_s = quadrature(prior.component_std, n_quad)
     if np.any(s <= 0):
         raise ValueError(f"component std must be positive, got {prior.component_std!r}")

@@ -10,8 +10,9 @@ trained on that prior can do on its own tasks; on other data it is just one more
 Families (each task is drawn fresh per seed):
 - ``training prior``: held-out tasks of the models' training prior.
 - ``5 components``: the same prior with 5 components instead of its K.
-- ``anisotropic``: 3 components with full covariances (std 0.6-1.2 along a random direction,
-  0.15-0.3 across), exact density.
+- ``anisotropic``: the training prior's means and scale with 3 components stretched along a
+  uniform random direction, major/minor std ratio 2-3 (`MixturePrior(aspect_ratio=(4, 9))`,
+  geometric-mean std as the training prior's), exact density.
 - ``two moons``, ``rings``, ``swiss roll``: the probe shapes, each task randomly rotated and
   shifted by N(0, 1) per axis; no known density, so NLL is on held-out samples only.
 """
@@ -34,57 +35,14 @@ from .evaluate import (
     eval_mode,
     kde_scott_log_prob,
     model_point_nll,
+    prior_predictive_log_prob,
 )
 from .tasks import PROBE_FAMILIES, MixturePrior, Task
 
 LOG_2PI = math.log(2 * math.pi)
 QUICK = {"ns": (0, 2, 8), "n_tasks": 2, "n_test": 20, "resolution": 40}
 COMPARE_NS = (0, 1, 2, 4, 8, 16, 32)
-
-
-@dataclass(frozen=True)
-class FullCovarianceMixture:
-    """Uniform-weight mixture of full-covariance Gaussians: means (K, 2), covs (K, 2, 2)."""
-
-    means: torch.Tensor
-    covs: torch.Tensor
-
-    @property
-    def n_components(self) -> int:
-        return self.means.shape[0]
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        k = torch.randint(self.n_components, (n,), generator=generator)
-        chol = torch.linalg.cholesky(self.covs.double())  # (K, 2, 2)
-        eps = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        return (self.means.double()[k] + (chol[k] @ eps[..., None])[..., 0]).float()
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x, dtype=torch.float64)
-        dist = torch.distributions.MultivariateNormal(self.means.double(), self.covs.double())
-        return torch.logsumexp(dist.log_prob(x[..., None, :]), -1) - math.log(self.n_components)
-
-
-@dataclass(frozen=True)
-class AnisotropicPrior:
-    """3 components, means ~ N(0, 3^2 I) kept inside +-8, each stretched along a random direction."""
-
-    n_components: int = 3
-    mean_std: float = 3.0
-    major_std: tuple[float, float] = (0.6, 1.2)
-    minor_std: tuple[float, float] = (0.15, 0.3)
-    mean_limit: float = 8.0
-
-    def sample_task(self, g: torch.Generator) -> FullCovarianceMixture:
-        base = MixturePrior(self.n_components, self.mean_std, 0.4, self.mean_limit).sample_task(g)
-        u = torch.rand(self.n_components, 3, generator=g, dtype=torch.float64)
-        major = self.major_std[0] + (self.major_std[1] - self.major_std[0]) * u[:, 0]
-        minor = self.minor_std[0] + (self.minor_std[1] - self.minor_std[0]) * u[:, 1]
-        angle = math.pi * u[:, 2]
-        rot = torch.stack([torch.cos(angle), -torch.sin(angle), torch.sin(angle), torch.cos(angle)], -1)
-        rot = rot.reshape(-1, 2, 2)
-        covs = rot @ torch.diag_embed(torch.stack([major, minor], -1) ** 2) @ rot.transpose(1, 2)
-        return FullCovarianceMixture(base.means, covs)
+ANISOTROPIC_RATIO = (4.0, 9.0)  # major / minor std: 2-3x longer than wide
 
 
 @dataclass(frozen=True)
@@ -113,11 +71,12 @@ def _moved(name: str) -> Callable[[torch.Generator], Task]:
 
 def families(prior: MixturePrior) -> dict[str, Callable[[torch.Generator], Task]]:
     """Name -> task sampler (a function of a torch.Generator)."""
-    five = MixturePrior(5, prior.mean_std, prior.component_std, prior.mean_limit)
+    five = MixturePrior(5, prior.mean_std, prior.component_std, prior.mean_limit, prior.aspect_ratio)
+    anisotropic = MixturePrior(3, prior.mean_std, prior.component_std, prior.mean_limit, ANISOTROPIC_RATIO)
     return {
         "training prior": prior.sample_task,
         "5 components": five.sample_task,
-        "anisotropic": AnisotropicPrior().sample_task,
+        "anisotropic": anisotropic.sample_task,
         "two moons": _moved("two moons"),
         "rings": _moved("concentric rings"),
         "swiss roll": _moved("swiss roll"),
@@ -149,18 +108,20 @@ def compare_family(
     for name, model in models.items():
         with eval_mode(model):
             per[name] = model_point_nll(model, context, test, ns, box, resolution).mean(-1).numpy()
-    per["bayes"] = bayes_point_nll(context, test, list(ns), prior).mean(-1)
+    if not prior.anisotropic:  # iclebm.bayes covers isotropic training priors
+        per["bayes"] = bayes_point_nll(context, test, list(ns), prior).mean(-1)
     floor, k = component_var_floor(prior), _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()
+    prior0 = [-prior_predictive_log_prob(prior, x).mean() for x in test_np] if 0 in ns else []
     rows: dict[str, list[list[float]]] = {"kde_scott": [], "em_bic": [], "em_mixture": []}
     for i in range(n_tasks):
         for name in rows:
             rows[name].append([])
         for n in ns:
             c, x = ctx_np[i, :n], test_np[i]
-            if n == 0:  # no data: every data-fitted baseline is the Bayes prior predictive (column above)
+            if n == 0:  # no data: every data-fitted baseline is the prior predictive
                 for name in rows:
-                    rows[name][-1].append(float(per["bayes"][i, list(ns).index(0)]))
+                    rows[name][-1].append(float(prior0[i]))
                 continue
             rows["kde_scott"][-1].append(float(-kde_scott_log_prob(c, x).mean()))
             rows["em_bic"][-1].append(float(-em_bic_log_prob(c, x, seed=seed + i, var_floor=floor).mean()))
