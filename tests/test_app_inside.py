@@ -144,3 +144,4 @@ def test_a_diverging_fine_tune_shows_a_message_and_keeps_the_in_context_view(
     assert "diverged at step 2" in errors and "in-context view is unaffected" in errors
     assert at.select_slider(key="in_snap").value == 1  # the last good snapshot (0, 1 kept; 2 diverged)
     assert len(at.get("plotly_chart")) >= 3
+

@@ -56,6 +56,12 @@ def render(ctx: AppContext) -> None:
                "points are sized and coloured by the attention q pays them when the model computes E(q | D). "
                "The context is the Density page's.")
     show_flash()
+    if not isinstance(ctx.model, EnergyTransformer):
+        kind = type(ctx.model).__name__
+        st.info(f"This page inspects energy transformers. The selected model is a {kind}: its queries "
+                "never enter the transformer (their density is read out in closed form), so there is no "
+                "query attention to show. Choose an energy model in the sidebar.")
+        return
     with guarded("The attention inspector"):
         inspector_panel(ctx, pts)
     with guarded("Contexts to weights"):
@@ -304,6 +310,8 @@ def start_job(ctx: AppContext, pts: list) -> None:
     old: C.FineTuneJob | None = ss.get("in_job")
     if old is not None:
         old.stop()
+    ss.pop("in_snap", None)  # the snapshot slider starts over, following the new run
+    ss.pop("_in_snap_newest", None)
     state = page_state()
     cfg = C.FineTuneConfig(steps=state.k, lr=state.lr, objective=state.objective)
     heldout, oracle = _heldout()
@@ -342,8 +350,10 @@ def c2w_results(ctx: AppContext) -> None:
         st.caption("Waiting for the first snapshot…")
         return
     steps = [s.step for s in res.snapshots]
-    if ss.get("in_snap") not in steps:
+    # The slider follows the newest snapshot while the run goes on, unless the user moved it back.
+    if ss.get("in_snap") not in steps or ss.get("in_snap") == ss.get("_in_snap_newest"):
         ss["in_snap"] = steps[-1]
+    ss["_in_snap_newest"] = steps[-1]
     if len(steps) > 1:
         st.select_slider("snapshot k", steps, key="in_snap")
     snap = res.snapshots[steps.index(ss["in_snap"])]
