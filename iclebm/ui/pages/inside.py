@@ -29,7 +29,8 @@ from ..models import AppContext
 PAGE = "inside"
 CANVAS_KEY = "inside_canvas"
 KEEP = "session"
-MAP_RES = 60  # heatmap-mode grid
+MAP_RES = 60  # attention-map grid (about 0.1 s for 32 points, one thread)
+INFLUENCE_RES = 40  # influence-map grid: N leave-one-out contexts x R^2 queries (60x60: about 6 s)
 CANVAS_RES = 80
 C2W_RES = 60  # display grid of the contexts-to-weights densities (and their distances)
 HELDOUT_N = 500
@@ -223,9 +224,12 @@ def inspector_panel(ctx: AppContext, pts: list) -> None:
 
 
 def _map_figure(ctx: AppContext, key_pts: tuple, query: tuple, mode: str):
-    with st.spinner("Computing the map…"):
+    res = MAP_RES if mode == "attention" else INFLUENCE_RES
+    busy = ("Computing the map…" if mode == "attention" else
+            f"Computing the influence map ({len(key_pts)} leave-one-out contexts × {res}×{res} queries)…")
+    with st.spinner(busy):
         if mode == "attention":
-            weights = _attention_map(ctx.model_key, ctx.model, key_pts, ctx.box, MAP_RES)
+            weights = _attention_map(ctx.model_key, ctx.model, key_pts, ctx.box, res)
             layer, head = _index("in_layer"), _index("in_head")
             owner = I.dominant_point(I.reduce_heads(weights, layer, head))
             which = (f"layer {layer + 1}" if layer is not None else "mean over layers") + ", " + (
@@ -234,12 +238,12 @@ def _map_figure(ctx: AppContext, key_pts: tuple, query: tuple, mode: str):
                     "grey: the query attends most to itself.")
             self_index = True
         else:
-            infl = _influence_map(ctx.model_key, ctx.model, key_pts, ctx.box, MAP_RES)
+            infl = _influence_map(ctx.model_key, ctx.model, key_pts, ctx.box, res)
             owner = I.dominant_point(infl)
             note = ("Each cell is coloured by the context point whose removal raises the energy there the "
-                    "most: the point a query there leans on.")
+                    f"most: the point a query there leans on ({res}×{res} grid).")
             self_index = False
-    xs = I.grid_xs(ctx.box, MAP_RES)
+    xs = I.grid_xs(ctx.box, res)
     fig = F.dominant_map_figure(xs, owner, ctx.box, np.asarray(key_pts).reshape(-1, 2), query,
                                 "most attention" if mode == "attention" else "most influence", self_index,
                                 height=480)
