@@ -11,7 +11,7 @@ from test_app import _app, _ok, _open
 from test_mdn import random_mdn
 
 from iclebm.checkpoints import DEFAULT_CHECKPOINT, save_checkpoint
-from iclebm.mdn import MixtureTrainer
+from iclebm.mdn import MixtureDensityTransformer
 from iclebm.tasks import MixturePrior
 
 
@@ -57,9 +57,11 @@ def test_app_runs_every_panel_with_the_mdn(mdn_dir: Path) -> None:
     at.run()
     at.button(key="tr_new").click().run()
     _ok(at)
-    trainer = at.session_state["trainer"]
-    assert isinstance(trainer.trainer, MixtureTrainer)
+    trainer = at.session_state["trainer"]  # a trainer process: steps land asynchronously
     at.button(key="tr_step").click().run()
     _ok(at)
+    trainer.wait(lambda s: s.step == 1 and trainer.weights_step == 1, timeout=120)
     assert trainer.poll().step == 1
+    assert isinstance(trainer.model(), MixtureDensityTransformer)
+    assert "nll_first" in trainer.poll().history[-1]  # MixtureTrainer's exact-NLL metrics
     trainer.close()

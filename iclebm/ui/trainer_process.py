@@ -42,6 +42,7 @@ import torch
 from ..checkpoints import checkpoint_bytes, load_checkpoint_bytes
 from ..errors import TrainingDivergedError
 from ..icl_curve import CURVE_NS, ValidationSet
+from ..mdn import MixtureDensityTransformer, MixtureTrainer
 from ..model import EnergyTransformer
 from ..presets import get_preset
 from ..tasks import MixturePrior
@@ -84,7 +85,9 @@ def default_trainer_factory(spec: dict) -> Trainer:
         base.train()
         for p in base.parameters():
             p.requires_grad_(True)
-        return Trainer(model=base, config=train_cfg, max_bad_steps=spec.get("max_bad_steps", 5))
+        # A parametric model fine-tunes by exact NLL (its objective); an energy model by its objective.
+        cls = MixtureTrainer if isinstance(base, MixtureDensityTransformer) else Trainer
+        return cls(model=base, config=train_cfg, max_bad_steps=spec.get("max_bad_steps", 5))
     return Trainer(config=train_cfg, model_config=model_cfg, max_bad_steps=spec.get("max_bad_steps", 5))
 
 
