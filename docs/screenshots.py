@@ -57,8 +57,30 @@ def prepare_train(pg) -> None:  # type: ignore[no-untyped-def]
     pg.wait_for_timeout(500)
 
 
+def prepare_inside(pg) -> None:  # type: ignore[no-untyped-def]
+    """Click a query, run a contexts-to-weights fine-tune, and also shoot that section
+    (docs/page-inside-c2w.png). Uses the context the Density page drew."""
+    canvas = pg.locator(".iclebm-canvas")
+    canvas.wait_for(timeout=120_000)
+    pg.locator(".st-key-in_grid .js-plotly-plot").wait_for(timeout=120_000)
+    pos = pg.evaluate(
+        """([x, y]) => { const gd = document.querySelector('.iclebm-canvas');
+            const r = gd.getBoundingClientRect(); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            return [r.left + xa._offset + xa.d2p(x), r.top + ya._offset + ya.d2p(y)]; }""", [1.0, -1.0])
+    pg.mouse.click(pos[0], pos[1])
+    wait_idle(pg)
+    pg.locator(".st-key-in_run button").first.click()
+    pg.wait_for_function("() => /Fine-tuned for k = /.test(document.body.innerText)", timeout=600_000)
+    wait_idle(pg)
+    pg.get_by_text("Contexts to weights", exact=True).first.scroll_into_view_if_needed()
+    pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollBy(0, -20)")
+    pg.wait_for_timeout(800)
+    pg.screenshot(path=str(DOCS / "page-inside-c2w.png"), full_page=False)
+    print("saved docs/page-inside-c2w.png")
+
+
 # page title -> steps to run after opening it (pages without an entry are shot as they open)
-PREPARE: dict[str, Callable] = {"Density": prepare_density, "Train": prepare_train}
+PREPARE: dict[str, Callable] = {"Density": prepare_density, "Inside": prepare_inside, "Train": prepare_train}
 
 
 def slug(title: str) -> str:

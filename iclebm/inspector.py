@@ -76,10 +76,20 @@ class Inspection:
         return int(self.points.shape[0])
 
 
+def require_attention(model: object) -> None:
+    """ValueError unless the model is an energy transformer (the only one with query attention)."""
+    if not isinstance(model, EnergyTransformer):
+        raise ValueError(
+            f"the attention inspector needs an energy transformer; this is a {type(model).__name__}, "
+            "whose queries never enter the transformer (their density is read out in closed form)"
+        )
+
+
 def inspect_query(
     model: EnergyTransformer, points: np.ndarray | list, query: np.ndarray | list | tuple
 ) -> Inspection:
     """Attention weights and influence of every context point for one query location."""
+    require_attention(model)
     t0 = time.perf_counter()
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     q_np = np.asarray(query, dtype=np.float64).reshape(2)
@@ -102,6 +112,7 @@ def grid_attention(
     model: EnergyTransformer, points: np.ndarray | list, box: Box, resolution: int
 ) -> np.ndarray:
     """Attention of a query at every grid cell: (L, H, R, R, N + 1), rows = y (one batched call)."""
+    require_attention(model)
     grid, _ = grid_points(box, resolution)
     context = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2), dtype=model.dtype)[None]
     with torch.no_grad():
