@@ -60,9 +60,14 @@ def prepare_train(pg) -> None:  # type: ignore[no-untyped-def]
 def prepare_inside(pg) -> None:  # type: ignore[no-untyped-def]
     """Click a query, run a contexts-to-weights fine-tune, and also shoot that section
     (docs/page-inside-c2w.png). Uses the context the Density page drew."""
-    canvas = pg.locator(".iclebm-canvas")
-    canvas.wait_for(timeout=120_000)
     pg.locator(".st-key-in_grid .js-plotly-plot").wait_for(timeout=120_000)
+    if " 0 context points" in pg.inner_text("body"):  # shot alone (--pages Inside): draw a context first
+        pg.locator(NAV_LINKS).filter(has_text="Density").first.click()
+        wait_idle(pg)
+        prepare_density(pg)
+        pg.locator(NAV_LINKS).filter(has_text="Inside").first.click()
+        wait_idle(pg)
+        pg.locator(".st-key-in_grid .js-plotly-plot").wait_for(timeout=120_000)
     pos = pg.evaluate(
         """([x, y]) => { const gd = document.querySelector('.iclebm-canvas');
             const r = gd.getBoundingClientRect(); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
@@ -72,8 +77,9 @@ def prepare_inside(pg) -> None:  # type: ignore[no-untyped-def]
     pg.locator(".st-key-in_run button").first.click()
     pg.wait_for_function("() => /Fine-tuned for k = /.test(document.body.innerText)", timeout=600_000)
     wait_idle(pg)
-    pg.get_by_text("Contexts to weights", exact=True).first.scroll_into_view_if_needed()
-    pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollBy(0, -20)")
+    pg.evaluate("""() => { const el = document.querySelector('.st-key-in_snap');
+        const main = document.querySelector('[data-testid="stMain"]');
+        if (el && main) main.scrollBy(0, el.getBoundingClientRect().top - 70); }""")
     pg.wait_for_timeout(800)
     pg.screenshot(path=str(DOCS / "page-inside-c2w.png"), full_page=False)
     print("saved docs/page-inside-c2w.png")

@@ -148,7 +148,7 @@ def density_report(
     grid, area = grid_points(box, resolution)
     energy = model.energy(grid.to(model.dtype)[None], context)[0].double()  # (R*R,)
     log_z = float(torch.logsumexp(-energy, 0)) + math.log(area)
-    log_density = (-energy - log_z).reshape(resolution, resolution).numpy()
+    log_density = (-energy - log_z).reshape(resolution, resolution).cpu().numpy()
 
     def nll(x: torch.Tensor | None) -> float | None:
         if x is None or x.shape[1] == 0:

@@ -100,7 +100,8 @@ def inspect_query(
         infl = influence(model, q, context)[0, 0]  # (N,)
         energy = model.energy(q, context)[0, 0]
     return Inspection(
-        query=q_np, points=pts, weights=weights.double().numpy(), influence=infl.double().numpy(),
+        query=q_np, points=pts, weights=weights.double().cpu().numpy(),
+        influence=infl.double().cpu().numpy(),
         energy=float(energy), seconds=time.perf_counter() - t0,
     )
 
@@ -117,8 +118,8 @@ def grid_attention(
     context = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2), dtype=model.dtype)[None]
     with torch.no_grad():
         weights = torch.stack([w[0] for w in model.attention(grid.to(model.dtype)[None], context)])
-    n1 = weights.shape[-1]
-    return weights.reshape(weights.shape[0], weights.shape[1], resolution, resolution, n1).float().numpy()
+    n_layer, n_head, _, n1 = weights.shape
+    return weights.reshape(n_layer, n_head, resolution, resolution, n1).float().cpu().numpy()
 
 
 def grid_influence(
@@ -129,7 +130,7 @@ def grid_influence(
     context = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2), dtype=model.dtype)[None]
     with torch.no_grad():
         infl = influence(model, grid.to(model.dtype)[None], context)[0]  # (R*R, N)
-    return infl.reshape(resolution, resolution, -1).float().numpy()
+    return infl.reshape(resolution, resolution, -1).float().cpu().numpy()
 
 
 def dominant_point(scores: np.ndarray) -> np.ndarray:

@@ -203,7 +203,7 @@ def distance_figure(steps: Sequence[int], sym_kl: Sequence[float], hellinger: Se
         fig.add_vline(x=selected, line={"dash": "dot", "color": "#888"})
     fig.update_xaxes(title_text="fine-tuning steps k")
     fig.update_yaxes(title_text="KL(p‖q) + KL(q‖p)", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="Hellinger", secondary_y=True, range=[0, 1])
+    fig.update_yaxes(title_text="Hellinger", secondary_y=True, range=[0, 1], dtick=0.25, showgrid=False)
     fig.update_layout(height=height, margin={"l": 50, "r": 50, "t": 30, "b": 40},
                       title={"text": "distance between the in-context and in-weights densities", "x": 0.01,
                              "font": {"size": 13}},

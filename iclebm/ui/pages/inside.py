@@ -36,8 +36,7 @@ C2W_RES = 60  # display grid of the contexts-to-weights densities (and their dis
 HELDOUT_N = 500
 HELDOUT_SEED = 2024
 REFRESH_S = 1.0
-MODE_LABELS = {"query": "inspect one query", "attention": "map: most attention",
-               "influence": "map: most influence"}
+MODE_LABELS = {"query": "one query", "attention": "attention map", "influence": "influence map"}
 OBJ_LABELS = {"nll": "exact NLL (grid)", "cd": "contrastive divergence"}
 MEAN = "mean"
 
@@ -371,10 +370,13 @@ def c2w_results(ctx: AppContext) -> None:
     with right:
         st.plotly_chart(F.distance_figure(d["step"], d["sym_kl"], d["hellinger"], selected=snap.step),
                         key="in_dist", width="stretch", config={"displayModeBar": False})
-    rows = {"in context p(x | D)": [ref.nll_context, ref.nll_heldout],
-            f"in weights, k = {snap.step}": [snap.nll_context, snap.nll_heldout]}
+    def num(v: float | None) -> float:
+        return float("nan") if v is None else float(v)
+
+    rows = {"in context p(x | D)": [num(ref.nll_context), num(ref.nll_heldout)],
+            f"in weights, k = {snap.step}": [num(snap.nll_context), num(snap.nll_heldout)]}
     if info["oracle"] is not None:
-        rows["true mixture"] = [None, info["oracle"]]
+        rows["true mixture"] = [float("nan"), info["oracle"]]  # the truth has no NLL-of-D entry here
     table = pd.DataFrame(rows, index=["NLL of D (nats/pt)", f"NLL of {HELDOUT_N} held-out points"]).T
     if info["heldout"] is None:
         table = table.iloc[:, :1]
