@@ -1,4 +1,4 @@
-"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights."""
+"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights | compare."""
 
 from __future__ import annotations
 
@@ -276,6 +276,41 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """NLL vs n of several checkpoints, Bayes and baselines, on the training prior and out-of-family data."""
+    from .checkpoints import box_of
+    from .compare import QUICK, compare, format_compare
+    from .tasks import MixturePrior
+
+    paths = args.checkpoints or [p for p in ("checkpoints/mog2d.safetensors", "checkpoints/mdn2d.safetensors")
+                                 if Path(p).exists()]
+    if not paths:
+        raise ValueError("no checkpoints given and none shipped under checkpoints/")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = {Path(p).stem: load_checkpoint(p) for p in paths}
+    if len(models) != len(paths):
+        raise ValueError("two checkpoints share a file name; rename one")
+    first = next(iter(models.values()))
+    prior = MixturePrior.from_card(first.card["task"]) if first.card.get("task") else MixturePrior()
+    settings = (dict(QUICK) if args.quick
+                else {"n_tasks": args.tasks, "n_test": args.test, "resolution": args.resolution})
+    t0 = time.time()
+
+    def progress(family: str) -> None:
+        print(f"[{time.time() - t0:6.0f} s] {family}", file=sys.stderr, flush=True)
+
+    result = compare(models, prior, box_of(first), seed=args.seed, only=args.families, progress=progress,
+                     **settings)
+    result["command"] = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    result["seconds"] = round(time.time() - t0, 1)
+    print(format_compare(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_ctx2weights(args: argparse.Namespace) -> int:
     """In context vs in weights on one drawn task: distances and NLLs at each snapshot k."""
     from .checkpoints import box_of
@@ -369,6 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", action="store_true", help="also time the CD step with torch.compile")
     b.add_argument("--throughput-only", action="store_true", help="only the per-device throughput table")
     b.set_defaults(func=cmd_bench)
+
+    cp = sub.add_parser("compare", help="NLL vs n: models, Bayes, KDE, EM, oracle, in and out of family")
+    cp.add_argument("--checkpoints", nargs="+", default=None,
+                    help="any number of checkpoints (default: the shipped mog2d and mdn2d that exist)")
+    cp.add_argument("--families", nargs="+", default=None,
+                    help="subset of: 'training prior', '5 components', anisotropic, 'two moons', rings, "
+                    "'swiss roll'")
+    cp.add_argument("--tasks", type=int, default=32, help="tasks per family")
+    cp.add_argument("--test", type=int, default=200, help="held-out points per task")
+    cp.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
+    cp.add_argument("--seed", type=int, default=2024)
+    cp.add_argument("--quick", action="store_true", help="tiny setting (2 tasks, n = 0, 2, 8): a smoke test")
+    cp.add_argument("--json", default=None, help="write the tables as JSON here")
+    cp.add_argument("--threads", type=int, default=None)
+    cp.set_defaults(func=cmd_compare, argv=None)
 
     i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")
     i.add_argument("--checkpoint", default=None, help="default: the shipped model")
