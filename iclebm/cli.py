@@ -17,7 +17,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import IclebmError
 from .model import EnergyTransformer
 from .presets import PRESETS, get_preset
-from .training import Trainer
+from .training import Trainer, make_trainer
 
 
 def _resume_path(out: Path) -> Path:
@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             # CD trains the raw energy; negatives from a rescaled one would bias it.
             raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
         resumed = True
-    trainer = Trainer(model=model, config=tcfg, model_config=preset.model)
+    trainer = make_trainer(model=model, config=tcfg, model_config=preset.model)
     prior_seconds = 0.0
     commands: list[str] = []
     if resumed:
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     deadline = t_start + 60 * args.minutes if args.minutes else None
 
     def card() -> dict:
-        return {
+        c = {
             "name": out.stem,
             "task": trainer.prior.to_card(),
             "box": list(preset.box),
@@ -103,6 +103,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "config": tcfg.to_dict(), "events": trainer.events[-20:],
             },
         }
+        if preset.thinking is not None:
+            previous_thinking = (model.card or {}).get("thinking") if resumed else None  # type: ignore[union-attr]
+            c["thinking"] = previous_thinking or preset.thinking.to_dict()
+        return c
 
     def checkpoint() -> None:
         save_checkpoint(trainer.model, out, card())

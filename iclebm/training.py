@@ -29,7 +29,7 @@ import torch
 from .errors import TrainingDivergedError
 from .model import EnergyConfig, EnergyTransformer
 from .sampling import langevin_cached
-from .tasks import MixturePrior
+from .tasks import MixturePrior, is_regression, prior_from_card
 
 
 @dataclass
@@ -52,6 +52,8 @@ class TrainConfig:
     box: tuple[float, float] = (-12.0, 12.0)
     seed: int = 0
     task: dict = field(default_factory=lambda: MixturePrior().to_card())
+    objective: str = "cd"  # regression: "cd" (y-only negatives) or "exact" (1-D quadrature likelihood)
+    y_grid: int = 64  # regression "exact": quadrature nodes over the box's y-range
 
     def __post_init__(self) -> None:
         self.box = (float(self.box[0]), float(self.box[1]))
@@ -186,7 +188,7 @@ class Trainer:
                 model = EnergyTransformer(model_config or EnergyConfig())
         self.model = model
         self.model.train()
-        self.prior = MixturePrior.from_card(self.config.task)
+        self.prior = prior_from_card(self.config.task)
         self.generator = torch.Generator().manual_seed(self.config.seed)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.step_count = 0
@@ -218,17 +220,24 @@ class Trainer:
         init = chain_init(seq_all, c.context_len, c.chains, c.data_init_frac, c.box, self.generator)
         return seq_all[:, : c.context_len], init
 
+    def negatives(self, seq: torch.Tensor, init: torch.Tensor) -> torch.Tensor | None:
+        """Negatives (B, N, C, 2) for the loss (subclasses: other task families / objectives)."""
+        return sample_negatives(self.model, seq, init, self.config, self.generator)
+
+    def loss(self, seq: torch.Tensor, negatives: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        return cd_loss(self.model, seq, negatives, self.config.alpha)
+
     def step(self) -> dict:
         c = self.config
         t0 = time.perf_counter()
         seq, init = self.sample_batch()
-        negatives = sample_negatives(self.model, seq, init, c, self.generator)
+        negatives = self.negatives(seq, init)
         lr = self.lr_at(self.step_count)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.lock:
             self.optimizer.zero_grad(set_to_none=True)
-            loss, stats = cd_loss(self.model, seq, negatives, c.alpha)
+            loss, stats = self.loss(seq, negatives)
             finite = bool(torch.isfinite(loss))
             grad_norm = float("nan")
             if finite:
@@ -302,3 +311,15 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.step_count = int(state["step_count"])
         self._good_state = copy.deepcopy(self.model.state_dict())
+
+
+def make_trainer(
+    model: EnergyTransformer | None = None, config: TrainConfig | None = None,
+    model_config: EnergyConfig | None = None, **kwargs,
+) -> Trainer:
+    """The trainer for the config's task family (regression families get RegressionTrainer)."""
+    if config is not None and is_regression(config.task):
+        from .regression import RegressionTrainer
+
+        return RegressionTrainer(model=model, config=config, model_config=model_config, **kwargs)
+    return Trainer(model=model, config=config, model_config=model_config, **kwargs)
