@@ -7,10 +7,16 @@ and beside it as `NAME.json` for people to read. The sidecar wins when both exis
 
 Saves are atomic: each file is written to a temporary name in the same folder and
 renamed over the target, so a crash mid-save leaves the previous file intact.
+
+Integrity: the card carries `weights_sha256`, a SHA-256 over the weights (for each tensor in
+name order: its name, dtype, shape and raw bytes). Loading recomputes it and raises
+CheckpointError on a mismatch (e.g. flipped bits in the weight data). Cards written before
+the hash existed still load; `integrity_note` says that they are unverified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -33,6 +39,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CHECKPOINT_DIR = PACKAGE_DIR.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "mog2d.safetensors"
 MAX_HEADER_BYTES = 100_000_000
+HASH_KEY = "weights_sha256"
 
 
 def card_path(path: str | os.PathLike) -> Path:
@@ -57,10 +64,27 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """Content hash of a set of weights: SHA-256 over name, dtype, shape and bytes of each, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{str(t.dtype).removeprefix('torch.')}|{list(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _tensors_and_card(model: EnergyTransformer, card: dict | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The float32 CPU weights and the full card (format, model config, content hash) to store."""
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    card = {**(card if card is not None else model.card), "format": FORMAT, "model": model.config.to_dict()}
+    card[HASH_KEY] = weights_sha256(tensors)
+    return tensors, card
+
+
 def checkpoint_bytes(model: EnergyTransformer, card: dict | None = None) -> bytes:
     """The .safetensors bytes of a model with its card embedded (for saving or downloading)."""
-    card = {**(card if card is not None else model.card), "format": FORMAT, "model": model.config.to_dict()}
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors, card = _tensors_and_card(model, card)
     return st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
 
 
@@ -69,10 +93,8 @@ def save_checkpoint(model: EnergyTransformer, path: str | os.PathLike, card: dic
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    card = dict(card if card is not None else model.card)
-    data = checkpoint_bytes(model, card)
-    card["format"] = FORMAT
-    card["model"] = model.config.to_dict()
+    tensors, card = _tensors_and_card(model, card)
+    data = st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
     _atomic_write(path, data)
     _atomic_write(card_path(path), (json.dumps(card, indent=2) + "\n").encode())
     model.card = card
@@ -152,9 +174,39 @@ def load_checkpoint_bytes(
             )
         if not bool(torch.isfinite(tensors[key]).all()):
             raise CheckpointError(f"{name}: weight {key} contains NaN or inf")
+    _verify_hash(tensors, card, header, name)
     model.load_state_dict(tensors)
     model.card = card
     return model.eval()
+
+
+def _verify_hash(tensors: dict[str, torch.Tensor], card: dict, header: dict, name: str) -> None:
+    """Check the weights against every content hash on record (the card used, and the embedded card)."""
+    recorded = {"card": card.get(HASH_KEY)}
+    try:
+        embedded = json.loads((header.get("__metadata__") or {}).get(CARD_KEY) or "{}")
+        recorded["embedded card"] = embedded.get(HASH_KEY) if isinstance(embedded, dict) else None
+    except json.JSONDecodeError:
+        pass
+    recorded = {k: v for k, v in recorded.items() if v is not None}
+    if not recorded:
+        return  # written before content hashes: loads unverified (see integrity_note)
+    actual = weights_sha256(tensors)
+    for where, expected in recorded.items():
+        if not isinstance(expected, str) or expected.lower() != actual:
+            raise CheckpointError(
+                f"{name}: the weights do not match the {where}'s content hash "
+                f"({HASH_KEY} {str(expected)[:16]}..., the weights hash to {actual[:16]}...): "
+                "the file is corrupted or was modified"
+            )
+
+
+def integrity_note(card: dict) -> str:
+    """One line for the card view: verified against a content hash, or an old card without one."""
+    digest = card.get(HASH_KEY) if isinstance(card, dict) else None
+    if isinstance(digest, str):
+        return f"Weights verified against the card's SHA-256 ({digest[:12]}...)."
+    return "This checkpoint predates content hashes: its weights loaded unverified."
 
 
 def load_checkpoint(path: str | os.PathLike | None = None) -> EnergyTransformer:

@@ -1,4 +1,4 @@
-"""Command line: python -m iclebm train | evaluate | bench."""
+"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect."""
 
 from __future__ import annotations
 
@@ -191,6 +191,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Per-layer, per-head attention of one query over a context, and leave-one-out influence."""
+    from .checkpoints import box_of
+    from .inspector import (
+        check_in_box,
+        format_attention_tables,
+        format_influence_table,
+        inspect_query,
+        parse_points,
+        parse_query,
+    )
+
+    points = parse_points(args.points)
+    query = parse_query(args.query)
+    model = load_checkpoint(args.checkpoint)
+    box = box_of(model)
+    check_in_box(query, box)
+    if len(points) > model.config.max_context:
+        raise ValueError(f"{len(points)} points given; this model reads at most {model.config.max_context}")
+    insp = inspect_query(model, points, query)
+    print(f"query ({query[0]:g}, {query[1]:g}), {insp.n_points} context points"
+          + (" (empty context: the query can only attend to itself)" if insp.n_points == 0 else ""))
+    print()
+    print(format_attention_tables(insp))
+    print(format_influence_table(insp))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m iclebm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -236,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
     b.add_argument("--repeats", type=int, default=5)
     b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")
+    i.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    i.add_argument("--points", required=True, help='context points "x,y;x,y;..." ("" = empty context)')
+    i.add_argument("--query", required=True, help="query location x,y (inside the model's box)")
+    i.set_defaults(func=cmd_inspect)
     return p
 
 

@@ -1,7 +1,7 @@
 """Compute helpers for the explorer: numbers in, numpy arrays out (no Streamlit, no Plotly).
 
 Everything here is called on a frozen model and returns plain arrays that the app
-caches and `iclebm.plots` draws:
+caches and `iclebm.ui.figures` draws:
 
 - `compute_landscape`: E(x | context) on a grid, the grid-normalised log density, and
   the -grad E arrow field on a coarser grid (one context pass + query tokens).

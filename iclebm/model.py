@@ -144,7 +144,7 @@ class Block(nn.Module):
 
     def forward_query(
         self, x: torch.Tensor, k_ctx: torch.Tensor, v_ctx: torch.Tensor, hidden: torch.Tensor | None,
-        groups: int | None = None,
+        groups: int | None = None, weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Query tokens attending to a cached context prefix and to themselves.
 
@@ -152,6 +152,9 @@ class Block(nn.Module):
         k_ctx, v_ctx: (B, H, N, hd); hidden: (P, N) bool mask of context keys to hide, or None.
         x may also be (B, 1, M, D) with groups = P: the same queries under every prefix (the
         film strip); their projections are then computed once and broadcast over the groups.
+        weights: if a list is given, this layer's normalised attention weights are appended to
+        it, (B, H, P*M, N + 1): over the N context keys (hidden ones get 0) and, last, the
+        query's own key. The default (None) path computes nothing extra.
         """
         b, p_in, m, d = x.shape
         p = groups or p_in
@@ -169,6 +172,8 @@ class Block(nn.Module):
         s_self = (q * k).sum(-1, keepdim=True)  # (B, H, P*M, 1)
         if n == 0:
             y = v  # softmax over the single self score is 1
+            if weights is not None:
+                weights.append(torch.ones_like(s_self))
         else:
             # Softmax over [context scores, self score] by hand, in place on the big (P*M, N)
             # score tensor: no concatenated copy, no masked copy. Subtracting a detached max is
@@ -182,7 +187,10 @@ class Block(nn.Module):
             shift = torch.maximum(s_ctx.amax(-1, keepdim=True), s_self).detach()
             e_ctx = s_ctx.sub_(shift).exp_()
             e_self = (s_self - shift).exp()
-            y = (e_ctx @ v_ctx + e_self * v) / (e_ctx.sum(-1, keepdim=True) + e_self)
+            denom = e_ctx.sum(-1, keepdim=True) + e_self  # (B, H, P*M, 1)
+            y = (e_ctx @ v_ctx + e_self * v) / denom
+            if weights is not None:
+                weights.append(torch.cat([e_ctx, e_self], -1) / denom)
         y = y.transpose(1, 2).reshape(b, p, m, d)
         x = x + self.c_proj(y)
         return x + self.mlp(self.ln_2(x))
@@ -276,12 +284,14 @@ class EnergyTransformer(nn.Module):
         return ContextCache(keys, values, context.shape[1], self._readout(h))
 
     def learned_energy_cached(
-        self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None
+        self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Network part f of E(query[:, p, m] | context[:, :lengths[p]]).
 
         query: (B, P, M, 2), or (B, 1, M, 2) shared by all groups; lengths: (P,) ints in [0, N]
-        (default: all N). Returns (B, P, M).
+        (default: all N). Returns (B, P, M). weights: see `Block.forward_query` (one entry
+        per layer is appended).
         """
         b, p, m, _ = query.shape
         n = cache.length
@@ -297,7 +307,7 @@ class EnergyTransformer(nn.Module):
                 hidden = torch.arange(n, device=query.device)[None, :] >= lengths[:, None]  # (P, N)
         h = self._embed(query)
         for block, k, v in zip(self.blocks, cache.keys, cache.values, strict=True):
-            h = block.forward_query(h, k, v, hidden, groups=p)  # (B, P, M, D) after the first block
+            h = block.forward_query(h, k, v, hidden, groups=p, weights=weights)  # (B, P, M, D)
         return self._readout(h)
 
     def _total(self, f: torch.Tensor, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -340,6 +350,27 @@ class EnergyTransformer(nn.Module):
             for q in _chunks(query, chunk or _chunk_size(1, cache.length, self.config))
         ]
         return torch.cat(out, dim=1)
+
+    def attention(
+        self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None
+    ) -> list[torch.Tensor]:
+        """(B, M, 2), (B, N, 2) -> list over layers of (B, H, M, N + 1) attention weights.
+
+        Row m of head h is how query m, read as the next token after the context, attends
+        over the N context points and, last, over itself (each row sums to 1). Computed by
+        the same cached query path as `energy`; with N = 0 only the self weight (= 1) is left.
+        """
+        query = self._check_points(query, "query")
+        cache = self.encode_context(context)
+        b = cache.keys[0].shape[0]
+        if b != query.shape[0]:
+            raise ValueError(f"query batch ({query.shape[0]}) and context batch ({b}) differ")
+        per_chunk: list[list[torch.Tensor]] = []
+        for q in _chunks(query, chunk or _chunk_size(1, cache.length, self.config)):
+            w: list[torch.Tensor] = []
+            self.learned_energy_cached(q[:, None], cache, weights=w)
+            per_chunk.append(w)
+        return [torch.cat(layer, dim=2) for layer in zip(*per_chunk, strict=True)]
 
     def energy_at_prefixes(
         self, query: torch.Tensor, context: torch.Tensor, lengths: list[int] | torch.Tensor,

@@ -1,7 +1,7 @@
 """The Streamlit app under streamlit.testing.v1.AppTest: every panel runs without exceptions.
 
 AppTest cannot click the canvas or fire `run_every`; clicks are tested in a real
-browser (test_browser.py) and the logic behind them in test_app_state.py.
+browser (test_browser.py) and the logic behind them in test_ui_state.py and test_canvas.py.
 """
 
 from __future__ import annotations
@@ -54,6 +54,25 @@ def _captions(at: AppTest) -> str:
 
 def _points(at: AppTest) -> list:
     return list(at.session_state["points"])
+
+
+def _url_paths(at: AppTest) -> list[str]:
+    """The pages st.navigation registered in the last run, by URL path, in navigation order."""
+    return [str(info["url_pathname"]) for info in at._registered_pages.values()]
+
+
+def _open(at: AppTest, url_path: str) -> AppTest:
+    """Select the page at /url_path for the next run, as a click in the navigation does.
+
+    AppTest.switch_page only takes page files; our pages are callables, so this picks the
+    page's hash from what st.navigation registered (the same hash the browser sends).
+    """
+    if not at._registered_pages:
+        at.run()
+    hashes = [h for h, info in at._registered_pages.items() if info.get("url_pathname") == url_path]
+    assert hashes, f"no page at /{url_path}: {_url_paths(at)}"
+    at._page_hash = hashes[0]
+    return at
 
 
 def test_app_starts_on_the_shipped_checkpoint(ckpt_dir: Path) -> None:
@@ -152,6 +171,7 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
 def test_live_training_panel(ckpt_dir: Path) -> None:
     at = _app().run()
     at.session_state["points"] = [(1.0, 1.0), (1.2, 0.8)]
+    _open(at, "train").run()
     at.number_input(key="tr_batch").set_value(2)
     at.number_input(key="tr_lsteps").set_value(2)
     at.run()
@@ -260,3 +280,91 @@ def test_broken_checkpoint_shows_a_message(tmp_path: Path, monkeypatch: pytest.M
     assert not at.exception
     text = " ".join(str(e.value) for e in at.error)
     assert "Could not load" in text and "pickle" in text
+
+
+# ---- pages -----------------------------------------------------------------------------------
+
+
+def test_every_page_runs_and_the_app_opens_on_density(ckpt_dir: Path) -> None:
+    at = _app().run()
+    _ok(at)
+    paths = _url_paths(at)
+    assert paths[0] == "" and "train" in paths, paths  # the default page, Density, is "/"
+    assert len(at.data_editor) == 1  # the default page is Density
+    for path in paths:  # every registered page, including those added later
+        _open(at, path).run()
+        _ok(at)
+        assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
+    _open(at, "train").run()
+    assert any("Live training" in str(h.value) for h in at.subheader)
+    assert any("Checkpoints in checkpoints/" in str(h.value) for h in at.subheader)
+
+
+def test_view_settings_survive_a_visit_to_another_page(ckpt_dir: Path) -> None:
+    at = _app().run()
+    at.session_state["points"] = [(1.0, 2.0), (3.0, 1.0)]
+    at.run()
+    at.toggle(key="log_scale").set_value(True)
+    at.toggle(key="arrows").set_value(False)
+    at.selectbox(key="resolution").set_value(60)
+    at.number_input(key="lv_n").set_value(40).run()
+    _open(at, "train").run()
+    at.number_input(key="tr_batch").set_value(3).run()
+    _ok(at)
+    _open(at, "").run()  # Density
+    _ok(at)
+    assert _points(at) == [(1.0, 2.0), (3.0, 1.0)]
+    assert at.toggle(key="log_scale").value is True and at.toggle(key="arrows").value is False
+    assert at.selectbox(key="resolution").value == 60 and at.number_input(key="lv_n").value == 40
+    _open(at, "train").run()
+    assert at.number_input(key="tr_batch").value == 3
+
+
+def test_a_train_link_reopens_the_train_page_with_its_settings(ckpt_dir: Path) -> None:
+    link = _app()  # a fresh session that opens /train?... (page hashes learnt from another session)
+    link._registered_pages = _app().run()._registered_pages
+    _open(link, "train")
+    link.query_params.update({"mode": "finetune", "lr": "0.001", "batch": "4", "d": "64", "lsteps": "99"})
+    link.run()
+    _ok(link)
+    assert any("Live training" in str(h.value) for h in link.subheader)
+    assert link.radio(key="tr_mode").value == "fine-tune the loaded model"
+    assert link.select_slider(key="tr_lr").value == 0.001 and link.number_input(key="tr_batch").value == 4
+    assert link.select_slider(key="tr_d").value == 64
+    assert any("lsteps='99'" in str(w.value) for w in link.warning)  # out of bounds: default kept, said so
+    assert link.number_input(key="tr_lsteps").value != 99
+    # the address bar follows the form, with the model shared by all pages
+    link.number_input(key="tr_batch").set_value(5).run()
+    q = {k: v if isinstance(v, str) else v[-1] for k, v in link.query_params.items()}
+    assert q["batch"] == "5" and q["mode"] == "finetune" and q["lr"] == "0.001"
+    assert q["model"] == DEFAULT_CHECKPOINT.stem and "pts" not in q
+
+
+def test_a_model_chosen_on_one_page_is_the_model_of_every_page(ckpt_dir: Path) -> None:
+    shutil.copy(ckpt_dir / DEFAULT_CHECKPOINT.name, ckpt_dir / "other.safetensors")
+    shutil.copy(ckpt_dir / DEFAULT_CHECKPOINT.with_suffix(".json").name, ckpt_dir / "other.json")
+    at = _app().run()
+    _open(at, "train").run()
+    at.selectbox(key="model_choice").set_value("file:other").run()
+    _ok(at)
+    for path in _url_paths(at):
+        _open(at, path).run()
+        _ok(at)
+        assert at.session_state["model_choice"] == "file:other"
+        assert at.selectbox(key="model_choice").value == "file:other"
+        q = at.query_params["model"]
+        assert (q if isinstance(q, str) else q[-1]) == "other"
+    # a link names the model: every page of that session opens on it
+    link = _app()
+    link.query_params["model"] = "other"
+    link.run()
+    _ok(link)
+    assert link.session_state["model_choice"] == "file:other"
+    _open(link, "train").run()
+    assert link.session_state["model_choice"] == "file:other"
+    missing = _app()
+    missing.query_params["model"] = "nope"
+    missing.run()
+    _ok(missing)
+    assert missing.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
+    assert any("'nope'" in str(w.value) for w in missing.warning)

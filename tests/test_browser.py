@@ -111,6 +111,27 @@ def page(browser, app_url: str):  # type: ignore[no-untyped-def]
     pg.close()
 
 
+NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
+
+
+def _nav_titles(pg) -> list[str]:  # type: ignore[no-untyped-def]
+    """The pages in the navigation, by their titles, in order."""
+    pg.wait_for_selector(NAV_LINKS, timeout=30_000)
+    # a link reads "icon name\n\nTitle": keep the title
+    return [t.strip().splitlines()[-1].strip() for t in pg.locator(NAV_LINKS).all_inner_texts()]
+
+
+def _go_to(pg, title: str) -> None:  # type: ignore[no-untyped-def]
+    """Open a page by clicking its link in the navigation; wait until its run has finished."""
+    _wait_idle(pg)
+    link = pg.locator(NAV_LINKS).filter(has_text=title).first
+    href = link.get_attribute("href") or ""
+    link.click()
+    path = urlparse(href).path.rstrip("/")
+    pg.wait_for_function("p => window.location.pathname.replace(/\\/$/, '') === p", arg=path, timeout=30_000)
+    _wait_idle(pg)
+
+
 def _canvas_pixel(pg, x: float, y: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Page pixel of data point (x, y) on the main canvas, through Plotly's own axes."""
     pos = pg.evaluate(
@@ -139,20 +160,37 @@ def _wait_idle(pg) -> None:  # type: ignore[no-untyped-def]
         timeout=60_000)
 
 
-def _click(pg, x: float, y: float) -> float:  # type: ignore[no-untyped-def]
-    """Click data point (x, y) on an idle app; wait for the redrawn canvas; return click->redraw ms."""
+def _wait_points(pg, n: int) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the app's run has finished and its caption counts n context points.
+
+    The canvas is sent first in a run, so it can redraw before the caption below it
+    arrives: reading the count right after the redraw would race with the run.
+    """
+    _wait_idle(pg)
+    pg.wait_for_function(
+        "n => { const m = document.body.innerText.match(/(\\d+) context points? \\(max/);"
+        " return m && +m[1] === n; }",
+        arg=n, timeout=30_000)
+
+
+def _click(pg, x: float, y: float, expect: int | None = None) -> float:  # type: ignore[no-untyped-def]
+    """Click data point (x, y) on an idle app; wait for the redrawn canvas (and, with `expect`, for the
+    finished run to count that many points); return click -> redraw ms."""
     _wait_idle(pg)
     done = len(pg.evaluate("window.__iclebmLatencies || []"))
     px, py = _canvas_pixel(pg, x, y)
     pg.mouse.click(px, py)
     pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=30_000)
-    return float(pg.evaluate("window.__iclebmLatencies")[-1])
+    latency = float(pg.evaluate("window.__iclebmLatencies")[-1])
+    if expect is not None:
+        _wait_points(pg, expect)
+    return latency
 
 
 def test_click_adds_point_where_clicked_and_redraws(page) -> None:  # type: ignore[no-untyped-def]
     pg = page
     before = _heat_signature(pg)
-    latency = _click(pg, 3.0, -2.0)
+    latency = _click(pg, 3.0, -2.0, expect=1)
     pg.wait_for_function("() => /last click added/.test(document.body.innerText)", timeout=30_000)
     m = re.search(r"last click added \((-?[\d.]+), (-?[\d.]+)\)", pg.inner_text("body"))
     assert m, "the added point is not shown on the page"
@@ -162,7 +200,7 @@ def test_click_adds_point_where_clicked_and_redraws(page) -> None:  # type: igno
     assert _heat_signature(pg) != before, "the heatmap did not change after the click"
     latencies = [latency]
     for i, (cx, cy) in enumerate([(-5.0, 4.0), (0.5, 0.5), (6.0, 6.0), (-7.5, -3.0)]):
-        latencies.append(_click(pg, cx, cy))
+        latencies.append(_click(pg, cx, cy, expect=i + 2))
         assert _n_points(pg) == i + 2
     pg.screenshot(path=str(ARTIFACTS / "click.png"), full_page=False)
     med = statistics.median(latencies[1:])
@@ -184,7 +222,8 @@ def test_click_latency_with_a_long_context_from_a_share_link(page, app_url: str)
     pg.wait_for_function("() => /63 context points/.test(document.body.innerText)", timeout=90_000)
     pg.wait_for_function("() => document.querySelector('.iclebm-canvas')?.dataset.rendered !== undefined",
                          timeout=30_000)
-    latencies = [_click(pg, 2.0, 2.0), _click(pg, -2.0, 2.0), _click(pg, 2.0, -2.0)]
+    latencies = [_click(pg, 2.0, 2.0, expect=64), _click(pg, -2.0, 2.0, expect=64),
+                 _click(pg, 2.0, -2.0, expect=64)]
     assert _n_points(pg) == 64  # the model reads 64: the oldest point made way
     assert "kept the newest 64" in pg.inner_text("body")
     _wait_idle(pg)
@@ -245,6 +284,7 @@ def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untype
 
 def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-untyped-def]
     pg = page
+    _go_to(pg, "Train")
     pg.locator(".st-key-tr_new button").first.click()
     pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
     pg.locator(".st-key-tr_play button").first.click()
@@ -266,3 +306,59 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
     chart.evaluate("e => e.scrollIntoView({block: 'center'})")
     pg.screenshot(path=str(ARTIFACTS / "training.png"), full_page=False)
     pg.locator(".st-key-tr_pause button").first.click()
+
+
+def test_every_page_opens_through_the_navigation(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    _click(pg, 1.0, 1.0, expect=1)
+    titles = _nav_titles(pg)
+    assert titles[0] == "Density" and "Train" in titles, titles
+    for title in titles[1:] + titles[:1]:  # every registered page, ending back on Density
+        _go_to(pg, title)
+        assert pg.locator('[data-testid="stException"]').count() == 0, title
+        assert "Traceback" not in pg.inner_text("body"), title
+        assert pg.locator('[data-testid="stSidebar"]').get_by_text("Checkpoint").count() >= 1, title
+        pg.screenshot(path=str(ARTIFACTS / f"page-{title.lower()}.png"), full_page=False)
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=60_000)
+    _wait_points(pg, 1)  # the context survived the tour
+    assert urlparse(pg.url).path.rstrip("/") == "" and "pts" in parse_qs(urlparse(pg.url).query)
+
+
+def test_a_link_reopens_the_same_page_and_view(page, browser) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    _go_to(pg, "Train")
+    pg.locator(".st-key-tr_mode").get_by_text("fine-tune the loaded model").click()
+    _wait_idle(pg)
+    batch = pg.locator(".st-key-tr_batch input")
+    batch.fill("5")
+    batch.press("Enter")
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('batch') === '5'", timeout=30_000)
+    link = pg.url
+    assert urlparse(link).path.rstrip("/").endswith("/train") and "mode=finetune" in link
+    other = browser.new_page(viewport={"width": 1500, "height": 1100})  # a new session opens the link
+    try:
+        other.goto(link)
+        other.wait_for_selector(".st-key-tr_batch input", timeout=90_000)
+        _wait_idle(other)
+        assert other.locator(".st-key-tr_batch input").input_value() == "5"
+        assert other.locator(".st-key-tr_mode input[type=radio]").nth(1).is_checked()
+        assert "Train a model live" in other.inner_text("body")
+    finally:
+        other.close()
+
+
+def test_clicks_during_a_rerun_are_not_lost(page) -> None:  # type: ignore[no-untyped-def]
+    """Quick clicks land while the previous click's run is still going; every one must count."""
+    pg = page
+    _wait_idle(pg)
+    targets = [(-6.0, -6.0), (-2.0, 5.0), (4.0, -1.0), (7.0, 7.0)]
+    for x, y in targets:
+        px, py = _canvas_pixel(pg, x, y)
+        pg.mouse.click(px, py)
+        pg.wait_for_timeout(60)  # faster than a run: the next click arrives mid-run
+    _wait_points(pg, len(targets))
+    shared = parse_qs(urlparse(pg.url).query)["pts"][0].split(";")
+    got = [tuple(float(v) for v in p.split(",")) for p in shared]
+    assert len(got) == len(targets)
+    for (x, y), (gx, gy) in zip(targets, got, strict=True):
+        assert abs(gx - x) <= 0.01 * BOX_WIDTH and abs(gy - y) <= 0.01 * BOX_WIDTH, (targets, got)

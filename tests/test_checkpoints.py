@@ -241,3 +241,60 @@ def test_valid_file_whose_header_length_looks_like_a_pickle_magic(magic):
     assert found is not None and found.startswith(magic)
     loaded = load_checkpoint_bytes(found, name="lucky")
     assert_same_weights(model, loaded)
+
+
+# ---- content hash ----------------------------------------------------------------------
+
+
+def _flip_weight_byte(data: bytes, offset_in_data: int = 0) -> bytes:
+    """Flip the lowest bit of one byte of the tensor data (a float's low mantissa byte: stays finite)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    i = 8 + n + offset_in_data
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+
+
+def test_card_carries_a_content_hash_that_verifies(tmp_path):
+    model = tiny()
+    path = save_checkpoint(model, tmp_path / "m.safetensors", CARD)
+    digest = read_card(path)[checkpoints.HASH_KEY]
+    assert digest == checkpoints.weights_sha256(model.state_dict()) and len(digest) == 64
+    assert load_checkpoint(path).card[checkpoints.HASH_KEY] == digest
+    assert "verified" in checkpoints.integrity_note(load_checkpoint(path).card)
+    other = tiny(seed=1)
+    assert checkpoints.weights_sha256(other.state_dict()) != digest
+
+
+def test_shipped_checkpoint_with_a_flipped_byte_is_rejected(tmp_path):
+    shipped = checkpoints.DEFAULT_CHECKPOINT
+    assert checkpoints.HASH_KEY in read_card(shipped), "the shipped card should carry its content hash"
+    data = shipped.read_bytes()
+    for offset in (0, 1001, len(data) - 8 - struct.unpack("<Q", data[:8])[0] - 1):
+        copy = tmp_path / f"flipped{offset}.safetensors"
+        copy.write_bytes(_flip_weight_byte(data, offset))
+        with pytest.raises(CheckpointError, match="content hash"):
+            load_checkpoint(copy)  # no sidecar: the embedded card's hash
+        card_path(copy).write_text(card_path(shipped).read_text())
+        with pytest.raises(CheckpointError, match="content hash"):
+            load_checkpoint(copy)  # with the sidecar card
+    copy = tmp_path / "intact.safetensors"
+    copy.write_bytes(data)
+    assert_same_weights(load_checkpoint(copy), load_checkpoint(shipped))
+
+
+def test_upload_with_a_flipped_byte_is_rejected():
+    data = checkpoint_bytes(tiny(), CARD)
+    load_checkpoint_bytes(data)
+    with pytest.raises(CheckpointError, match="corrupted or was modified"):
+        load_checkpoint_bytes(_flip_weight_byte(data, 17), name="upload")
+
+
+def test_old_checkpoint_without_hash_still_loads(tmp_path):
+    model = tiny()
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    card = {**CARD, "model": model.config.to_dict()}
+    path = tmp_path / "old.safetensors"
+    path.write_bytes(st_save(tensors, metadata={checkpoints.CARD_KEY: json.dumps(card)}))
+    loaded = load_checkpoint(path)
+    assert_same_weights(model, loaded)
+    assert checkpoints.HASH_KEY not in loaded.card
+    assert "unverified" in checkpoints.integrity_note(loaded.card)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import iclebm.training as training
-from iclebm.live_training import BOUNDS, LiveTrainer, make_configs
 from iclebm.model import EnergyConfig, EnergyTransformer
+from iclebm.ui.live_training import BOUNDS, LiveTrainer, make_configs
 
 TINY = {"n_layer": 1, "d_model": 8, "batch_size": 2, "context_len": 4, "chains": 1, "langevin_steps": 2}
 

@@ -25,10 +25,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import TrainingDivergedError
-from .model import EnergyConfig, EnergyTransformer
-from .presets import get_preset
-from .training import TrainConfig, Trainer
+from ..errors import TrainingDivergedError
+from ..model import EnergyConfig, EnergyTransformer
+from ..presets import get_preset
+from ..training import TrainConfig, Trainer
 
 MODES = ("scratch", "finetune")
 # Widget bounds: absurd values cannot be entered in the UI, and `make_configs` clamps too.

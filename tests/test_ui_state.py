@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from iclebm import app_state as S
+from iclebm.ui import state as S
 
 BOX = (-12.0, 12.0)
 

@@ -1,5 +1,5 @@
 """Pure state updates for the explorer (no Streamlit): context edits, click and table
-validation, the context cap, and the share-link (URL query) round trip.
+validation, the context cap, and the share-link (URL query) round trips of the pages.
 
 Points are plain lists of (x, y) float pairs so they survive session state, JSON and
 URLs unchanged. Every update returns the new list plus messages for the user; the
@@ -300,3 +300,76 @@ def decode_share(
         if state.mixture is None:
             warnings.append("Ignored the link's mixture settings (unreadable).")
     return state, warnings
+
+
+# ---- the Train page's settings in a link ------------------------------------------------------
+
+TRAIN_MODES = ("scratch", "finetune")
+# setting -> URL key; the values are the Train page's form (see iclebm.ui.live_training.BOUNDS).
+TRAIN_URL_KEYS = {"lr": "lr", "batch_size": "batch", "chains": "chains", "langevin_steps": "lsteps",
+                  "step_size": "lstep", "noise_std": "lnoise", "n_layer": "layers", "d_model": "d"}
+TRAIN_INTS = frozenset({"batch_size", "chains", "langevin_steps", "n_layer", "d_model"})
+# Settings the form offers as a fixed list of choices.
+TRAIN_CHOICES: dict[str, tuple[float, ...]] = {
+    "lr": (1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2),
+    "d_model": (8, 16, 32, 48, 64, 96, 128),
+}
+
+
+@dataclass
+class TrainState:
+    """What a Train-page link restores: the start mode and the form's settings."""
+
+    mode: str = "scratch"
+    settings: dict[str, float] = field(default_factory=dict)  # name -> value, names of TRAIN_URL_KEYS
+
+
+def encode_train(state: TrainState, defaults: Mapping[str, Any]) -> dict[str, str]:
+    """Query parameters for the settings that differ from `defaults` (short links)."""
+    q: dict[str, str] = {}
+    if state.mode != "scratch":
+        q["mode"] = state.mode
+    for name, key in TRAIN_URL_KEYS.items():
+        value = state.settings.get(name)
+        if value is None or value == defaults.get(name):
+            continue
+        q[key] = str(int(value)) if name in TRAIN_INTS else f"{float(value):g}"
+    return q
+
+
+def decode_train(
+    params: Mapping[str, Any], defaults: Mapping[str, Any], bounds: Mapping[str, tuple[float, float]]
+) -> tuple[TrainState, list[str]]:
+    """Parse a Train link leniently: a bad value keeps its default and adds a warning."""
+    state = TrainState(settings={name: defaults[name] for name in TRAIN_URL_KEYS})
+    warnings: list[str] = []
+    mode = _first(params.get("mode"))
+    if mode is not None:
+        if mode in TRAIN_MODES:
+            state.mode = mode
+        else:
+            warnings.append(f"Unknown training mode {mode!r} in the link; starting from scratch.")
+    for name, key in TRAIN_URL_KEYS.items():
+        raw = _first(params.get(key))
+        if raw is None:
+            continue
+        value = parse_number(raw)
+        lo, hi = bounds[name]
+        ok = value is not None and lo <= value <= hi
+        if ok and name in TRAIN_INTS:
+            ok = float(value).is_integer()  # type: ignore[arg-type]
+        if ok and name in TRAIN_CHOICES:
+            ok = any(math.isclose(value, c, rel_tol=1e-9) for c in TRAIN_CHOICES[name])  # type: ignore[arg-type]
+        if not ok:
+            warnings.append(f"Ignored the link's {key}={raw!r} (allowed: {_allowed(name, lo, hi)}).")
+            continue
+        if name in TRAIN_CHOICES:
+            value = min(TRAIN_CHOICES[name], key=lambda c: abs(c - value))  # type: ignore[operator]
+        state.settings[name] = int(value) if name in TRAIN_INTS else float(value)  # type: ignore[arg-type]
+    return state, warnings
+
+
+def _allowed(name: str, lo: float, hi: float) -> str:
+    if name in TRAIN_CHOICES:
+        return ", ".join(f"{c:g}" for c in TRAIN_CHOICES[name])
+    return f"{'integers ' if name in TRAIN_INTS else ''}{lo:g} to {hi:g}"

@@ -76,6 +76,10 @@ export default function (component) {
   const mem = (store[data.canvas_id] = store[data.canvas_id] || {});
   let cancelled = false;
 
+  // Clicks not yet applied by Python: each trigger carries all of them, because
+  // Streamlit keeps only the newest trigger when several queue up during a busy run.
+  mem.pending = (mem.pending || []).filter((c) => data.ack === undefined || data.ack === null
+                                           || c.seq > data.ack);
   const tArrive = performance.now();
   if (mem.clickT !== undefined) mem.arriveMs = tArrive - mem.clickT;
   waitForPlotly(20000).then((Plotly) => {
@@ -132,7 +136,9 @@ export default function (component) {
     mem.clickT = performance.now();
     mem.clickRev = d.revision;
     mem.seq = (mem.seq || 0) + 1;
-    root._iclebmSet("click", { x: p.x, y: p.y, seq: mem.seq, t: Date.now() });
+    const click = { x: p.x, y: p.y, seq: mem.seq, t: Date.now() };
+    mem.pending = (mem.pending || []).concat([click]);
+    root._iclebmSet("click", Object.assign({ clicks: mem.pending.slice() }, click));
   };
   const onDown = (ev) => {
     const d = root._iclebmData;
@@ -223,6 +229,7 @@ def plotly_canvas(
         "figure_id": figure_id or str(hash(payload)),
         "canvas_id": key,
         "plotly_ready": ready,
+        "ack": st.session_state.get(_ack_key(key)),  # the browser forgets clicks up to this seq
     }
     result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None),
                     on_ready_change=lambda: None)
@@ -238,6 +245,40 @@ def clicked_point(key: str) -> dict | None:
     else:
         value = getattr(state, "click", None)
     return _as_click(value)
+
+
+def _ack_key(key: str) -> str:
+    return f"_{key}_clicks_done"
+
+
+def new_clicks(key: str) -> list[dict]:
+    """Inside canvas `key`'s on_click callback: every click not applied yet, oldest first.
+
+    Marks them applied (the next render tells the browser to forget them). Use this rather
+    than `clicked_point`: two clicks during one busy run reach Python as one trigger.
+    """
+    clicks, ack = unapplied_clicks(clicked_point(key), st.session_state.get(_ack_key(key)))
+    st.session_state[_ack_key(key)] = ack
+    return clicks
+
+
+def unapplied_clicks(payload: dict | None, ack: int | None) -> tuple[list[dict], int | None]:
+    """(clicks with seq > ack in seq order, new ack) from a click payload {x, y, seq, clicks: [...]}.
+
+    A payload whose newest seq is below `ack` comes from a browser that restarted its
+    count (a new page): it is taken whole.
+    """
+    if payload is None:
+        return [], ack
+    raw = payload.get("clicks")
+    items = [c for c in (raw if isinstance(raw, list) else [payload]) if _as_click(c) is not None]
+    seqs = [c.get("seq") for c in items]
+    if not items or not all(isinstance(q, int) and not isinstance(q, bool) for q in seqs):
+        return ([payload] if _as_click(payload) else []), ack  # no sequence numbers: just this click
+    if ack is not None and max(seqs) < ack:
+        ack = None
+    fresh = sorted((c for c in items if ack is None or c["seq"] > ack), key=lambda c: c["seq"])
+    return fresh, max(seqs) if ack is None else max(ack, *seqs)
 
 
 def _as_click(value: Any) -> dict | None:

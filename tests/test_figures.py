@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iclebm import plots as P
+from iclebm.ui import figures as P
 
 BOX = (-12.0, 12.0)
 R = 20

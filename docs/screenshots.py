@@ -1,0 +1,138 @@
+"""Save one screenshot per page of the app to docs/page-<title>.png (for the README).
+
+    python docs/screenshots.py                 # every page in the navigation
+    python docs/screenshots.py --pages Train   # only these
+
+Starts `streamlit run app.py` on a free port and drives Debian's Chromium (headless) with
+Playwright. The pages are read from the app's own navigation, so a page added to PAGES in
+app.py is picked up without touching this script. PREPARE holds optional per-page steps
+that put something worth seeing on the page first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
+NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
+VIEWPORT = {"width": 1500, "height": 1000}
+
+
+def wait_idle(pg, timeout_ms: int = 120_000) -> None:  # type: ignore[no-untyped-def]
+    """Until the app's script run has finished."""
+    pg.wait_for_timeout(150)
+    pg.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
+        timeout=timeout_ms)
+
+
+def prepare_density(pg) -> None:  # type: ignore[no-untyped-def]
+    """Draw a random mixture (32 points) and wait for the redrawn canvas."""
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=120_000)
+    pg.locator(".st-key-mix_draw button").first.click()
+    pg.wait_for_function("() => /32 context points/.test(document.body.innerText)", timeout=120_000)
+    wait_idle(pg)
+    pg.wait_for_timeout(500)  # Plotly's last paint
+
+
+def prepare_train(pg) -> None:  # type: ignore[no-untyped-def]
+    """Make a trainer and run a few steps so the loss chart has something to show."""
+    pg.locator(".st-key-tr_new button").first.click()
+    pg.wait_for_selector(".st-key-tr_step button:not([disabled])", timeout=120_000)
+    for _ in range(5):
+        pg.locator(".st-key-tr_step button").first.click()
+        wait_idle(pg)
+    pg.wait_for_timeout(500)
+
+
+# page title -> steps to run after opening it (pages without an entry are shot as they open)
+PREPARE: dict[str, Callable] = {"Density": prepare_density, "Train": prepare_train}
+
+
+def slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def app_server() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("streamlit did not start")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # only the server started here (its own session)
+        proc.wait(timeout=10)
+
+
+def page_titles(pg) -> list[str]:  # type: ignore[no-untyped-def]
+    pg.wait_for_selector(NAV_LINKS, timeout=120_000)
+    # a link reads "icon name\n\nTitle": keep the title
+    return [t.strip().splitlines()[-1].strip() for t in pg.locator(NAV_LINKS).all_inner_texts()]
+
+
+def shoot(only: list[str] | None = None) -> list[Path]:
+    from playwright.sync_api import sync_playwright
+
+    saved = []
+    with app_server() as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        pg = browser.new_page(viewport=VIEWPORT)
+        pg.goto(url)
+        for title in page_titles(pg):
+            if only and title not in only:
+                continue
+            pg.locator(NAV_LINKS).filter(has_text=title).first.click()
+            wait_idle(pg)
+            if title in PREPARE:
+                PREPARE[title](pg)
+            pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+            out = DOCS / f"page-{slug(title)}.png"
+            pg.screenshot(path=str(out), full_page=False)
+            saved.append(out)
+            print(f"saved {out.relative_to(ROOT)}")
+        browser.close()
+    return saved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pages", nargs="*", help="page titles to shoot (default: all)")
+    args = parser.parse_args()
+    shoot(args.pages)
+
+
+if __name__ == "__main__":
+    main()

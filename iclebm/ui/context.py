@@ -1,0 +1,57 @@
+"""The context D that the pages share: the points (and the mixture they were drawn from).
+
+The Density page edits it; other pages read it (the Train page draws the trained model's
+landscape on it). Points are a list of (x, y) floats in `st.session_state["points"]`;
+`pts_version` changes on every edit and keys the points table and the canvas revision.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from .. import landscape as L
+from ..tasks import GaussianMixture
+from . import compute
+from .guard import flash
+
+
+def init_context() -> None:
+    ss = st.session_state
+    ss.setdefault("points", [])
+    ss.setdefault("pts_version", 0)
+    ss.setdefault("scrub_all", True)
+    ss.setdefault("mixture", None)  # {"k", "spread", "width", "seed"} of the drawn mixture
+
+
+def points() -> list[tuple[float, float]]:
+    return list(st.session_state.get("points", []))
+
+
+def set_points(pts: list, note: str | None = None, level: str = "info") -> None:
+    """Replace the context; bumps the version that keys the table and canvas revision."""
+    ss = st.session_state
+    ss["points"] = [(float(x), float(y)) for x, y in pts]
+    ss["pts_version"] = ss.get("pts_version", 0) + 1
+    ss["scrub_all"] = True
+    if note:
+        flash(level, note)
+
+
+def current_mixture() -> GaussianMixture | None:
+    """The drawn mixture the points came from (None when they were clicked or loaded)."""
+    mix = st.session_state.get("mixture")
+    if not mix:
+        return None
+    task, _ = L.draw_mixture(mix["k"], mix["spread"], tuple(mix["width"]), mix["seed"], 0,
+                             mix.get("limit", 8.0))
+    return task
+
+
+def true_density_grid(box: tuple[float, float], res: int) -> np.ndarray | None:
+    """The drawn mixture's exact log density on the landscape grid (None without a mixture)."""
+    mix = current_mixture()
+    if mix is None:
+        return None
+    means = tuple(map(tuple, mix.means.tolist()))
+    return compute.true_density(means, tuple(mix.stds.tolist()), box, res)

@@ -1,0 +1,469 @@
+"""Density: click points onto the plane and watch the frozen model's energy landscape
+E(x | context) reshape itself around them; film strip, Langevin sampler and ICL curve.
+
+Speed: the main canvas is computed and sent first in every run (the browser redraws it
+while the rest of the page is still being built), and every landscape is memoised by
+(model, context, settings), so a widget that does not touch the landscape never
+recomputes it.
+
+URL (share link): pts, view, log, contours, arrows, n (scrubbed prefix), mix (drawn
+mixture), plus the shared model; see `iclebm.ui.state.encode_share`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from ... import landscape as L
+from ...evaluate import nll_curve_for_task
+from ...model import EnergyTransformer
+from ...sampling import SamplerConfig
+from ...tasks import PROBE_FAMILIES, MixturePrior
+from .. import compute, share
+from .. import figures as P
+from .. import state as S
+from ..canvas import figure_payload, new_clicks, plotly_canvas
+from ..context import current_mixture, set_points, true_density_grid
+from ..guard import flash, guarded, show_flash
+from ..models import AppContext
+
+PAGE = "density"
+CANVAS_KEY = "canvas"
+FEED_TICK_S = 0.8
+# Widgets keep their values while another page is shown.
+KEEP = "session"
+
+
+def render(ctx: AppContext) -> None:
+    ss = st.session_state
+    init_state()
+    model, model_key, box, max_context = ctx.model, ctx.model_key, ctx.box, ctx.max_context
+    ss["_box"], ss["_max_context"] = box, max_context
+    restore_link(box, max_context)
+    apply_table_edits()
+    if len(ss["points"]) > max_context:  # e.g. a smaller model was selected
+        pts, msg = S.cap_context(ss["points"], max_context)
+        set_points(pts, msg, "warning")
+
+    st.markdown("### ⚡ In-context energy landscapes")
+    st.caption("A frozen transformer reads your points as its context and outputs an energy E(x | context); "
+               "exp(−E) is a density that adapts to them. **Click the picture to add a point.**")
+    view_controls()
+    main_col, side_col = st.columns([1.55, 1], gap="medium")
+    with main_col:
+        show_flash()
+        with guarded("Drawing the landscape"):
+            canvas_panel(model, model_key, box)
+    with side_col:
+        with guarded("Context"):
+            context_panel(box, max_context)
+        with guarded("Random mixture"):
+            mixture_panel(model, max_context)
+        with guarded("Probe shapes"):
+            probe_panel(max_context)
+    with guarded("Film strip"):
+        film_strip_panel(model, model_key, box)
+    lcol, rcol = st.columns([1.3, 1], gap="medium")
+    with lcol, guarded("Langevin sampler"):
+        langevin_panel(model, model_key, box)
+    with rcol, guarded("ICL curve"):
+        icl_panel(model, model_key, box)
+    st.caption("Train a model live, save it or switch to it on the **Train** page.")
+    with guarded("Share link"):
+        publish_link()
+
+
+# ---- page state and its share link ---------------------------------------------------------
+
+
+def init_state() -> None:
+    ss = st.session_state
+    ss.setdefault("feed_queue", [])
+    ss.setdefault("feeding", False)
+    ss.setdefault("view", "energy")
+    ss.setdefault("log_scale", False)
+    ss.setdefault("contours", True)
+    ss.setdefault("arrows", True)
+    ss.setdefault("resolution", 100)
+
+
+def restore_link(box: tuple[float, float], max_context: int) -> None:
+    """The first time the page runs in a session: restore the context and settings from the URL."""
+    params = share.restore_once(PAGE)
+    if not params:
+        return
+    ss = st.session_state
+    link, warnings = S.decode_share(params, box, max_context)
+    for w in warnings:
+        flash("warning", w)
+    ss["points"] = link.points
+    ss["view"], ss["log_scale"] = link.view, link.log
+    ss["contours"], ss["arrows"] = link.contours, link.arrows
+    if link.n_shown is not None and link.n_shown < len(link.points):
+        ss["scrub_all"], ss["n_scrub"] = False, link.n_shown
+    if link.mixture:
+        ss["mixture"] = link.mixture
+
+
+def page_state() -> S.ShareState:
+    """The page's view as one state object (the model is added by `share.publish`)."""
+    ss = st.session_state
+    return S.ShareState(
+        points=list(ss["points"]), view=ss["view"], log=bool(ss["log_scale"]), contours=bool(ss["contours"]),
+        arrows=bool(ss["arrows"]), model=None,
+        n_shown=None if ss["scrub_all"] else int(ss.get("n_scrub", len(ss["points"]))),
+        mixture=ss.get("mixture"),
+    )
+
+
+def publish_link() -> None:
+    share.publish(S.encode_share(page_state()))
+
+
+# ---- callbacks (run before the script, so the page drawn next already shows the change) ----
+
+
+def on_canvas_click() -> None:
+    """Add every click not applied yet (clicks made during a busy run arrive together)."""
+    ss = st.session_state
+    box, cap = ss["_box"], ss["_max_context"]
+    for click in new_clicks(CANVAS_KEY):
+        point, problem = S.click_to_point(click, box)
+        if problem:
+            flash("warning", problem)
+            continue
+        assert point is not None
+        pts, msg = S.add_point(ss["points"], point[0], point[1], box, cap)
+        set_points(pts, msg, "warning")
+        ss["last_added"] = point
+
+
+def on_undo() -> None:
+    set_points(S.undo_point(st.session_state["points"]))
+
+
+def on_clear() -> None:
+    st.session_state["feed_queue"], st.session_state["feeding"] = [], False
+    st.session_state["mixture"] = None
+    set_points([])
+
+
+def table_key() -> str:
+    # The version in the key gives a fresh editor whenever the context changes elsewhere.
+    return f"table-{st.session_state['pts_version']}"
+
+
+def apply_table_edits() -> None:
+    """Apply the points table's pending edits before anything is drawn.
+
+    Done in the script body rather than an on_change callback so that edits seeded
+    through session state (AppTest) take the same path as edits from the browser.
+    """
+    ss = st.session_state
+    changes = ss.get(table_key())
+    if not isinstance(changes, dict) or not any(changes.get(k) for k in ("edited_rows", "added_rows",
+                                                                           "deleted_rows")):
+        return
+    result = S.apply_editor_changes(ss["points"], changes, ss["_box"], ss["_max_context"])
+    for m in result.messages:
+        flash("warning", m)
+    if result.changed:
+        set_points(result.points)
+    elif not result.pending:
+        ss["pts_version"] += 1  # redraw the table from the (unchanged) valid context
+
+
+def on_scrub() -> None:
+    ss = st.session_state
+    ss["scrub_all"] = int(ss.get("n_scrub", 0)) >= len(ss["points"])
+
+
+def view_controls() -> None:
+    ss = st.session_state
+    c1, c2, c3, c4, c5, c6, _ = st.columns([1.3, 0.9, 0.9, 1.1, 1.3, 1.1, 2.2], vertical_alignment="center")
+    c1.segmented_control("Show", list(S.VIEWS), key="view", persist_state=KEEP, label_visibility="collapsed",
+                         required=True)
+    c2.toggle("log scale", key="log_scale", persist_state=KEEP)
+    c3.toggle("contours", key="contours", persist_state=KEEP)
+    c4.toggle("−∇E arrows", key="arrows", persist_state=KEEP)
+    c5.toggle("true density", key="show_true", persist_state=KEEP, value=True,
+              disabled=ss.get("mixture") is None)
+    c6.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", persist_state=KEEP,
+                 label_visibility="collapsed",
+                 format_func=lambda r: f"{r}×{r}")
+
+
+def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
+    ss = st.session_state
+    pts = list(ss["points"])
+    n = len(pts)
+    n_shown = n if ss["scrub_all"] else max(0, min(int(ss.get("n_scrub", n)), n))
+    shown = tuple(pts[:n_shown])
+    res = int(ss["resolution"])
+    land = compute.landscape(model_key, model, tuple(map(tuple, shown)), box, res, 20 if ss["arrows"] else 0)
+    true_lp = true_density_grid(box, res) if ss.get("show_true", True) else None
+    title = f"{'E' if ss['view'] == 'energy' else 'p'}(x | {n_shown} of {n} points)"
+    fig = P.landscape_figure(
+        land.xs, land.energy, land.log_density, box, kind=ss["view"], log=bool(ss["log_scale"]),
+        contours=bool(ss["contours"]), arrows=(land.arrow_xy, land.arrow_uv) if ss["arrows"] else None,
+        points=np.asarray(pts, dtype=np.float64).reshape(-1, 2) if pts else None, n_shown=n_shown,
+        true_log_density=true_lp, title=title, height=640,
+    )
+    plotly_canvas(fig, key=CANVAS_KEY, height=640, clickable=True, revision=int(ss["pts_version"]),
+                  on_click=on_canvas_click)
+    last = ss.get("last_added")
+    info = f"{n} context point{'s' if n != 1 else ''} (max {model.config.max_context})"
+    if last is not None:
+        info += f" · last click added ({last[0]:.3f}, {last[1]:.3f})"
+    info += f" · landscape {res}×{res} computed in {land.seconds * 1000:.0f} ms"
+    st.caption(info, help="Click anywhere on the picture to add a context point there.")
+
+
+def context_panel(box: tuple[float, float], max_context: int) -> None:
+    ss = st.session_state
+    c1, c2 = st.columns(2)
+    c1.button("↶ Undo", on_click=on_undo, disabled=not ss["points"], width="stretch", key="undo")
+    c2.button("✕ Clear", on_click=on_clear, width="stretch", key="clear",
+              disabled=not ss["points"] and not ss["feed_queue"])
+    key = table_key()
+    pts = ss["points"]
+    df = pd.DataFrame({"#": pd.Series(range(1, len(pts) + 1), dtype="Int64"),
+                       "x": pd.Series([p[0] for p in pts], dtype=float),
+                       "y": pd.Series([p[1] for p in pts], dtype=float)})
+    lo, hi = box
+    st.data_editor(
+        df, key=key, num_rows="dynamic", height=230, width="stretch", hide_index=True, disabled=["#"],
+        column_config={
+            "#": st.column_config.NumberColumn("#", width="small", help="order in the context"),
+            "x": st.column_config.NumberColumn("x", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
+            "y": st.column_config.NumberColumn("y", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
+        },
+    )
+    st.caption(f"Edit, add or delete rows; values must be finite numbers inside [{lo:g}, {hi:g}]. "
+               f"The model reads at most {max_context} points: beyond that the oldest are dropped.")
+
+
+def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
+    ss = st.session_state
+    prior = MixturePrior.from_card((model.card or {}).get("task") or {})
+    ss["_prior_limit"] = prior.mean_limit
+    k_default = prior.n_components if isinstance(prior.n_components, int) else prior.n_components[0]
+    spread_default = prior.mean_std if isinstance(prior.mean_std, float) else float(np.mean(prior.mean_std))
+    width_default = prior.component_std if isinstance(prior.component_std, tuple) else \
+        (prior.component_std, prior.component_std)
+    st.markdown("**Random Gaussian mixture** · defaults = the model's training prior")
+    c1, c2 = st.columns(2)
+    c1.number_input("components", 1, 8, int(k_default), key="mix_k", persist_state=KEEP)
+    c2.number_input("seed", 0, 10**6, 0, key="mix_seed", persist_state=KEEP)
+    c1.slider("spread of the means", 0.5, 6.0, float(spread_default), 0.1, key="mix_spread",
+              persist_state=KEEP)
+    c2.slider("component width", 0.1, 2.0, (float(width_default[0]), float(width_default[1])), 0.01,
+              key="mix_width", persist_state=KEEP)
+    c1.slider("points", 1, max_context, min(32, max_context), key="mix_n", persist_state=KEEP)
+    c2.radio("feed", ["all at once", "one at a time"], key="mix_mode", persist_state=KEEP, horizontal=True)
+    queue = ss["feed_queue"]
+    b1, b2, b3, b4 = st.columns(4)
+    b1.button("Draw", type="primary", width="stretch", on_click=on_draw_mixture, key="mix_draw",
+              help="Sample a task from these settings and feed its points into the context")
+    b2.button("▶ Play", width="stretch", disabled=not queue or ss["feeding"], key="mix_play",
+              on_click=on_feed_play)
+    b3.button("Pause", width="stretch", disabled=not ss["feeding"], key="mix_pause",
+              on_click=on_feed_pause)
+    b4.button("Step ▸", width="stretch", disabled=not queue, key="mix_step", on_click=feed_one)
+    if queue:
+        st.caption(f"{len(queue)} point(s) still to feed" + (" · playing" if ss["feeding"] else " · paused"))
+    if ss["feeding"] and queue:
+        feed_ticker()
+    elif ss["feeding"]:
+        ss["feeding"] = False
+
+
+def on_draw_mixture() -> None:
+    ss = st.session_state
+    box = ss["_box"]
+    width = ss.get("mix_width", (0.33, 0.5))
+    mix = {"k": int(ss.get("mix_k", 3)), "spread": float(ss.get("mix_spread", 3.0)),
+           "width": [float(width[0]), float(width[1])], "seed": int(ss.get("mix_seed", 0)),
+           "limit": float(ss.get("_prior_limit", 8.0))}
+    _, pts = L.draw_mixture(mix["k"], mix["spread"], tuple(mix["width"]), mix["seed"],
+                            int(ss.get("mix_n", 32)), mix["limit"])
+    pts = np.clip(pts, box[0], box[1])  # the prior keeps means inside; a far tail point is clamped
+    ss["mixture"] = mix
+    if ss.get("mix_mode", "all at once") == "all at once":
+        ss["feed_queue"], ss["feeding"] = [], False
+        set_points(pts.tolist())
+    else:
+        set_points([])
+        ss["feed_queue"], ss["feeding"] = pts.tolist(), True
+        ss["_last_feed"] = time.monotonic()
+
+
+def on_feed_play() -> None:
+    st.session_state["feeding"] = True
+
+
+def on_feed_pause() -> None:
+    st.session_state["feeding"] = False
+
+
+def feed_one() -> None:
+    ss = st.session_state
+    if not ss["feed_queue"]:
+        return
+    x, y = ss["feed_queue"].pop(0)
+    pts, msg = S.add_point(ss["points"], x, y, ss["_box"], ss["_max_context"])
+    set_points(pts, msg, "warning")
+    ss["_last_feed"] = time.monotonic()
+
+
+@st.fragment(run_every=FEED_TICK_S)
+def feed_ticker() -> None:
+    """Feeds one point per tick while playing; a full rerun then redraws the canvas.
+
+    The fragment also runs inside every full run; the clock check keeps those runs
+    (including the one each feed triggers) from feeding a second point at once.
+    """
+    ss = st.session_state
+    if not ss.get("feeding") or not ss.get("feed_queue"):
+        return
+    if time.monotonic() - ss.get("_last_feed", 0.0) < 0.9 * FEED_TICK_S:
+        return
+    feed_one()
+    st.rerun()
+
+
+def probe_panel(max_context: int) -> None:
+    st.markdown("**Probe shapes** (never seen in training)")
+    c1, c2, c3 = st.columns([1.6, 1, 1])
+    c1.selectbox("shape", sorted(PROBE_FAMILIES), key="probe_family", persist_state=KEEP,
+                 label_visibility="collapsed")
+    c2.number_input("points", 1, max_context, min(48, max_context), key="probe_n", persist_state=KEEP,
+                    label_visibility="collapsed")
+    c3.button("Load", width="stretch", key="probe_load", on_click=on_load_probe)
+
+
+def on_load_probe() -> None:
+    ss = st.session_state
+    family = ss.get("probe_family") or sorted(PROBE_FAMILIES)[0]
+    pts = L.probe_points(family, int(ss.get("probe_n", 48)), int(ss.get("mix_seed", 0)))
+    ss["mixture"], ss["feed_queue"], ss["feeding"] = None, [], False
+    kept, msgs = S.add_points([], pts.tolist(), ss["_box"], ss["_max_context"])
+    for m in msgs:
+        flash("warning", m)
+    set_points(kept)
+
+
+def film_strip_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
+    ss = st.session_state
+    pts = list(ss["points"])
+    n = len(pts)
+    st.subheader("Film strip: the landscape sharpening as points arrive")
+    # 36 x 36 panels: small multiples need little resolution, and this run's leftover
+    # work delays the next click's redraw.
+    strip = compute.film_strip(model_key, model, tuple(map(tuple, pts)), box, 36)
+    if n > 0:
+        if ss["scrub_all"] or int(ss.get("n_scrub", n)) > n:
+            ss["n_scrub"] = n
+        st.slider("scrub n on the main canvas", 0, n, key="n_scrub", persist_state=KEEP, on_change=on_scrub,
+                  help="Show the landscape after the first n points; the rest fade out on the canvas.")
+    selected = n if ss["scrub_all"] else int(ss.get("n_scrub", n))
+    context = np.asarray(pts).reshape(-1, 2) if pts else None
+    fig = compute.session_memo(
+        "film_strip_fig", (model_key, tuple(pts), selected),
+        lambda: P.film_strip_figure(strip.xs, strip.log_density, strip.lengths, box, context,
+                                    selected=selected))
+    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key="film_strip")
+    st.caption(f"log p(x | first n points) for n = {', '.join(map(str, strip.lengths))}: one batched "
+               f"all-prefix call, {strip.seconds * 1000:.0f} ms.")
+
+
+def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
+    ss = st.session_state
+    st.subheader("Langevin sampler")
+    sampler = SamplerConfig.from_dict((model.card or {}).get("sampler") or {})
+    c1, c2, c3 = st.columns(3)
+    n_part = c1.number_input("particles", 10, 2000, 300, step=50, key="lv_n", persist_state=KEEP)
+    steps = c2.number_input("steps", 1, 1000, int(min(max(sampler.steps, 1), 1000)), step=10, key="lv_steps",
+                            persist_state=KEEP)
+    seed = c3.number_input("seed", 0, 10**6, 0, key="lv_seed", persist_state=KEEP)
+    step_size = c1.number_input("step size", 0.001, 1.0, float(min(max(sampler.step_size, 0.001), 1.0)),
+                                format="%.3f", key="lv_step", persist_state=KEEP)
+    noise = c2.number_input("noise std", 0.0, 2.0, float(min(max(sampler.noise_std, 0.0), 2.0)),
+                            format="%.3f", key="lv_noise", persist_state=KEEP)
+    init = c3.selectbox("start", L.INIT_KINDS, key="lv_init", persist_state=KEEP,
+                        help="uniform over the box, N(0, 3²), or at context points + N(0, 1)")
+    trails = c1.toggle("trails", key="lv_trails", persist_state=KEEP, value=False,
+                       help="Draw each particle's recent path")
+    pts = list(ss["points"])
+    n_shown = len(pts) if ss["scrub_all"] else int(ss.get("n_scrub", len(pts)))
+    context = pts[:n_shown]
+    if c2.button("▶ Run sampler", type="primary", key="lv_run", width="stretch"):
+        with st.spinner("Running Langevin chains…"):
+            traj = L.langevin_animation(
+                model, context, box, n_particles=int(n_part), steps=int(steps), step_size=float(step_size),
+                noise_std=float(noise), grad_clip=sampler.grad_clip, init=init, seed=int(seed), max_frames=60)
+        ss["lv_result"] = {"traj": traj, "context": context, "model_key": model_key, "trails": bool(trails)}
+    res = ss.get("lv_result")
+    if not res:
+        st.caption("Particles follow x ← x − step·∇E + noise·ε under the current context; press Run, then ▶ "
+                   "play in the figure.")
+        return
+    if res["model_key"] != model_key or res["context"] != context:
+        st.caption("The context or model changed since this run: press Run to sample again.")
+    traj: L.Trajectory = res["traj"]
+    rctx = res["context"]
+    mix = current_mixture()
+
+    def figure_json() -> str:
+        land = compute.landscape(res["model_key"], model, tuple(map(tuple, rctx)), box, 80, 0)
+        true_lp = true_density_grid(box, 240)  # finer than the landscape: thin contour lines in the image
+        fig = P.langevin_figure(
+            land.xs, land.energy, land.log_density, box, traj.positions, traj.steps.tolist(), kind="density",
+            log=True, points=np.asarray(rctx).reshape(-1, 2) if rctx else None, true_log_density=true_lp,
+            trails=6 if res["trails"] else 0, height=560)
+        return figure_payload(fig)
+
+    # Built once per run of the sampler: an identical payload is also what lets Streamlit's
+    # message cache send later reruns as a hash reference instead of ~2 MB of frames.
+    payload = compute.session_memo("langevin_fig", (id(traj), json.dumps(ss.get("mixture"))), figure_json)
+    plotly_canvas(payload, key="langevin", height=560, clickable=False, revision=0)
+    st.caption(f"{traj.positions.shape[1]} particles × {int(traj.steps[-1])} steps in {traj.seconds:.1f} s; "
+               f"{len(traj.steps)} frames animate in the browser.")
+    if mix is not None:
+        rep = L.sample_report(mix, traj.positions[-1])
+        st.markdown(
+            f"Final particles vs the true mixture: mean true log p **{rep['particles_mean_log_p']:.2f}** "
+            f"(exact samples: {rep['exact_mean_log_p']:.2f}); "
+            f"{100 * rep['share_near_a_component']:.0f}% within 3σ of a component.")
+
+
+def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
+    ss = st.session_state
+    st.subheader("ICL curve")
+    mix = current_mixture()
+    pts = list(ss["points"])
+    if mix is None or not pts:
+        st.caption("Draw a random mixture to compare the model's in-context NLL with the oracle, KDE and "
+                   "EM baselines as n grows.")
+        return
+    st.caption("NLL of 500 fresh points from the drawn mixture, given the first n context points.")
+    sig = (model_key, json.dumps(ss["mixture"], sort_keys=True), tuple(map(tuple, pts)))
+    if st.button("Compute ICL curve", key="icl_run"):
+        with st.spinner("Evaluating the model and baselines…"):
+            ns = L.film_strip_lengths(len(pts))
+            curve = nll_curve_for_task(model, mix, torch.tensor(pts, dtype=torch.float32), ns, n_test=500,
+                                       box=box, resolution=120, seed=0)
+        ss["icl_result"] = {"sig": sig, "curve": curve}
+    res = ss.get("icl_result")
+    if res:
+        if res["sig"] != sig:
+            st.caption("The context or model changed since this curve was computed.")
+        st.plotly_chart(P.icl_curve_figure(res["curve"]), width="stretch", key="icl_chart")
+
+

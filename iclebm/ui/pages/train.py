@@ -1,0 +1,258 @@
+"""Train: train a small model live in a background thread, or fine-tune a copy of the
+selected one; watch the loss and the landscape on the current context; switch every page
+to the result, save it to checkpoints/ or download it. Below: the checkpoints on disk.
+
+URL (share link): mode, lr, batch, chains, lsteps, lstep, lnoise, layers, d (only the
+settings that differ from the defaults), plus the shared model; see
+`iclebm.ui.state.encode_train`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import streamlit as st
+
+from ... import landscape as L
+from ...checkpoints import checkpoint_bytes, read_card, save_checkpoint
+from ...errors import CheckpointError
+from ...model import EnergyTransformer
+from .. import figures as P
+from .. import share
+from .. import state as S
+from ..guard import flash, guarded, show_flash
+from ..live_training import BOUNDS, FAST_DEFAULTS, LiveTrainer
+from ..models import AppContext, add_session_model, checkpoint_dir, default_path, file_options, switch_model
+
+PAGE = "train"
+TRAIN_REFRESH_S = 2.0
+KEEP = "session"  # widgets keep their values while another page is shown
+MODE_LABELS = {"scratch": "scratch (small preset)", "finetune": "fine-tune the loaded model"}
+# form widget key -> setting name (the names of FAST_DEFAULTS / BOUNDS / state.TRAIN_URL_KEYS)
+FORM = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains", "tr_lsteps": "langevin_steps",
+        "tr_lstep": "step_size", "tr_lnoise": "noise_std", "tr_layers": "n_layer", "tr_d": "d_model"}
+
+
+def render(ctx: AppContext) -> None:
+    restore_link()
+    st.markdown("### Train a model live")
+    st.caption("Contrastive divergence in a background thread of this browser session; the rest of the "
+               "app stays usable. The landscape beside the loss is drawn on the Density page's context.")
+    show_flash()
+    with guarded("Live training"):
+        training_panel(ctx.model, ctx.box)
+    with guarded("Checkpoints"):
+        checkpoints_panel()
+    with guarded("Share link"):
+        share.publish(S.encode_train(page_state(), FAST_DEFAULTS))
+
+
+# ---- page state and its share link ---------------------------------------------------------
+
+
+def restore_link() -> None:
+    """The first time the page runs in a session: the training form from the URL."""
+    params = share.restore_once(PAGE)
+    if not params:
+        return
+    link, warnings = S.decode_train(params, FAST_DEFAULTS, BOUNDS)
+    for w in warnings:
+        flash("warning", w)
+    ss = st.session_state
+    ss["tr_mode"] = MODE_LABELS[link.mode]
+    for key, name in FORM.items():
+        ss[key] = link.settings[name]
+
+
+def page_state() -> S.TrainState:
+    ss = st.session_state
+    label = ss.get("tr_mode", MODE_LABELS["scratch"])
+    mode = next((m for m, lab in MODE_LABELS.items() if lab == label), "scratch")
+    return S.TrainState(mode, {name: ss.get(key, FAST_DEFAULTS[name]) for key, name in FORM.items()})
+
+
+# ---- live training ---------------------------------------------------------------------------
+
+
+def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) -> None:
+    ss = st.session_state
+    st.subheader("Live training")
+    c = st.columns([1.3, 1, 1, 1, 1, 1])
+    mode = c[0].radio("start from", list(MODE_LABELS.values()), key="tr_mode", persist_state=KEEP)
+    lr = c[1].select_slider("learning rate", S.TRAIN_CHOICES["lr"], value=FAST_DEFAULTS["lr"], key="tr_lr",
+                            format_func=lambda v: f"{v:g}", persist_state=KEEP)
+    batch = c[1].number_input("batch (tasks)", *map(int, BOUNDS["batch_size"]), FAST_DEFAULTS["batch_size"],
+                              key="tr_batch", persist_state=KEEP)
+    chains = c[2].number_input("chains / position", *map(int, BOUNDS["chains"]), FAST_DEFAULTS["chains"],
+                               key="tr_chains", persist_state=KEEP)
+    lsteps = c[2].number_input("Langevin steps", *map(int, BOUNDS["langevin_steps"]),
+                               FAST_DEFAULTS["langevin_steps"], key="tr_lsteps", persist_state=KEEP)
+    lstep = c[3].number_input("Langevin step size", *BOUNDS["step_size"], FAST_DEFAULTS["step_size"],
+                              format="%.3f", key="tr_lstep", persist_state=KEEP)
+    lnoise = c[3].number_input("Langevin noise", *BOUNDS["noise_std"], FAST_DEFAULTS["noise_std"],
+                               format="%.3f", key="tr_lnoise", persist_state=KEEP)
+    scratch = mode.startswith("scratch")
+    n_layer = c[4].number_input("layers", *map(int, BOUNDS["n_layer"]), FAST_DEFAULTS["n_layer"],
+                                key="tr_layers", disabled=not scratch, persist_state=KEEP)
+    d_model = c[4].select_slider("width d", S.TRAIN_CHOICES["d_model"], value=FAST_DEFAULTS["d_model"],
+                                 key="tr_d", disabled=not scratch, persist_state=KEEP)
+    settings = {"lr": lr, "batch_size": batch, "chains": chains, "langevin_steps": lsteps, "step_size": lstep,
+                "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model}
+    trainer: LiveTrainer | None = ss.get("trainer")
+    with c[5]:
+        label = "New run" if trainer is None else "Reset (apply settings)"
+        if st.button(label, key="tr_new", width="stretch"):
+            if trainer is not None:
+                trainer.close()
+            if not scratch and model is None:
+                st.error("Load a model first to fine-tune it.")
+            else:
+                ss["trainer"] = LiveTrainer("scratch" if scratch else "finetune", settings,
+                                            base_model=None if scratch else model)
+                st.rerun()
+        running = trainer is not None and trainer.running
+        if st.button("▶ Play", key="tr_play", width="stretch", disabled=trainer is None or running):
+            trainer.play()  # type: ignore[union-attr]
+            st.rerun()
+        if st.button("❚❚ Pause", key="tr_pause", width="stretch", disabled=not running):
+            trainer.pause()  # type: ignore[union-attr]
+            st.rerun()
+        if st.button("Step ▸", key="tr_step", width="stretch", disabled=trainer is None or running):
+            trainer.step(1)  # type: ignore[union-attr]
+            trainer.wait_idle(60)  # type: ignore[union-attr]
+    if trainer is None:
+        st.caption("Press New run to create a trainer; it trains in a background thread of this browser "
+                   "session while the rest of the page stays usable.")
+        return
+    if trainer.running:
+        training_live(box)
+    else:
+        training_static(box)
+    training_actions(trainer)
+
+
+def _training_view(box: tuple[float, float]) -> None:
+    ss = st.session_state
+    trainer: LiveTrainer | None = ss.get("trainer")
+    if trainer is None:
+        return
+    snap = trainer.poll(with_model=False)
+    if snap.message:
+        (st.error if snap.status in ("diverged", "error") else st.info)(snap.message)
+    left, right = st.columns([1.6, 1])
+    with left:
+        st.markdown(f"**{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s · "
+                    f"{trainer.mode} · {'running' if trainer.running else 'paused'}")
+        if snap.history:
+            st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart")
+        else:
+            st.caption("No steps yet: press Play or Step.")
+    with right:
+        # The trained model's landscape on the current context, refreshed with the chart.
+        memo = ss.get("_train_land")
+        stale = memo is None or (memo["step"], memo["points"], memo["run"]) != (snap.step, ss["points"],
+                                                                                  id(trainer))
+        if stale:
+            tmodel = trainer.poll(with_model=True).model
+            assert tmodel is not None
+            land = L.compute_landscape(tmodel, ss["points"], box, 60, 0)
+            memo = {"step": snap.step, "points": list(ss["points"]), "land": land, "run": id(trainer)}
+            ss["_train_land"] = memo
+        land = memo["land"]
+        pts = np.asarray(ss["points"]).reshape(-1, 2) if ss["points"] else None
+        fig = P.landscape_figure(land.xs, land.energy, land.log_density, box, kind="density", log=True,
+                                 contours=False, points=pts, title=f"trained model at step {memo['step']}",
+                                 height=330)
+        st.plotly_chart(fig, width="stretch", key="train_landscape", config={"displayModeBar": False})
+    if not trainer.running and snap.status == "running":
+        st.rerun()
+
+
+@st.fragment(run_every=TRAIN_REFRESH_S)
+def training_live(box: tuple[float, float]) -> None:
+    _training_view(box)
+    trainer: LiveTrainer | None = st.session_state.get("trainer")
+    if trainer is not None and not trainer.running:
+        st.rerun()  # stopped (diverged or idle): switch to the static view
+
+
+@st.fragment
+def training_static(box: tuple[float, float]) -> None:
+    _training_view(box)
+
+
+def training_actions(trainer: LiveTrainer) -> None:
+    c1, c2, c3, c4 = st.columns([1, 1.3, 1, 1])
+    if c1.button("Use on every page", key="tr_use", width="stretch",
+                 help="Switch every page (and the sidebar's selector) to a snapshot of this model"):
+        snap = trainer.poll(with_model=True)
+        assert snap.model is not None
+        for p in snap.model.parameters():
+            p.requires_grad_(False)
+        flash("success", f"Every page now uses the trained model (step {snap.step}).")
+        switch_model(add_session_model(f"trained-{trainer.mode}-step{snap.step}", snap.model))
+    name = c2.text_input("checkpoint name", value=f"live-{trainer.mode}", key="tr_name", persist_state=KEEP,
+                         label_visibility="collapsed", placeholder="new checkpoint name")
+    if c3.button("Save to checkpoints/", key="tr_save", width="stretch"):
+        save_trained(trainer, name)
+    stem = _safe_name(name) or "live"
+
+    def weights() -> bytes:  # runs on click, in another thread (no st.* calls)
+        snap = trainer.poll(with_model=True)
+        assert snap.model is not None
+        return checkpoint_bytes(snap.model, trainer.card())
+
+    c4.download_button("Download .safetensors", data=weights,
+                       file_name=f"{stem}.safetensors", key="tr_download", width="stretch",
+                       mime="application/octet-stream", on_click="ignore")
+    c4.download_button("Download card .json", data=lambda: json.dumps(trainer.card(), indent=2),
+                       file_name=f"{stem}.json", key="tr_download_card", width="stretch",
+                       mime="application/json", on_click="ignore")
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name.strip())[:60].strip("._")
+
+
+def save_trained(trainer: LiveTrainer, name: str) -> None:
+    clean = _safe_name(name)
+    if not clean:
+        st.error("Give the checkpoint a name (letters, digits, - or _).")
+        return
+    target = checkpoint_dir() / f"{clean}.safetensors"
+    if clean == default_path().stem or target.resolve() == default_path().resolve():
+        st.error(f"{clean} is the shipped checkpoint; it is never overwritten. Pick another name.")
+        return
+    if target.exists():
+        st.error(f"checkpoints/{clean}.safetensors exists already; pick another name.")
+        return
+    snap = trainer.poll(with_model=True)
+    assert snap.model is not None
+    card = trainer.card()
+    card["name"] = clean
+    path = save_checkpoint(snap.model, target, card)
+    st.success(f"Saved {path.name} (step {snap.step}) to {checkpoint_dir()}; "
+               "it is now in the model selector.")
+
+
+
+
+# ---- checkpoints on disk -----------------------------------------------------------------------
+
+
+def checkpoints_panel() -> None:
+    st.subheader("Checkpoints in checkpoints/")
+    st.caption(f"{checkpoint_dir()} · pick one in the sidebar's selector; the shipped model "
+               f"({default_path().stem}) is never overwritten.")
+    for name, path in file_options().items():
+        try:
+            card = read_card(path)
+            cfg = card.get("model", {})
+            st.markdown(f"**{name}** — {cfg.get('n_layer', '?')} layers × d={cfg.get('d_model', '?')}, "
+                        f"max context {cfg.get('max_context', '?')}")
+            if card.get("evaluation"):
+                st.json(card["evaluation"], expanded=False)
+        except (CheckpointError, OSError) as e:
+            st.markdown(f"**{name}** — unreadable card: {e}")

@@ -1,0 +1,36 @@
+"""The canvas's click bookkeeping: every click is applied exactly once, even when several
+clicks reach Python in one trigger (Streamlit keeps only the newest of queued triggers)."""
+
+from __future__ import annotations
+
+from iclebm.ui.canvas import unapplied_clicks
+
+
+def _c(seq: int, x: float = 1.0) -> dict:
+    return {"x": x, "y": -x, "seq": seq, "t": 0}
+
+
+def _payload(*seqs: int) -> dict:
+    clicks = [_c(s, float(s)) for s in seqs]
+    return {**clicks[-1], "clicks": clicks}
+
+
+def test_queued_clicks_are_applied_once_in_order() -> None:
+    clicks, ack = unapplied_clicks(_payload(1, 2, 3), None)
+    assert [c["seq"] for c in clicks] == [1, 2, 3] and ack == 3
+    clicks, ack = unapplied_clicks(_payload(3, 4), 3)  # 3 was applied; the browser had not heard yet
+    assert [c["seq"] for c in clicks] == [4] and ack == 4
+    assert unapplied_clicks(_payload(3, 4), 4) == ([], 4)  # the same trigger again: nothing new
+    clicks, _ = unapplied_clicks({**_c(7), "clicks": [_c(7), _c(5), _c(6)]}, 4)
+    assert [c["seq"] for c in clicks] == [5, 6, 7]
+
+
+def test_odd_payloads() -> None:
+    assert unapplied_clicks(None, 2) == ([], 2)
+    clicks, ack = unapplied_clicks(_payload(1), 9)  # a new page restarted the count
+    assert [c["seq"] for c in clicks] == [1] and ack == 1
+    clicks, ack = unapplied_clicks({"x": 1.0, "y": 2.0}, 3)  # no sequence numbers: just this click
+    assert clicks == [{"x": 1.0, "y": 2.0}] and ack == 3
+    clicks, ack = unapplied_clicks({**_c(2), "clicks": [_c(2), {"seq": 1}, "junk"]}, None)
+    assert [c["seq"] for c in clicks] == [2] and ack == 2
+    assert unapplied_clicks({"clicks": "junk"}, 1) == ([], 1)
