@@ -11,7 +11,7 @@ import streamlit as st
 
 from iclebm import ui
 from iclebm.ui import sidebar
-from iclebm.ui.pages import density, train
+from iclebm.ui.pages import density, regression, train
 
 st.set_page_config(page_title="iclebm explorer", page_icon="⚡", layout="wide")
 
@@ -19,6 +19,7 @@ st.set_page_config(page_title="iclebm explorer", page_icon="⚡", layout="wide")
 # iclebm/ui/pages/NAME.py with render(ctx) and add one line: ui.Page(module, title, icon, url_path).
 PAGES = [
     ui.Page(density, "Density", ":material/blur_on:", "density"),
+    ui.Page(regression, "Regression", ":material/show_chart:", "regression"),
     ui.Page(train, "Train", ":material/model_training:", "train"),
 ]
 

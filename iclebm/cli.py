@@ -17,6 +17,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import IclebmError
 from .model import EnergyTransformer
 from .presets import PRESETS, get_preset
+from .tasks import is_regression
 from .training import Trainer, make_trainer
 
 
@@ -136,6 +137,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_nll_table, in_context_nll
 
     model = load_checkpoint(args.checkpoint)
+    if is_regression(model.card.get("task")):
+        return _evaluate_regression(model, args)
     table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
     print(format_nll_table(table))
     if args.json:
@@ -143,6 +146,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.update_card:
         model.card["evaluation"] = table
+        save_checkpoint(model, args.checkpoint, model.card)
+        print(f"updated the card of {args.checkpoint}")
+    return 0
+
+
+def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> int:
+    """Regression checkpoint: (optionally tune the thinking step size,) NLL/MSE tables, thinking curve."""
+    from .regression_eval import format_regression_tables, regression_table, thinking_curve, tune_thinking
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    if args.tune_thinking:
+        thinking, rows = tune_thinking(model)
+        for r in rows:
+            print("thinking candidate", r, flush=True)
+        model.card["thinking"] = thinking
+        model.card["thinking_tuning"] = {"rows": rows, "command": command}
+        print("thinking defaults", thinking, flush=True)
+    t0 = time.time()
+    table = regression_table(model, n_tasks=args.tasks, seed=args.seed, resolution=min(args.resolution, 400))
+    curve = thinking_curve(model, n_tasks=args.tasks, seed=args.seed)
+    print(format_regression_tables(table, curve))
+    table["command"] = command
+    table["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        out = {"evaluation": table, "thinking_curve": curve}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.update_card:
+        model.card["evaluation"] = table
+        model.card["thinking_curve"] = curve
         save_checkpoint(model, args.checkpoint, model.card)
         print(f"updated the card of {args.checkpoint}")
     return 0
@@ -244,7 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
     e.add_argument("--json", default=None, help="write the table as JSON here")
     e.add_argument("--update-card", action="store_true", help="store the table in the checkpoint's card")
-    e.set_defaults(func=cmd_evaluate)
+    e.add_argument("--tune-thinking", action="store_true",
+                   help="regression: choose the default thinking step size on validation tasks first")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.set_defaults(func=cmd_evaluate, argv=None)
 
     c = sub.add_parser("calibrate", help="fit per-length temperatures, choose the sampler, evaluate, save")
     c.add_argument("--checkpoint", required=True, help="an uncalibrated trained checkpoint")

@@ -97,7 +97,9 @@ def linear_posterior(context: np.ndarray, prior: LinearPrior) -> tuple[np.ndarra
     return cov @ phi.T @ y / s2, cov
 
 
-def linear_predictive(context: np.ndarray, x: np.ndarray, prior: LinearPrior) -> tuple[np.ndarray, np.ndarray]:
+def linear_predictive(
+    context: np.ndarray, x: np.ndarray, prior: LinearPrior
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact posterior predictive N(mean, var) of y at x (S,)."""
     m, cov = linear_posterior(context, prior)
     f = _features(x)
@@ -277,7 +279,9 @@ def thinking_curve(
     n_tasks: int = 64, n_test: int = 20, seed: int = 12345, starts: int = 1,
     prior: LinearPrior | SinusoidPrior | None = None,
 ) -> dict:
-    """MSE of y_hat after k thinking steps (card's start and step size) at each n: {"steps", "mse": {n: [..]}}."""
+    """MSE of y_hat after k thinking steps (card's start and step size) at each n.
+
+    Returns {"steps", "mse": {str(n): [..]}, ...}."""
     prior, _ = _resolve(model, prior, None)
     _, ctx, test = _held_out(prior, n_tasks, max(n_values), n_test, seed)
     out: dict[str, list[float]] = {}
@@ -303,7 +307,34 @@ def format_regression_tables(table: dict, curve: dict | None = None) -> str:
     for k, v in table["mse"].items():
         lines.append(f"{k:<8}  " + "  ".join(f"{x:8.3f}" for x in v))
     if curve is not None:
-        lines += ["", "Thinking curve: MSE vs thinking steps", "n    " + "  ".join(f"{s:>7}" for s in curve["steps"])]
+        lines += ["", "Thinking curve: MSE vs thinking steps",
+                  "n    " + "  ".join(f"{s:>7}" for s in curve["steps"])]
         for n, v in curve["mse"].items():
             lines.append(f"{n:<4} " + "  ".join(f"{x:7.3f}" for x in v))
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def tune_thinking(
+    model: EnergyTransformer, step_sizes: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8, 1.6), steps: int = 30,
+    n_values: tuple[int, ...] = (2, 8, 16), n_tasks: int = 32, n_test: int = 20, seed: int = 777,
+) -> tuple[dict, list[dict]]:
+    """Pick the default step size: lowest validation MSE after `steps` steps, averaged over n_values.
+
+    Validation tasks use their own seed (not the evaluation seed). Returns (thinking dict, rows)."""
+    from .thinking import ThinkingConfig
+
+    prior, _ = _resolve(model, None, None)
+    base = ThinkingConfig.from_dict((model.card or {}).get("thinking"))
+    _, ctx, test = _held_out(prior, n_tasks, max(n_values), n_test, seed)
+    rows = []
+    with eval_mode(model):
+        for s in step_sizes:
+            errs = [float(((predict(model, test[..., 0], ctx[:, :n], steps=steps, step_size=s).double()
+                            - test[..., 1]) ** 2).mean()) for n in n_values]
+            rows.append({"step_size": s, "steps": steps, "mse": [round(e, 4) for e in errs],
+                         "mean_mse": round(float(np.mean(errs)), 4)})
+    best = min(rows, key=lambda r: r["mean_mse"])
+    chosen = ThinkingConfig(start=base.start, steps=steps, step_size=best["step_size"],
+                            grad_clip=base.grad_clip)
+    return chosen.to_dict(), rows

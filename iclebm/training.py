@@ -224,7 +224,9 @@ class Trainer:
         """Negatives (B, N, C, 2) for the loss (subclasses: other task families / objectives)."""
         return sample_negatives(self.model, seq, init, self.config, self.generator)
 
-    def loss(self, seq: torch.Tensor, negatives: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, seq: torch.Tensor, negatives: torch.Tensor | None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         return cd_loss(self.model, seq, negatives, self.config.alpha)
 
     def step(self) -> dict:

@@ -67,7 +67,8 @@ def test_prior_card_round_trip_and_samples(prior):
 
 def test_card_keys_and_family_dispatch():
     assert set(LinearPrior().to_card()) == {"family", "x_range", "w_std", "b_std", "noise_std"}
-    assert set(SinusoidPrior().to_card()) == {"family", "x_range", "amplitude", "frequency", "phase", "noise_std"}
+    keys = {"family", "x_range", "amplitude", "frequency", "phase", "noise_std"}
+    assert set(SinusoidPrior().to_card()) == keys
     assert isinstance(prior_from_card({"family": "gaussian_mixture", "n_components": 2}), MixturePrior)
     assert isinstance(prior_from_card(None), MixturePrior)
     with pytest.raises(ValueError, match="unknown task family"):
@@ -94,7 +95,8 @@ def test_base_axes_option():
 def test_per_column_normalisation_integrates_to_one():
     model = reg_model()
     ctx = torch.randn(2, 5, 2, dtype=torch.float64)
-    log_p, ys = conditional_log_density(model, torch.randn(2, 7, dtype=torch.float64), ctx, BOX, 90, [0, 3, 5])
+    x = torch.randn(2, 7, dtype=torch.float64)
+    log_p, ys = conditional_log_density(model, x, ctx, BOX, 90, [0, 3, 5])
     assert log_p.shape == (2, 3, 7, 90)
     h = (BOX[1] - BOX[0]) / 90
     torch.testing.assert_close(log_p.exp().sum(-1) * h, torch.ones(2, 3, 7, dtype=torch.float64))
@@ -255,8 +257,8 @@ def test_ridge_with_prior_lambda_is_bayes_mean_and_ols_min_norm():
     for n in (0, 1, 2, 7):
         ctx = rng.standard_normal((n, 2)) * 2
         x = rng.standard_normal(5)
-        np.testing.assert_allclose(ridge_predict(ctx, x, *ridge_lambdas(LIN)), linear_predictive(ctx, x, LIN)[0],
-                                   atol=1e-12)
+        ridge = ridge_predict(ctx, x, *ridge_lambdas(LIN))
+        np.testing.assert_allclose(ridge, linear_predictive(ctx, x, LIN)[0], atol=1e-12)
         m, _ = linear_posterior(ctx, LIN)
         np.testing.assert_allclose(ridge_predict(ctx, x, *ridge_lambdas(LIN)), m[0] * x + m[1], atol=1e-12)
     one = np.array([[2.0, 3.0]])  # min-norm fit through one point: theta = y [x, 1] / (x^2 + 1)
