@@ -17,6 +17,8 @@ st.set_page_config(page_title="iclebm explorer", page_icon="⚡", layout="wide")
 
 # The navigation, in this order; the first page opens at "/". To add a page, write
 # iclebm/ui/pages/NAME.py with render(ctx) and add one line: ui.Page(module, title, icon, url_path).
+# Order: the explorers of the density model first (Density, then Inside), other task
+# families next (Regression), Train last.
 PAGES = [
     ui.Page(density, "Density", ":material/blur_on:", "density"),
     ui.Page(regression, "Regression", ":material/show_chart:", "regression"),

@@ -114,7 +114,7 @@ def shoot(only: list[str] | None = None) -> list[Path]:
         for title in page_titles(pg):
             if only and title not in only:
                 continue
-            pg.locator(NAV_LINKS).filter(has_text=title).first.click()
+            pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first.click()
             wait_idle(pg)
             if title in PREPARE:
                 PREPARE[title](pg)

@@ -7,6 +7,7 @@
 
 from .checkpoints import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from .errors import CheckpointError, ContextTooLongError, IclebmError, TrainingDivergedError
+from .mdn import MixtureConfig, MixtureDensityTransformer
 from .model import ContextCache, EnergyConfig, EnergyTransformer
 from .sampling import SamplerConfig, langevin
 from .tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
@@ -22,6 +23,8 @@ __all__ = [
     "EnergyTransformer",
     "GaussianMixture",
     "IclebmError",
+    "MixtureConfig",
+    "MixtureDensityTransformer",
     "MixturePrior",
     "SamplerConfig",
     "TrainConfig",

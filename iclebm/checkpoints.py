@@ -4,6 +4,8 @@ A checkpoint is `NAME.safetensors`; its card (model config, task prior, box,
 sampler defaults, training config and command, evaluation table) is stored twice:
 inside the safetensors metadata, so one downloaded or uploaded file is complete,
 and beside it as `NAME.json` for people to read. The sidecar wins when both exist.
+The card's "arch" says which model class the weights belong to (EnergyTransformer or
+the parametric MixtureDensityTransformer); a card without it is an energy transformer.
 
 Saves are atomic: each file is written to a temporary name in the same folder and
 renamed over the target, so a crash mid-save leaves the previous file intact.
@@ -30,6 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import CheckpointError
+from .mdn import MixtureConfig, MixtureDensityTransformer
 from .model import EnergyConfig, EnergyTransformer
 
 CARD_KEY = "iclebm_card"
@@ -40,6 +43,21 @@ CHECKPOINT_DIR = PACKAGE_DIR.parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "mog2d.safetensors"
 MAX_HEADER_BYTES = 100_000_000
 HASH_KEY = "weights_sha256"
+# The card's "arch" names the model class; a card without one is an energy transformer
+# (every checkpoint written before the parametric peer existed).
+DEFAULT_ARCH = "energy_transformer"
+ARCHITECTURES: dict[str, tuple[type, type]] = {
+    DEFAULT_ARCH: (EnergyConfig, EnergyTransformer),
+    "mixture_density_transformer": (MixtureConfig, MixtureDensityTransformer),
+}
+Model = EnergyTransformer | MixtureDensityTransformer
+
+
+def arch_of(model: Model) -> str:
+    for name, (_, cls) in ARCHITECTURES.items():
+        if isinstance(model, cls):
+            return name
+    raise ValueError(f"not an iclebm model: {type(model).__name__}")
 
 
 def card_path(path: str | os.PathLike) -> Path:
@@ -74,21 +92,24 @@ def weights_sha256(tensors: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def _tensors_and_card(model: EnergyTransformer, card: dict | None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The float32 CPU weights and the full card (format, model config, content hash) to store."""
+def _tensors_and_card(model: Model, card: dict | None) -> tuple[dict[str, torch.Tensor], dict]:
+    """The float32 CPU weights and the full card (format, arch, model config, content hash) to store."""
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
-    card = {**(card if card is not None else model.card), "format": FORMAT, "model": model.config.to_dict()}
+    card = {
+        **(card if card is not None else model.card), "format": FORMAT, "arch": arch_of(model),
+        "model": model.config.to_dict(),
+    }
     card[HASH_KEY] = weights_sha256(tensors)
     return tensors, card
 
 
-def checkpoint_bytes(model: EnergyTransformer, card: dict | None = None) -> bytes:
+def checkpoint_bytes(model: Model, card: dict | None = None) -> bytes:
     """The .safetensors bytes of a model with its card embedded (for saving or downloading)."""
     tensors, card = _tensors_and_card(model, card)
     return st_save(tensors, metadata={CARD_KEY: json.dumps(card)})
 
 
-def save_checkpoint(model: EnergyTransformer, path: str | os.PathLike, card: dict | None = None) -> Path:
+def save_checkpoint(model: Model, path: str | os.PathLike, card: dict | None = None) -> Path:
     """Write weights + card atomically. Returns the .safetensors path."""
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -135,7 +156,7 @@ def _read_header(data: bytes, name: str) -> dict:
 
 def load_checkpoint_bytes(
     data: bytes, name: str = "checkpoint", card: dict | None = None
-) -> EnergyTransformer:
+) -> Model:
     """Load a model from .safetensors bytes (e.g. an upload). Raises CheckpointError with the reason."""
     header = _read_header(data, name)
     if card is None:
@@ -150,15 +171,19 @@ def load_checkpoint_bytes(
             raise CheckpointError(f"{name} has a corrupt card: {e}") from None
     if not isinstance(card, dict) or not isinstance(card.get("model"), dict):
         raise CheckpointError(f"{name}: the card has no model config")
+    arch = card.get("arch", DEFAULT_ARCH)
+    if not isinstance(arch, str) or arch not in ARCHITECTURES:
+        raise CheckpointError(f"{name}: unknown model architecture {arch!r}; known: {sorted(ARCHITECTURES)}")
+    config_cls, model_cls = ARCHITECTURES[arch]
     try:
-        config = EnergyConfig.from_dict(card["model"])
+        config = config_cls.from_dict(card["model"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: the card's model config is invalid: {e}") from None
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{name} could not be read as safetensors: {e}") from None
-    model = EnergyTransformer(config)
+    model = model_cls(config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -209,7 +234,7 @@ def integrity_note(card: dict) -> str:
     return "This checkpoint predates content hashes: its weights loaded unverified."
 
 
-def load_checkpoint(path: str | os.PathLike | None = None) -> EnergyTransformer:
+def load_checkpoint(path: str | os.PathLike | None = None) -> Model:
     """Load a checkpoint (default: the shipped model) in eval mode with `model.card` set."""
     path = Path(path) if path is not None else DEFAULT_CHECKPOINT
     if path.suffix != ".safetensors" and not path.exists():
@@ -253,7 +278,7 @@ def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
     return sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".trainstate.safetensors"))
 
 
-def box_of(model: EnergyTransformer, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
+def box_of(model: Model, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
     box = model.card.get("box", default) if model.card else default
     lo, hi = float(box[0]), float(box[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):

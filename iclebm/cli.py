@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .errors import IclebmError
+from .mdn import MixtureConfig, MixtureTrainer
 from .model import EnergyTransformer
 from .presets import PRESETS, get_preset
 from .tasks import is_regression
@@ -69,11 +70,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     resumed = False
     if args.resume and out.exists():
         model = load_checkpoint(out)
-        if model.config.length_scales is not None or model.config.energy_scale != 1.0:
+        if type(model.config) is not type(preset.model):
+            raise ValueError(f"{out} holds a {type(model).__name__}; preset {args.preset!r} trains another")
+        cfg = model.config
+        if getattr(cfg, "length_scales", None) is not None or getattr(cfg, "energy_scale", 1.0) != 1.0:
             # CD trains the raw energy; negatives from a rescaled one would bias it.
             raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
         resumed = True
-    trainer = make_trainer(model=model, config=tcfg, model_config=preset.model)
+    if isinstance(preset.model, MixtureConfig):  # the parametric peer: exact NLL
+        trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model)
+    else:  # energy models: CD for densities, RegressionTrainer for regression families
+        trainer = make_trainer(model=model, config=tcfg, model_config=preset.model)
     prior_seconds = 0.0
     commands: list[str] = []
     if resumed:
@@ -118,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     while trainer.step_count < steps:
         m = trainer.step()
         bar.update(0 if m["skipped"] else 1)
-        bar.set_postfix(loss=f"{m['loss']:.3f}", e_real=f"{m['e_real']:.2f}", e_neg=f"{m['e_neg']:.2f}")
+        bar.set_postfix({k: f"{m[k]:.3f}" for k in ("loss", "e_real", "e_neg", "nll_last") if k in m})
         if args.log_every and trainer.step_count % args.log_every == 0:
             print(json.dumps({k: v for k, v in m.items() if k != "event"}), file=sys.stderr, flush=True)
         if time.time() - last_save > args.save_every:
@@ -191,6 +198,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_checkpoint(args.checkpoint)
+    if not isinstance(model, EnergyTransformer):
+        raise ValueError(f"{args.checkpoint} is a {type(model).__name__}: it is exactly normalised, "
+                         "calibration applies to energy models only")
     card = dict(model.card)
     command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     t0 = time.time()
@@ -241,6 +251,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     points = parse_points(args.points)
     query = parse_query(args.query)
     model = load_checkpoint(args.checkpoint)
+    if not isinstance(model, EnergyTransformer):
+        raise ValueError(f"{type(model).__name__} has no query tokens to inspect; "
+                         "inspect reads the attention of an energy model")
     box = box_of(model)
     check_in_box(query, box)
     if len(points) > model.config.max_context:
@@ -258,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m iclebm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train an energy transformer with contrastive divergence")
+    t = sub.add_parser("train", help="train a model: CD for energy presets, exact NLL for mdn2d")
     t.add_argument("--preset", choices=sorted(PRESETS), default="small")
     t.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the preset's)")
     t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")

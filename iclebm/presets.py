@@ -1,10 +1,12 @@
 """Named model + training settings. `mog2d` built the shipped model; `small` trains in minutes;
-`linreg` and `sinusoid` build the shipped regression models (E(y | x, D), thinking defaults)."""
+`mdn2d` is the parametric peer (MixtureDensityTransformer, exact NLL); `linreg` and `sinusoid` build the
+shipped regression models (E(y | x, D), thinking defaults)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .mdn import MixtureConfig
 from .model import EnergyConfig
 from .sampling import SamplerConfig
 from .tasks import LinearPrior, MixturePrior, SinusoidPrior
@@ -17,7 +19,7 @@ MOG_PRIOR = MixturePrior(n_components=3, mean_std=3.0, component_std=(0.33, 0.5)
 
 @dataclass
 class Preset:
-    model: EnergyConfig
+    model: EnergyConfig | MixtureConfig  # the config type picks the architecture and objective
     train: TrainConfig
     steps: int
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -57,6 +59,27 @@ def _small() -> Preset:
     )
 
 
+def _mdn2d() -> Preset:
+    """Same backbone as mog2d, an 8-component full-covariance mixture head, exact NLL.
+
+    No Langevin: the CD fields of TrainConfig are unused (set to neutral values). Sequences
+    of max_context + 1 points train every prefix length 0..64. The sampler is plain
+    unadjusted Langevin at temperature 1 (noise = sqrt(2 step)) with a small step, since the
+    density is exactly normalised and needs no tuned temperature.
+    """
+    return Preset(
+        model=MixtureConfig(n_layer=4, n_head=4, d_model=64, max_context=64, n_components=8),
+        train=TrainConfig(
+            batch_size=16, context_len=65, extra_points=0, chains=1, langevin_steps=0, alpha=0.0,
+            lr=1e-3, lr_min_frac=0.1, warmup=100, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
+        ),
+        steps=6000,
+        sampler=SamplerConfig(steps=300, step_size=0.01, noise_std=0.1414, grad_clip=20.0),
+    )
+
+
+
+
 LINREG_BOX = (-10.0, 10.0)
 LINREG_PRIOR = LinearPrior(x_range=(-6.0, 6.0), w_std=0.5, b_std=1.0, noise_std=0.5)
 SINUSOID_BOX = (-6.0, 6.0)
@@ -89,4 +112,4 @@ def _sinusoid() -> Preset:
     return _regression(SINUSOID_PRIOR, SINUSOID_BOX, input_scale=0.4, steps=1200, d_model=64)
 
 
-PRESETS = {"mog2d": _mog2d, "small": _small, "linreg": _linreg, "sinusoid": _sinusoid}
+PRESETS = {"mog2d": _mog2d, "small": _small, "mdn2d": _mdn2d, "linreg": _linreg, "sinusoid": _sinusoid}

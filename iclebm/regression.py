@@ -189,23 +189,20 @@ class RegressionTrainer(Trainer):
     def objective(self) -> str:
         return getattr(self.config, "objective", "cd")
 
-    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """(seq,) for the exact objective; (seq, y-only negatives) for CD."""
         c = self.config
         seq, _ = self.prior.sample_batch(c.batch_size, c.context_len, self.generator)
         seq = seq.to(self.model.dtype)
-        return seq, seq  # the second slot (chain starts) is unused: y-negatives start from seq
-
-    def negatives(self, seq: torch.Tensor, init: torch.Tensor) -> torch.Tensor | None:
         if self.objective == "exact":
-            return None
-        return y_negatives(self.model, seq, self.config, self.generator)
+            return (seq,)
+        return seq, y_negatives(self.model, seq, c, self.generator)
 
-    def loss(
-        self, seq: torch.Tensor, negatives: torch.Tensor | None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
-        if negatives is None:
-            return exact_nll_loss(self.model, seq, c.box, c.y_grid, c.alpha, self.generator)
+        if len(batch) == 1:
+            return exact_nll_loss(self.model, batch[0], c.box, c.y_grid, c.alpha, self.generator)
+        seq, negatives = batch
         return cd_loss(self.model, seq, negatives, c.alpha)
 
 

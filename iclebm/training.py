@@ -220,26 +220,26 @@ class Trainer:
         init = chain_init(seq_all, c.context_len, c.chains, c.data_init_frac, c.box, self.generator)
         return seq_all[:, : c.context_len], init
 
-    def negatives(self, seq: torch.Tensor, init: torch.Tensor) -> torch.Tensor | None:
-        """Negatives (B, N, C, 2) for the loss (subclasses: other task families / objectives)."""
-        return sample_negatives(self.model, seq, init, self.config, self.generator)
+    def next_batch(self) -> tuple[torch.Tensor, ...]:
+        """The data of one update: sequences (B, N, 2) and their Langevin negatives (B, N, C, 2)."""
+        seq, init = self.sample_batch()
+        return seq, sample_negatives(self.model, seq, init, self.config, self.generator)
 
-    def loss(
-        self, seq: torch.Tensor, negatives: torch.Tensor | None
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.mdn)."""
+        seq, negatives = batch
         return cd_loss(self.model, seq, negatives, self.config.alpha)
 
     def step(self) -> dict:
         c = self.config
         t0 = time.perf_counter()
-        seq, init = self.sample_batch()
-        negatives = self.negatives(seq, init)
+        batch = self.next_batch()
         lr = self.lr_at(self.step_count)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self.lock:
             self.optimizer.zero_grad(set_to_none=True)
-            loss, stats = self.loss(seq, negatives)
+            loss, stats = self.loss(batch)
             finite = bool(torch.isfinite(loss))
             grad_norm = float("nan")
             if finite:

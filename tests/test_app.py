@@ -368,3 +368,19 @@ def test_a_model_chosen_on_one_page_is_the_model_of_every_page(ckpt_dir: Path) -
     _ok(missing)
     assert missing.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
     assert any("'nope'" in str(w.value) for w in missing.warning)
+
+
+def test_the_training_status_shows_on_every_page(ckpt_dir: Path) -> None:
+    at = _app().run()
+    assert not any("Live training:" in str(c.value) for c in at.sidebar.caption)  # no run yet
+    _open(at, "train").run()
+    at.number_input(key="tr_batch").set_value(2)
+    at.number_input(key="tr_lsteps").set_value(2)
+    at.button(key="tr_new").click().run()
+    at.button(key="tr_step").click().run()
+    for path in _url_paths(at):
+        _open(at, path).run()
+        _ok(at)
+        line = " ".join(str(c.value) for c in at.sidebar.caption)
+        assert "Live training: **paused** · step 1" in line, (path, line)
+    at.session_state["trainer"].close()

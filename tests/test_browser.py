@@ -1,15 +1,13 @@
 """The explorer in a real browser: Playwright driving Debian's Chromium against `streamlit run app.py`.
 
 Skipped, with the reason printed, when Chromium or Playwright is missing. Screenshots
-go to artifacts/ (gitignored); with ICLEBM_UPDATE_SCREENSHOT=1 the full-app screenshot
-is also copied to docs/screenshot.png for the README.
+go to artifacts/ (gitignored); the README's page screenshots come from docs/screenshots.py.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -124,7 +122,7 @@ def _nav_titles(pg) -> list[str]:  # type: ignore[no-untyped-def]
 def _go_to(pg, title: str) -> None:  # type: ignore[no-untyped-def]
     """Open a page by clicking its link in the navigation; wait until its run has finished."""
     _wait_idle(pg)
-    link = pg.locator(NAV_LINKS).filter(has_text=title).first
+    link = pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first
     href = link.get_attribute("href") or ""
     link.click()
     path = urlparse(href).path.rstrip("/")
@@ -277,9 +275,6 @@ def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untype
     pg.get_by_text("In-context energy landscapes").scroll_into_view_if_needed()  # Streamlit scrolls inside
     pg.wait_for_timeout(300)
     pg.screenshot(path=str(ARTIFACTS / "app.png"), full_page=False)
-    if os.environ.get("ICLEBM_UPDATE_SCREENSHOT") == "1":
-        (ROOT / "docs").mkdir(exist_ok=True)
-        shutil.copy(ARTIFACTS / "app.png", ROOT / "docs" / "screenshot.png")
 
 
 def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-untyped-def]
@@ -289,11 +284,14 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
     pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
     pg.locator(".st-key-tr_play button").first.click()
 
+    main = pg.locator('[data-testid="stMain"]')  # the Train page's own view (the sidebar has a status line)
+
     def step() -> int:
-        m = re.search(r"step (\d+) · [\d.]+ steps/s", pg.inner_text("body"))
+        m = re.search(r"step (\d+) · [\d.]+ steps/s", main.inner_text())
         return int(m.group(1)) if m else -1
 
-    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=60_000)
+    pg.wait_for_function("() => /step [1-9]\\d* · /.test("
+                         "document.querySelector('[data-testid=\"stMain\"]').innerText)", timeout=60_000)
     first = step()
     pg.wait_for_timeout(5000)  # the fragment refreshes every 2 s while training runs
     second = step()
@@ -305,7 +303,24 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
     # for the element to stop moving) can time out; scroll with plain JS instead.
     chart.evaluate("e => e.scrollIntoView({block: 'center'})")
     pg.screenshot(path=str(ARTIFACTS / "training.png"), full_page=False)
+    # On another page the run goes on, and the sidebar follows it.
+    _go_to(pg, "Density")
+    side = pg.locator('[data-testid="stSidebar"]')
+
+    def side_step() -> int:
+        m = re.search(r"Live training: running · step (\d+)", side.inner_text())
+        return int(m.group(1)) if m else -1
+
+    pg.wait_for_function("() => /Live training: running · step/.test("
+                         "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=30_000)
+    seen = side_step()
+    pg.wait_for_function("s => { const m = document.querySelector('[data-testid=\"stSidebar\"]').innerText"
+                         ".match(/Live training: running · step (\\d+)/); return m && +m[1] > s; }",
+                         arg=seen, timeout=30_000)
+    _go_to(pg, "Train")
     pg.locator(".st-key-tr_pause button").first.click()
+    pg.wait_for_function("() => /Live training: paused/.test("
+                         "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=30_000)
 
 
 def test_every_page_opens_through_the_navigation(page, app_url: str) -> None:  # type: ignore[no-untyped-def]

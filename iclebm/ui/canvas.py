@@ -208,8 +208,9 @@ def plotly_canvas(
 ) -> dict | None:
     """Render `fig`; return the last click as {"x", "y", "seq", "t"} in data coordinates, or None.
 
-    `on_click` runs as a callback before the next script run (read the click with
-    `clicked_point(key)`), so state changes it makes are drawn in that same run.
+    `on_click` runs as a callback before the next script run (read the clicks with
+    `new_clicks(key)`: all not applied yet, none twice), so state changes it makes are drawn
+    in that same run.
     `figure_id` lets the browser skip redrawing an unchanged figure.
     """
     loader, canvas = _components()

@@ -28,6 +28,8 @@ from .models import (
     switch_model,
 )
 
+TRAINING_STATUS_S = 3.0  # refresh of the sidebar's training line while a run is going
+
 
 def render() -> AppContext | None:
     """Draw the sidebar; the selected model's context, or None if it does not load."""
@@ -35,8 +37,40 @@ def render() -> AppContext | None:
     with guarded("Loading the model"):
         ctx = _render()
     share.set_model(ctx.option if ctx is not None else None)
+    with guarded("Training status"):
+        training_status()
     st.sidebar.caption("Share: the address bar always holds a link to this page as you see it.")
     return ctx
+
+
+def training_status() -> None:
+    """While a live-training run exists: its status on every page. Polling it here also keeps
+    a run going while you look at another page (an unpolled run pauses after two minutes)."""
+    trainer = st.session_state.get("trainer")
+    if trainer is None:
+        return
+    with st.sidebar:
+        if trainer.running:
+            _training_status_live()
+        else:
+            _training_status_line()
+
+
+def _training_status_line() -> None:
+    trainer = st.session_state.get("trainer")
+    if trainer is None:
+        return
+    snap = trainer.poll(with_model=False)
+    st.caption(f"Live training: **{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s "
+               "(Train page)")
+
+
+@st.fragment(run_every=TRAINING_STATUS_S)
+def _training_status_live() -> None:
+    _training_status_line()
+    trainer = st.session_state.get("trainer")
+    if trainer is not None and not trainer.running:
+        st.rerun()  # stopped (paused elsewhere, diverged): back to the static line
 
 
 def _render() -> AppContext | None:
