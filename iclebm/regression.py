@@ -235,7 +235,7 @@ def curve_frames(max_steps: int) -> list[int]:
 
 def compute_regression_view(
     model: EnergyTransformer, points: np.ndarray | list, box: tuple[float, float], resolution: int = 100,
-    max_steps: int = 100, step_size: float | None = None, starts: int = 1, seed: int = 0,
+    max_steps: int = 100, step_size: float | None = None, starts: int | None = None,
 ) -> RegressionView:
     """Per-column p(y | x, D) on a resolution^2 grid and y_hat(x) after 0..max_steps thinking steps."""
     from .thinking import predict
@@ -247,7 +247,7 @@ def compute_regression_view(
     energy = column_energies(model, xs[None], pts, ys)[0, 0]  # (R_x, R_y)
     log_p = -energy - (torch.logsumexp(-energy, -1, keepdim=True) + math.log(h))
     traj = predict(model, xs[None].to(model.dtype), pts.to(model.dtype), steps=max_steps, step_size=step_size,
-                   starts=starts, return_trajectory=True, generator=torch.Generator().manual_seed(seed))
+                   starts=starts, return_trajectory=True)
     steps = curve_frames(max_steps)
     curves = traj[steps, 0].double().numpy()  # (F, R_x)
     return RegressionView(xs.numpy(), ys.numpy(), energy.T.numpy(), log_p.T.numpy(), steps, curves,

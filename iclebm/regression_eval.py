@@ -276,7 +276,7 @@ def regression_table(
 @torch.no_grad()
 def thinking_curve(
     model: EnergyTransformer, n_values: tuple[int, ...] = (4, 16), steps: tuple[int, ...] = THINKING_STEPS,
-    n_tasks: int = 64, n_test: int = 20, seed: int = 12345, starts: int = 1,
+    n_tasks: int = 64, n_test: int = 20, seed: int = 12345, starts: int | None = None,
     prior: LinearPrior | SinusoidPrior | None = None,
 ) -> dict:
     """MSE of y_hat after k thinking steps (card's start and step size) at each n.
@@ -288,7 +288,7 @@ def thinking_curve(
     with eval_mode(model):
         for n in n_values:
             traj = predict(model, test[..., 0], ctx[:, :n], steps=max(steps), starts=starts,
-                           return_trajectory=True, generator=torch.Generator().manual_seed(seed))
+                           return_trajectory=True)
             err = ((traj.double() - test[None, ..., 1]) ** 2).mean((-1, -2))  # (T+1,)
             out[str(n)] = [round(float(err[k]), 4) for k in steps]
     return {"steps": list(steps), "mse": out, "n_tasks": n_tasks, "starts": starts,
@@ -316,12 +316,13 @@ def format_regression_tables(table: dict, curve: dict | None = None) -> str:
 
 @torch.no_grad()
 def tune_thinking(
-    model: EnergyTransformer, step_sizes: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8, 1.6), steps: int = 30,
-    n_values: tuple[int, ...] = (2, 8, 16), n_tasks: int = 32, n_test: int = 20, seed: int = 777,
+    model: EnergyTransformer, step_sizes: tuple[float, ...] = (0.1, 0.2, 0.4, 0.8),
+    starts: tuple[int, ...] = (1, 8), steps: int = 30, n_values: tuple[int, ...] = (2, 8, 16),
+    n_tasks: int = 32, n_test: int = 20, seed: int = 777,
 ) -> tuple[dict, list[dict]]:
-    """Pick the default step size: lowest validation MSE after `steps` steps, averaged over n_values.
-
-    Validation tasks use their own seed (not the evaluation seed). Returns (thinking dict, rows)."""
+    """Pick the default step size and number of starts: lowest validation MSE after `steps` steps,
+    averaged over n_values. Validation tasks use their own seed (not the evaluation seed).
+    Returns (thinking dict, rows)."""
     from .thinking import ThinkingConfig
 
     prior, _ = _resolve(model, None, None)
@@ -330,11 +331,12 @@ def tune_thinking(
     rows = []
     with eval_mode(model):
         for s in step_sizes:
-            errs = [float(((predict(model, test[..., 0], ctx[:, :n], steps=steps, step_size=s).double()
-                            - test[..., 1]) ** 2).mean()) for n in n_values]
-            rows.append({"step_size": s, "steps": steps, "mse": [round(e, 4) for e in errs],
-                         "mean_mse": round(float(np.mean(errs)), 4)})
+            for k in starts:
+                errs = [float(((predict(model, test[..., 0], ctx[:, :n], steps=steps, step_size=s, starts=k)
+                                .double() - test[..., 1]) ** 2).mean()) for n in n_values]
+                rows.append({"step_size": s, "starts": k, "steps": steps, "mse": [round(e, 4) for e in errs],
+                             "mean_mse": round(float(np.mean(errs)), 4)})
     best = min(rows, key=lambda r: r["mean_mse"])
     chosen = ThinkingConfig(start=base.start, steps=steps, step_size=best["step_size"],
-                            grad_clip=base.grad_clip)
+                            grad_clip=base.grad_clip, starts=best["starts"])
     return chosen.to_dict(), rows

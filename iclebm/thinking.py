@@ -29,10 +29,13 @@ class ThinkingConfig:
     steps: int = 20
     step_size: float = 0.1
     grad_clip: float | None = 10.0  # clip on |dE/dy| per step
+    starts: int = 1  # candidates per x: the start above, plus starts - 1 spread evenly over the y-range
 
     def __post_init__(self) -> None:
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
+        if int(self.starts) < 1:
+            raise ValueError(f"starts must be >= 1, got {self.starts}")
         _check(self.steps, self.step_size, self.grad_clip)
 
     def to_dict(self) -> dict:
@@ -43,7 +46,8 @@ class ThinkingConfig:
         d = d or {}
         clip = d.get("grad_clip", 10.0)
         return cls(start=str(d.get("start", "zero")), steps=int(d.get("steps", 20)),
-                   step_size=float(d.get("step_size", 0.1)), grad_clip=None if clip is None else float(clip))
+                   step_size=float(d.get("step_size", 0.1)), grad_clip=None if clip is None else float(clip),
+                   starts=int(d.get("starts", 1)))
 
 
 def _check(steps: int, step_size: float, grad_clip: float | None) -> None:
@@ -90,7 +94,8 @@ def start_values(
     start: str, context: torch.Tensor, m: int, starts: int, y_box: tuple[float, float],
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Starting candidates (B, M, S): the named start first, then uniform draws over y_box."""
+    """Starting candidates (B, M, S): the named start first, then S - 1 values spread evenly over
+    y_box (cell midpoints), or uniform draws from it when a generator is given."""
     b, n = context.shape[0], context.shape[1]
     if start == "zero" or n == 0:
         first = torch.zeros(b, m, 1, dtype=context.dtype)
@@ -101,7 +106,11 @@ def start_values(
     if starts == 1:
         return first.clone()
     lo, hi = y_box
-    rest = lo + (hi - lo) * torch.rand(b, m, starts - 1, generator=generator, dtype=torch.float64)
+    if generator is None:
+        grid = lo + (hi - lo) * (torch.arange(starts - 1, dtype=torch.float64) + 0.5) / (starts - 1)
+        rest = grid.expand(b, m, starts - 1)
+    else:
+        rest = lo + (hi - lo) * torch.rand(b, m, starts - 1, generator=generator, dtype=torch.float64)
     return torch.cat([first, rest.to(context.dtype)], -1)
 
 
@@ -111,7 +120,7 @@ def predict(
     context: torch.Tensor,
     steps: int | None = None,
     step_size: float | None = None,
-    starts: int = 1,
+    starts: int | None = None,
     return_trajectory: bool = False,
     start: str | None = None,
     grad_clip: float | None | str = "card",
@@ -119,16 +128,18 @@ def predict(
 ) -> torch.Tensor:
     """Predict y at x (B, M) from context (B, N, 2) by minimising E(y | x, D) over y.
 
-    Unset settings come from the model card's "thinking" entry (else ThinkingConfig()).
-    starts > 1: the first candidate is the default start, the others uniform over the box's
-    y-range; the candidate of lowest final energy is kept. Returns y_hat (B, M), or with
-    return_trajectory the kept candidate after every step, (steps + 1, B, M)."""
+    Unset settings (None) come from the model card's "thinking" entry (else ThinkingConfig()).
+    starts > 1: the first candidate is the default start, the others spread evenly over the
+    box's y-range (uniform draws with a generator); the candidate of lowest final energy is kept.
+    Returns y_hat (B, M), or with return_trajectory the kept candidate after every step,
+    (steps + 1, B, M)."""
     from .checkpoints import box_of
 
     cfg = ThinkingConfig.from_dict((model.card or {}).get("thinking"))
     steps = cfg.steps if steps is None else int(steps)
     step_size = cfg.step_size if step_size is None else float(step_size)
     start = cfg.start if start is None else start
+    starts = cfg.starts if starts is None else starts
     clip = cfg.grad_clip if grad_clip == "card" else grad_clip
     if int(starts) < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
