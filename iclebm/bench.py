@@ -22,6 +22,7 @@ size so the whole run takes seconds (used by the tests).
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -31,12 +32,14 @@ from pathlib import Path
 import torch
 
 from .checkpoints import DEFAULT_CHECKPOINT, box_of, load_checkpoint
+from .devices import compile_model, describe, synchronize
 from .evaluate import grid_points
 from .model import EnergyTransformer
 from .sampling import SamplerConfig, langevin, uniform_init
 from .tasks import MixturePrior, prior_from_card
 from .training import (
     TrainConfig,
+    Trainer,
     cd_loss,
     cd_loss_reference,
     chain_init,
@@ -89,6 +92,8 @@ def _time(fn: Callable[[], object], repeats: int) -> tuple[float, object]:
     for _ in range(max(1, repeats)):
         t0 = time.perf_counter()
         out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # kernels are asynchronous: time them to completion
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
@@ -160,19 +165,93 @@ def app_heatmap(
     return e, -g
 
 
+def _train_config(sz: Sizes, prior: MixturePrior, box: tuple[float, float]) -> TrainConfig:
+    return TrainConfig(batch_size=sz.cd_batch, context_len=sz.cd_n, chains=sz.cd_chains,
+                       langevin_steps=sz.cd_steps, box=box, task=prior.to_card())
+
+
+def throughput(
+    model: EnergyTransformer, sz: Sizes, prior: MixturePrior, box: tuple[float, float], repeats: int,
+    devices: list[torch.device], compile_: bool = False,
+) -> list[dict]:
+    """Training throughput and the app heatmap on each device (a copy of the model on each).
+
+    A training step is `Trainer.step()` (draw tasks on the CPU, Langevin negatives, CD loss,
+    backward, Adam) after one warm-up step; steps/s = 1 / median step time and context tokens/s
+    = B * N / step time (each step also runs B * N * C query tokens through 2 * L + 1 passes).
+    With compile_, the same on a torch.compile'd copy (its warm-up step includes compilation).
+    """
+    out = []
+    variants = [False, True] if compile_ else [False]
+    for dev in devices:
+        for comp in variants:
+            m = copy.deepcopy(model).to(dev)
+            if comp:
+                compile_model(m)
+            trainer = Trainer(model=m, config=_train_config(sz, prior, box), device=dev)
+
+            def step(trainer: Trainer = trainer, dev: torch.device = dev) -> None:
+                trainer.step()
+                synchronize(dev)
+
+            step()  # warm-up (and compilation)
+            t, _ = _time(step, repeats)
+            m.eval()
+            ctx = prior.sample_task(torch.Generator().manual_seed(5)).sample(sz.heat_n).to(dev)
+
+            def heat(m: EnergyTransformer = m, ctx: torch.Tensor = ctx, dev: torch.device = dev) -> None:
+                app_heatmap(m, ctx, box, sz.app_res, sz.app_arrows)
+                synchronize(dev)
+
+            heat()
+            t_h, _ = _time(heat, repeats)
+            out.append({
+                "device": describe(dev) + (" + torch.compile" if comp else ""),
+                "step_s": t, "steps_per_s": 1 / t, "tokens_per_s": sz.cd_batch * sz.cd_n / t,
+                "heatmap_s": t_h,
+            })
+    return out
+
+
+def format_throughput(rows: list[dict], sz: Sizes, cuda_note: str | None) -> str:
+    lines = [
+        f"Training throughput (B={sz.cd_batch} tasks x N={sz.cd_n} points, C={sz.cd_chains} chains, "
+        f"{sz.cd_steps} Langevin steps) and the app heatmap ({sz.app_res}x{sz.app_res} + arrows, "
+        f"N={sz.heat_n}) per device:",
+        "",
+        "| device | train step | steps/s | context tokens/s | app heatmap |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['device']} | {_fmt_t(r['step_s'])} | {r['steps_per_s']:.2f} | "
+                     f"{r['tokens_per_s']:.0f} | {_fmt_t(r['heatmap_s'])} |")
+    if cuda_note:
+        lines.append(f"| cuda | {cuda_note} | | | |")
+    return "\n".join(lines)
+
+
 def run_bench(
     checkpoint: str | Path | None = None,
     quick: bool = False,
     repeats: int = 5,
     print_fn: Callable[[str], object] = print,
     slow_repeats: int = 1,
+    device: torch.device | None = None,
+    compile_: bool = False,
+    throughput_only: bool = False,
 ) -> dict:
-    """Run every benchmark, print the table, and return the numbers as a dict."""
+    """Run every benchmark, print the tables, and return the numbers as a dict.
+
+    (a)-(e) run on `device` (default CPU); the throughput table runs on the CPU and, when
+    `device` is a GPU, on it too, side by side.
+    """
     sz = QUICK if quick else Sizes()
     repeats = max(1, int(repeats))
     slow_repeats = max(1, int(slow_repeats))
+    device = torch.device("cpu") if device is None else torch.device(device)
     model, source = get_model(checkpoint)
     model.eval()
+    model.to(device)
     box = box_of(model)
     prior = MixturePrior.from_card(model.card["task"]) if model.card.get("task") else MixturePrior()
     g = torch.Generator().manual_seed(0)
@@ -201,152 +280,164 @@ def run_bench(
             }
         )
 
-    # (a) full-context heatmap
-    ctx = ctx_of(sz.heat_n)
-    grid = grid_points(box, sz.heat_res)[0].to(model.dtype)
-    cached_energy(model, grid[:16], ctx)  # warm-up
-    t_c, (e_c, _) = _time(lambda: cached_energy(model, grid, ctx), repeats)
-    t_n, (e_n, _) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk), slow_repeats)
-    row(
-        f"(a) heatmap {sz.heat_res}x{sz.heat_res}, N={sz.heat_n}: cached vs naive",
-        t_c,
-        t_n,
-        repeats,
-        slow_repeats,
-        ">= 20x",
-    )
-    t_cg, (e_cg, g_c) = _time(lambda: cached_energy(model, grid, ctx, grad=True), repeats)
-    t_ng, (e_ng, g_n) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk, grad=True), slow_repeats)
-    row("(a) same + grad wrt queries (arrow field)", t_cg, t_ng, repeats, slow_repeats, ">= 20x")
-    max_e = float(e_n.abs().max())
-    d_e = float((e_c - e_n).abs().max())
-    d_g = float((g_c - g_n).abs().max())
-    rel = d_e / max(max_e, 1e-12)
-    checks.append(
-        f"max |cached - naive| energy = {d_e:.2e} (max |E| = {max_e:.3g}, relative {rel:.1e}); "
-        f"gradient = {d_g:.2e} (max |grad| = {float(g_n.abs().max()):.3g})"
-    )
-
-    # (b) film strip
-    ctx = ctx_of(sz.film_n)
-    fgrid = grid_points(box, sz.film_res)[0].to(model.dtype)
-
-    def film_cached() -> torch.Tensor:
-        with torch.no_grad():
-            return model.energy_all_prefixes(fgrid[None], ctx[None])[0]
-
-    def film_naive() -> torch.Tensor:
-        return torch.stack(
-            [naive_energy(model, fgrid, ctx[:n], sz.naive_chunk)[0] for n in range(sz.film_n + 1)]
-        )
-
-    t_c, f_c = _time(film_cached, repeats)
-    t_n, f_n = _time(film_naive, slow_repeats)
-    row(
-        f"(b) film strip {sz.film_res}x{sz.film_res}, N={sz.film_n} (all {sz.film_n + 1} prefixes)",
-        t_c,
-        t_n,
-        repeats,
-        slow_repeats,
-        ">= 15x",
-    )
-    checks.append(f"film strip max |cached - naive| = {float((f_c - f_n).abs().max()):.2e}")
-
-    # (c) one CD step
-    tcfg = TrainConfig(
-        batch_size=sz.cd_batch,
-        context_len=sz.cd_n,
-        chains=sz.cd_chains,
-        langevin_steps=sz.cd_steps,
-        box=box,
-        task=prior.to_card(),
-    )
-    seq_all, _ = prior.sample_batch(sz.cd_batch, sz.cd_n + tcfg.extra_points, g)
-    seq_all = seq_all.to(model.dtype)
-    init = chain_init(seq_all, sz.cd_n, sz.cd_chains, tcfg.data_init_frac, box, g)
-    seq = seq_all[:, : sz.cd_n]
-    model.train()
-
-    def cd_vec() -> float:
-        model.zero_grad(set_to_none=True)
-        neg = sample_negatives(model, seq, init, tcfg, torch.Generator().manual_seed(1))
-        loss, _ = cd_loss(model, seq, neg, tcfg.alpha)
-        loss.backward()
-        return float(loss.detach())
-
-    def cd_ref() -> float:
-        model.zero_grad(set_to_none=True)
-        neg = sample_negatives_reference(model, seq, init, tcfg, torch.Generator().manual_seed(1))
-        loss = cd_loss_reference(model, seq, neg, tcfg.alpha)
-        loss.backward()
-        return float(loss.detach())
-
-    t_c, _ = _time(cd_vec, repeats)
-    t_n, _ = _time(cd_ref, slow_repeats)
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    row(
-        f"(c) CD step B={sz.cd_batch} N={sz.cd_n} C={sz.cd_chains} {sz.cd_steps} Langevin steps: "
-        "vectorised vs loops",
-        t_c,
-        t_n,
-        repeats,
-        slow_repeats,
-        ">= 20x",
-    )
-
-    # (d) Langevin
-    ctx = ctx_of(sz.lv_n)
-    sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
-    init_p = uniform_init(sz.lv_particles, box, generator=g)
-
-    def run_langevin() -> torch.Tensor:
-        return langevin(
-            model,
-            ctx,
-            init_p,
-            sz.lv_steps,
-            sampler.step_size,
-            sampler.noise_std,
-            sampler.grad_clip,
-            box=box,
-            generator=torch.Generator().manual_seed(2),
-        )
-
-    lv_repeats = 1 if quick else min(repeats, 3)
-    t_l, _ = _time(run_langevin, lv_repeats)
-    row(
-        f"(d) Langevin {sz.lv_particles} particles x {sz.lv_steps} steps, N={sz.lv_n}",
-        t_l,
-        None,
-        lv_repeats,
-        None,
-        "report (prototype 2.7 s)",
-    )
-
-    # (e) app heatmap
-    for n in sz.app_ns:
-        if n > model.config.max_context:
-            checks.append(f"(e) skipped N={n}: the model reads at most {model.config.max_context} points")
-            continue
-        ctx = ctx_of(n)
-        app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows)  # warm-up
-        t_a, _ = _time(lambda ctx=ctx: app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows), repeats)
+    if not throughput_only:  # (a)-(e): cached vs naive, vectorised vs loops
+        # (a) full-context heatmap
+        ctx = ctx_of(sz.heat_n)
+        grid = grid_points(box, sz.heat_res)[0].to(model.dtype)
+        cached_energy(model, grid[:16], ctx)  # warm-up
+        t_c, (e_c, _) = _time(lambda: cached_energy(model, grid, ctx), repeats)
+        t_n, (e_n, _) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk), slow_repeats)
         row(
-            f"(e) app heatmap {sz.app_res}x{sz.app_res} + {sz.app_arrows}x{sz.app_arrows} arrows, N={n}",
-            t_a,
-            None,
+            f"(a) heatmap {sz.heat_res}x{sz.heat_res}, N={sz.heat_n}: cached vs naive",
+            t_c,
+            t_n,
             repeats,
-            None,
-            "< 200 ms",
+            slow_repeats,
+            ">= 20x",
+        )
+        t_cg, (e_cg, g_c) = _time(lambda: cached_energy(model, grid, ctx, grad=True), repeats)
+        t_ng, (e_ng, g_n) = _time(
+            lambda: naive_energy(model, grid, ctx, sz.naive_chunk, grad=True), slow_repeats
+        )
+        row("(a) same + grad wrt queries (arrow field)", t_cg, t_ng, repeats, slow_repeats, ">= 20x")
+        max_e = float(e_n.abs().max())
+        d_e = float((e_c - e_n).abs().max())
+        d_g = float((g_c - g_n).abs().max())
+        rel = d_e / max(max_e, 1e-12)
+        checks.append(
+            f"max |cached - naive| energy = {d_e:.2e} (max |E| = {max_e:.3g}, relative {rel:.1e}); "
+            f"gradient = {d_g:.2e} (max |grad| = {float(g_n.abs().max()):.3g})"
         )
 
-    regression_bench(row, checks, repeats, quick)
+        # (b) film strip
+        ctx = ctx_of(sz.film_n)
+        fgrid = grid_points(box, sz.film_res)[0].to(model.dtype)
 
-    print_fn(format_bench(rows))
-    for c in checks:
-        print_fn(c)
+        def film_cached() -> torch.Tensor:
+            with torch.no_grad():
+                return model.energy_all_prefixes(fgrid[None], ctx[None])[0]
+
+        def film_naive() -> torch.Tensor:
+            return torch.stack(
+                [naive_energy(model, fgrid, ctx[:n], sz.naive_chunk)[0] for n in range(sz.film_n + 1)]
+            )
+
+        t_c, f_c = _time(film_cached, repeats)
+        t_n, f_n = _time(film_naive, slow_repeats)
+        row(
+            f"(b) film strip {sz.film_res}x{sz.film_res}, N={sz.film_n} (all {sz.film_n + 1} prefixes)",
+            t_c,
+            t_n,
+            repeats,
+            slow_repeats,
+            ">= 15x",
+        )
+        checks.append(f"film strip max |cached - naive| = {float((f_c - f_n).abs().max()):.2e}")
+
+        # (c) one CD step
+        tcfg = TrainConfig(
+            batch_size=sz.cd_batch,
+            context_len=sz.cd_n,
+            chains=sz.cd_chains,
+            langevin_steps=sz.cd_steps,
+            box=box,
+            task=prior.to_card(),
+        )
+        seq_all, _ = prior.sample_batch(sz.cd_batch, sz.cd_n + tcfg.extra_points, g)
+        seq_all = seq_all.to(model.dtype)
+        init = chain_init(seq_all, sz.cd_n, sz.cd_chains, tcfg.data_init_frac, box, g).to(device)
+        seq = seq_all[:, : sz.cd_n].to(device)
+        model.train()
+
+        def cd_vec() -> float:
+            model.zero_grad(set_to_none=True)
+            neg = sample_negatives(model, seq, init, tcfg, torch.Generator().manual_seed(1))
+            loss, _ = cd_loss(model, seq, neg, tcfg.alpha)
+            loss.backward()
+            return float(loss.detach())
+
+        def cd_ref() -> float:
+            model.zero_grad(set_to_none=True)
+            neg = sample_negatives_reference(model, seq, init, tcfg, torch.Generator().manual_seed(1))
+            loss = cd_loss_reference(model, seq, neg, tcfg.alpha)
+            loss.backward()
+            return float(loss.detach())
+
+        t_c, _ = _time(cd_vec, repeats)
+        t_n, _ = _time(cd_ref, slow_repeats)
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        row(
+            f"(c) CD step B={sz.cd_batch} N={sz.cd_n} C={sz.cd_chains} {sz.cd_steps} Langevin steps: "
+            "vectorised vs loops",
+            t_c,
+            t_n,
+            repeats,
+            slow_repeats,
+            ">= 20x",
+        )
+
+        # (d) Langevin
+        ctx = ctx_of(sz.lv_n)
+        sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
+        init_p = uniform_init(sz.lv_particles, box, generator=g)
+
+        def run_langevin() -> torch.Tensor:
+            return langevin(
+                model,
+                ctx,
+                init_p,
+                sz.lv_steps,
+                sampler.step_size,
+                sampler.noise_std,
+                sampler.grad_clip,
+                box=box,
+                generator=torch.Generator().manual_seed(2),
+            )
+
+        lv_repeats = 1 if quick else min(repeats, 3)
+        t_l, _ = _time(run_langevin, lv_repeats)
+        row(
+            f"(d) Langevin {sz.lv_particles} particles x {sz.lv_steps} steps, N={sz.lv_n}",
+            t_l,
+            None,
+            lv_repeats,
+            None,
+            "report (prototype 2.7 s)",
+        )
+
+        # (e) app heatmap
+        for n in sz.app_ns:
+            if n > model.config.max_context:
+                checks.append(f"(e) skipped N={n}: the model reads at most {model.config.max_context} points")
+                continue
+            ctx = ctx_of(n)
+            app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows)  # warm-up
+            t_a, _ = _time(lambda ctx=ctx: app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows), repeats)
+            row(
+                f"(e) app heatmap {sz.app_res}x{sz.app_res} + {sz.app_arrows}x{sz.app_arrows} arrows, N={n}",
+                t_a,
+                None,
+                repeats,
+                None,
+                "< 200 ms",
+            )
+
+        regression_bench(row, checks, repeats, quick)
+
+        print_fn(format_bench(rows))
+        for c in checks:
+            print_fn(c)
+
+    # (f) throughput per device
+    devices = [torch.device("cpu")] + ([device] if device.type != "cpu" else [])
+    cuda_note = None if torch.cuda.is_available() else "not available on this machine (no CUDA GPU): CPU only"
+    tp = throughput(model.to("cpu"), sz, prior, box, repeats, devices, compile_)
+    print_fn("")
+    print_fn(format_throughput(tp, sz, cuda_note))
     return {
+        "throughput": tp,
+        "device": describe(device),
         "model": source,
         "quick": quick,
         "repeats": repeats,
@@ -358,7 +449,7 @@ def run_bench(
 
 def regression_bench(row: Callable[..., None], checks: list[str], repeats: int, quick: bool,
                      checkpoint: str | Path | None = None) -> None:
-    """(f) the Regression page's work on the shipped linear-regression model: the per-column
+    """(g) the Regression page's work on the shipped linear-regression model: the per-column
     p(y | x, D) heatmap and a thinking run (y_hat at 100 x after the card's default steps)."""
     from .checkpoints import CHECKPOINT_DIR
     from .regression import column_energies, y_axis
@@ -366,7 +457,7 @@ def regression_bench(row: Callable[..., None], checks: list[str], repeats: int, 
 
     path = Path(checkpoint) if checkpoint else CHECKPOINT_DIR / "linreg.safetensors"
     if not path.exists():
-        checks.append(f"(f) skipped: no regression checkpoint at {path}")
+        checks.append(f"(g) skipped: no regression checkpoint at {path}")
         return
     model = load_checkpoint(path)
     prior = prior_from_card(model.card["task"])
@@ -379,13 +470,13 @@ def regression_bench(row: Callable[..., None], checks: list[str], repeats: int, 
     xs = ys[None]
     t_h, e = _time(lambda: column_energies(model, xs, ctx, ys), repeats)
     peak = float((torch.exp(-e - torch.logsumexp(-e, -1, keepdim=True)) / h).amax(-1).median())
-    row(f"(f) regression heatmap {res}x{res} p(y | x, D) per column, N={n}", t_h, None, repeats, None,
+    row(f"(g) regression heatmap {res}x{res} p(y | x, D) per column, N={n}", t_h, None, repeats, None,
         "report")
     think = ThinkingConfig.from_dict(model.card.get("thinking"))
     t_t, _ = _time(lambda: predict(model, xs, ctx), repeats)
-    row(f"(f) thinking: y_hat at {res} x, {think.steps} steps of size {think.step_size:g}, N={n}", t_t, None,
+    row(f"(g) thinking: y_hat at {res} x, {think.steps} steps of size {think.step_size:g}, N={n}", t_t, None,
         repeats, None, "report")
-    checks.append(f"(f) {path.name}: median peak of p(y | x, D) over the columns {peak:.3f}")
+    checks.append(f"(g) {path.name}: median peak of p(y | x, D) over the columns {peak:.3f}")
 
 
 def _fmt_t(s: float | None) -> str:

@@ -49,8 +49,8 @@ def validation_energies(
         for i in range(0, n_tasks, 4):
             ctx = context[i : i + 4]
             gq = grid.to(model.dtype)[None].expand(ctx.shape[0], -1, -1)
-            e_grid.append(model.energy_at_prefixes(gq, ctx, lengths).double())
-            e_test.append(model.energy_at_prefixes(test[i : i + 4], ctx, lengths).double().mean(-1))
+            e_grid.append(model.energy_at_prefixes(gq, ctx, lengths).cpu().double())
+            e_test.append(model.energy_at_prefixes(test[i : i + 4], ctx, lengths).cpu().double().mean(-1))
     return torch.cat(e_grid).numpy(), torch.cat(e_test).numpy(), math.log(area)
 
 

@@ -14,6 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .devices import DEVICE_CHOICES, compile_model, describe, resolve_device
+from .distributed import DistInfo, any_true, barrier, check_batch_split, init_from_env, read_env, shutdown
 from .errors import IclebmError
 from .mdn import MixtureConfig, MixtureTrainer
 from .model import EnergyTransformer
@@ -56,14 +58,36 @@ def load_train_state(trainer: Trainer, path: Path) -> None:
     trainer.step_count = step_count
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _launch_command(argv: list[str], info: DistInfo) -> str:
+    """The command that reproduces this run (the torchrun form for a multi-process run)."""
+    tail = "-m iclebm " + shlex.join(argv)
+    if not info.distributed:
+        return "python " + tail
+    nodes = max(1, info.world_size // info.local_world_size)
+    return f"torchrun --nnodes={nodes} --nproc_per_node={info.local_world_size} " + tail
 
+
+def cmd_train(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     steps = args.steps if args.steps is not None else preset.steps
     tcfg = replace(preset.train, total_steps=steps, seed=args.seed)
     if args.lr is not None:
         tcfg = replace(tcfg, lr=args.lr)
+    info = read_env()
+    check_batch_split(tcfg.batch_size, info.world_size)  # before any rendezvous or file
+    mdn = isinstance(preset.model, MixtureConfig)
+    if mdn and (info.distributed or resolve_device(args.device).type != "cpu"):
+        raise ValueError(f"preset {args.preset!r} trains on one CPU process (--device cpu, no torchrun)")
+    info, device = init_from_env(args.device, timeout_s=args.dist_timeout)
+    try:
+        return _train(args, preset, steps, tcfg, info, device)
+    finally:
+        shutdown(info)
+
+
+def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, device: torch.device) -> int:
+    from tqdm import tqdm
+
     out = Path(args.out or f"runs/{args.preset}.safetensors")
     torch.set_num_threads(args.threads) if args.threads else None
     model: EnergyTransformer | None = None
@@ -77,10 +101,21 @@ def cmd_train(args: argparse.Namespace) -> int:
             # CD trains the raw energy; negatives from a rescaled one would bias it.
             raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
         resumed = True
-    if isinstance(preset.model, MixtureConfig):  # the parametric peer: exact NLL
-        trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model)
-    else:  # energy models: CD for densities, RegressionTrainer for regression families
-        trainer = make_trainer(model=model, config=tcfg, model_config=preset.model)
+    elif args.init:
+        model = load_checkpoint(args.init)  # fine-tune: start from these weights, fresh optimiser
+        arch = ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", "input_scale", "base_std")
+        if any(getattr(model.config, k) != getattr(preset.model, k) for k in arch):
+            raise ValueError(f"--init {args.init}: its architecture differs from preset {args.preset!r}")
+        # Train the raw energy: drop the init's calibrated temperatures (recalibrate afterwards).
+        model.config.length_scales, model.config.energy_scale = None, 1.0
+    if isinstance(preset.model, MixtureConfig):  # exact NLL, single CPU process (checked above)
+        trainer: Trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model)
+    else:
+        # energy models: CD for densities, RegressionTrainer for the regression families
+        trainer = make_trainer(model=model, config=tcfg, model_config=preset.model, device=device, dist=info,
+                               amp=args.amp)
+        if args.compile:
+            compile_model(trainer.model)
     prior_seconds = 0.0
     commands: list[str] = []
     if resumed:
@@ -92,8 +127,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             trainer.step_count = int(model.card.get("training", {}).get("steps", 0))  # type: ignore[union-attr]
         prior_seconds = float(model.card.get("training", {}).get("seconds", 0.0))  # type: ignore[union-attr]
-        print(f"resuming {out} at step {trainer.step_count}", file=sys.stderr)
-    command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+        if info.is_main:
+            print(f"resuming {out} at step {trainer.step_count}", file=sys.stderr)
+    barrier(info)  # every rank has read the files before rank 0 may overwrite them
+    command = _launch_command(sys.argv[1:] if args.argv is None else args.argv, info)
     commands.append(command)
     t_start = time.time()
     deadline = t_start + 60 * args.minutes if args.minutes else None
@@ -106,8 +143,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             "sampler": preset.sampler.to_dict(),
             "training": {
                 "preset": args.preset, "command": command, "commands": commands,
+                **({"init": str(args.init)} if args.init else {}),
                 "steps": trainer.step_count,
                 "seconds": round(prior_seconds + time.time() - t_start, 1),
+                "device": describe(device), "world_size": info.world_size,
+                "amp": bool(args.amp), "compile": bool(args.compile),
                 "config": tcfg.to_dict(), "events": trainer.events[-20:],
             },
         }
@@ -117,33 +157,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         return c
 
     def checkpoint() -> None:
-        save_checkpoint(trainer.model, out, card())
-        save_train_state(trainer, _resume_path(out))
+        if info.is_main:  # rank 0 alone writes; both files are written atomically
+            save_checkpoint(trainer.model, out, card())
+            save_train_state(trainer, _resume_path(out))
 
-    bar = tqdm(total=steps, initial=trainer.step_count, disable=args.quiet, desc=f"train {args.preset}")
+    quiet = args.quiet or not info.is_main
+    bar = tqdm(total=steps, initial=trainer.step_count, disable=quiet, desc=f"train {args.preset}")
     last_save = time.time()
     while trainer.step_count < steps:
         m = trainer.step()
         bar.update(0 if m["skipped"] else 1)
         bar.set_postfix({k: f"{m[k]:.3f}" for k in ("loss", "e_real", "e_neg", "nll_last") if k in m})
-        if args.log_every and trainer.step_count % args.log_every == 0:
+        if args.log_every and info.is_main and trainer.step_count % args.log_every == 0:
             print(json.dumps({k: v for k, v in m.items() if k != "event"}), file=sys.stderr, flush=True)
         if time.time() - last_save > args.save_every:
             checkpoint()
             last_save = time.time()
-        if deadline is not None and time.time() > deadline:
-            print(f"time limit reached at step {trainer.step_count}", file=sys.stderr)
+        # Ranks must stop at the same step (each step all-reduces): rank clocks are OR-ed.
+        if any_true(deadline is not None and time.time() > deadline, info, device):
+            if info.is_main:
+                print(f"time limit reached at step {trainer.step_count}", file=sys.stderr)
             break
     bar.close()
     checkpoint()
-    print(f"saved {out} ({trainer.step_count} steps)")
+    barrier(info)
+    if info.is_main:
+        print(f"saved {out} ({trainer.step_count} steps, {info.world_size} process(es) on {device.type})")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import format_nll_table, in_context_nll
 
-    model = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint).to(device)
     if is_regression(model.card.get("task")):
         return _evaluate_regression(model, args)
     table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
@@ -197,7 +244,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint).to(device)
     if not isinstance(model, EnergyTransformer):
         raise ValueError(f"{args.checkpoint} is a {type(model).__name__}: it is exactly normalised, "
                          "calibration applies to energy models only")
@@ -232,7 +280,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
-    run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats)
+    run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats,
+              device=resolve_device(args.device), compile_=args.compile, throughput_only=args.throughput_only)
     return 0
 
 
@@ -277,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
     t.add_argument("--out", default=None, help="checkpoint path (default runs/PRESET.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
+    t.add_argument("--device", default="cpu", help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default cpu; "
+                   "auto picks CUDA when present; under torchrun each rank takes cuda:LOCAL_RANK)")
+    t.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks")
+    t.add_argument("--dist-timeout", type=float, default=300.0,
+                   help="seconds to wait for the other processes of a torchrun launch")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -293,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", default=None, help="write the table as JSON here")
     e.add_argument("--update-card", action="store_true", help="store the table in the checkpoint's card")
     e.add_argument("--tune-thinking", action="store_true",
-                   help="regression: choose the default thinking step size on validation tasks first")
+                   help="regression: choose the default thinking step size and starts on validation tasks")
     e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
     e.set_defaults(func=cmd_evaluate, argv=None)
 
     c = sub.add_parser("calibrate", help="fit per-length temperatures, choose the sampler, evaluate, save")
@@ -308,12 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=12345, help="evaluation seed (validation uses others)")
     c.add_argument("--no-length-scales", action="store_true", help="skip the temperature fit")
     c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
     c.set_defaults(func=cmd_calibrate, argv=None)
 
     b = sub.add_parser("bench", help="speed benchmark: cached vs naive, vectorised vs loops")
     b.add_argument("--checkpoint", default=None)
     b.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
     b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps: where the model runs; "
+                   "with CUDA the CD-step and heatmap rows are also timed on the CPU beside it")
+    b.add_argument("--compile", action="store_true", help="also time the CD step with torch.compile")
+    b.add_argument("--throughput-only", action="store_true", help="only the per-device throughput table")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 from scipy import stats
-from scipy.special import log_ndtr, logsumexp
+from scipy.special import log_ndtr, logsumexp, ndtr
 
 from .model import EnergyTransformer
 from .tasks import MixturePrior
@@ -87,6 +87,11 @@ def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1), cell_area(box, resolution)
 
 
+def _cpu64(x: torch.Tensor) -> torch.Tensor:
+    """Model outputs back on the CPU in float64 for the tables (no copy on CPU; MPS has no float64)."""
+    return x.to("cpu").double()
+
+
 @torch.no_grad()
 def model_log_z(
     model: EnergyTransformer,
@@ -99,7 +104,7 @@ def model_log_z(
     grid, area = grid_points(box, resolution)
     grid = grid.to(model.dtype)[None].expand(context.shape[0], -1, -1)
     energy = model.energy_at_prefixes(grid, context.to(model.dtype), lengths)  # (T, P, G)
-    return torch.logsumexp(-energy.double(), dim=-1) + math.log(area)
+    return torch.logsumexp(-_cpu64(energy), dim=-1) + math.log(area)
 
 
 @torch.no_grad()
@@ -114,7 +119,7 @@ def model_nll(
     """Mean NLL (nats/point) of test points (T, S, 2) under p(x | context[:, :n]): -> (T, P)."""
     log_z = model_log_z(model, context, lengths, box, resolution)
     energy = model.energy_at_prefixes(test.to(model.dtype), context.to(model.dtype), lengths)
-    return (energy.double() + log_z[..., None]).mean(-1)
+    return (_cpu64(energy) + log_z[..., None]).mean(-1)
 
 
 @torch.no_grad()
@@ -136,7 +141,7 @@ def model_point_nll(
         ctx, tst = context[i : i + task_batch], test[i : i + task_batch]
         log_z = model_log_z(model, ctx, list(lengths), box, resolution)
         energy = model.energy_at_prefixes(tst.to(model.dtype), ctx.to(model.dtype), list(lengths))
-        out.append(energy.double() + log_z[..., None])
+        out.append(_cpu64(energy) + log_z[..., None])
     return torch.cat(out, 0)
 
 
@@ -185,6 +190,8 @@ def prior_predictive_log_prob(
     if not isinstance(prior, MixturePrior):
         raise ValueError(f"the prior predictive needs a MixturePrior, got {type(prior).__name__}")
     x = _np(x)
+    if prior.anisotropic:  # 12^3 nodes already agree with 24^3 to 1e-4 nats
+        return _anisotropic_prior_predictive(prior, x, min(n_quad, 12))
     sig, lw_sig = _quadrature(prior.mean_std, n_quad)
     ss, lw_s = _quadrature(prior.component_std, n_quad)
     limit = prior.mean_limit
@@ -201,6 +208,81 @@ def prior_predictive_log_prob(
                 logp = logp + num - den
             terms.append(logp + lwa + lws)
     return logsumexp(np.stack(terms, 0), axis=0)
+
+
+def _log_box_prob(m: np.ndarray, c: np.ndarray, limit: float, n_nodes: int = 24) -> np.ndarray:
+    """log P(mu in [-L, L]^2) for mu ~ N(m, C): m (..., 2), c (..., 2, 2) -> (...).
+
+    Integrates N(mu_1; m_1, C_11) * P(mu_2 in [-L, L] | mu_1) over mu_1 with Gauss-Legendre on
+    [-L, L] cut to m_1 +- 8 sd (the conditional factor is a difference of normal CDFs).
+    """
+    s1 = np.sqrt(c[..., 0, 0])
+    lo = np.maximum(-limit, m[..., 0] - 8 * s1)
+    hi = np.minimum(limit, m[..., 0] + 8 * s1)
+    empty = hi <= lo
+    hi = np.where(empty, lo + 1e-9, hi)
+    t, w = np.polynomial.legendre.leggauss(n_nodes)
+    half = (hi - lo) / 2
+    mu1 = lo[..., None] + half[..., None] * (t + 1)  # (..., Q)
+    z1 = (mu1 - m[..., 0, None]) / s1[..., None]
+    dens1 = np.exp(-0.5 * z1 * z1) / (math.sqrt(2 * math.pi) * s1[..., None])
+    slope = (c[..., 0, 1] / c[..., 0, 0])[..., None]
+    cond_mean = m[..., 1, None] + slope * (mu1 - m[..., 0, None])
+    cond_sd = np.sqrt(np.maximum(c[..., 1, 1] - c[..., 0, 1] ** 2 / c[..., 0, 0], 1e-300))[..., None]
+    p2 = ndtr((limit - cond_mean) / cond_sd) - ndtr((-limit - cond_mean) / cond_sd)
+    prob = (dens1 * p2) @ w * half
+    with np.errstate(divide="ignore"):
+        return np.where(empty, -np.inf, np.log(prob))
+
+
+def _anisotropic_prior_predictive(prior: MixturePrior, x: np.ndarray, n_quad: int) -> np.ndarray:
+    """The prior predictive when components are rotated ellipses (see prior_predictive_log_prob).
+
+    For a mean mu ~ N(0, a^2 I) cut to the box and noise N(0, Sigma), Sigma = R diag(u^2, v^2) R^T:
+    p(x) = N(x; 0, Sigma + a^2 I) * P(mu in box | x) / P(mu in box), where mu | x ~ N(m, C) with
+    C = (Sigma^-1 + a^-2 I)^-1 and m = C Sigma^-1 x. Ranged mean_std, component std and aspect
+    ratio use n_quad-point Gauss-Legendre rules; the uniform angle uses n_quad equally spaced
+    nodes on [0, pi) (exact for a periodic trigonometric integrand up to high order).
+    """
+    sig, lw_sig = _quadrature(prior.mean_std, n_quad)
+    ss, lw_s = _quadrature(prior.component_std, n_quad)
+    rr, lw_r = _quadrature(prior.aspect_ratio, n_quad)
+    theta = np.pi * np.arange(n_quad) / n_quad
+    lw_t = np.full(n_quad, -math.log(n_quad))
+    # every (a, s, r, theta) combination, flattened: (M,)
+    a, s, r, th = (v.ravel() for v in np.meshgrid(sig, ss, rr, theta, indexing="ij"))
+    lw = sum(v.ravel() for v in np.meshgrid(lw_sig, lw_s, lw_r, lw_t, indexing="ij"))
+    u2, v2 = s * s * r, s * s / r  # major and minor variances
+    cos, sin = np.cos(th), np.sin(th)
+    rot = np.stack([np.stack([cos, -sin], -1), np.stack([sin, cos], -1)], -2)  # (M, 2, 2)
+
+    def rotated(d1: np.ndarray, d2: np.ndarray) -> np.ndarray:
+        return rot @ (np.stack([d1, d2], -1)[..., :, None] * np.swapaxes(rot, -1, -2))
+
+    a2 = a * a
+    marg = rotated(u2 + a2, v2 + a2)  # (M, 2, 2) covariance of x
+    post = rotated(1 / (1 / u2 + 1 / a2), 1 / (1 / v2 + 1 / a2))  # C
+    shrink = rotated(a2 / (u2 + a2), a2 / (v2 + a2))  # m = shrink @ x
+    limit = prior.mean_limit
+    truncated = limit is not None and math.isfinite(limit)
+    if truncated:
+        den = np.array([2 * float(_log_diff_ndtr(np.array(-limit / ai), np.array(limit / ai))) for ai in a])
+        sd = np.sqrt(np.stack([post[:, 0, 0], post[:, 1, 1]], -1))  # (M, 2)
+    out = np.empty(x.shape[0])
+    chunk = max(1, 50_000 // len(a))  # bounds the (chunk, M, nodes) temporaries to ~10 MB each
+    for start in range(0, x.shape[0], chunk):
+        xs = x[start : start + chunk]
+        logp = _gauss_log_pdf(xs, np.zeros((len(a), 2)), marg)  # (S, M)
+        if truncated:
+            m = np.einsum("kij,sj->ski", shrink, xs)  # (S, M, 2)
+            # Where mu | x lies 7 sd inside the box on both axes, P(box | x) = 1 to 1e-11: skip it.
+            edge = ~(np.abs(m) + 7 * sd <= limit).all(-1)  # (S, M)
+            num = np.zeros(edge.shape)
+            idx = np.nonzero(edge)
+            num[idx] = _log_box_prob(m[idx], post[idx[1]], limit)
+            logp = logp + num - den
+        out[start : start + chunk] = logsumexp(logp + lw, axis=1)
+    return out
 
 
 def scott_bandwidth(points: torch.Tensor | np.ndarray) -> float:
@@ -372,13 +454,15 @@ def baseline_log_probs(
     prior: MixturePrior | None,
     k: int = 3,
     seed: int = 0,
+    prior_log_prob: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """log p(x) (S,) of every data-fitted baseline on `points` (n, 2); n = 0 -> prior predictive."""
+    """log p(x) (S,) of every data-fitted baseline on `points` (n, 2); n = 0 -> prior predictive
+    (`prior_log_prob`, when the caller has it already)."""
     p = _np(points) if len(points) else np.zeros((0, 2))
     if p.shape[0] == 0:
         if prior is None:
             raise ValueError("with no context points the baselines need the task prior")
-        pp = prior_predictive_log_prob(prior, x)
+        pp = prior_predictive_log_prob(prior, x) if prior_log_prob is None else prior_log_prob
         return {name: pp for name in BASELINES}
     return {
         "kde_scott": kde_scott_log_prob(p, x),
@@ -427,13 +511,13 @@ def _baseline_table(
 ) -> dict[str, np.ndarray]:
     """Per-point NLL (P, S) for one task, every baseline."""
     out: dict[str, list[np.ndarray]] = {name: [] for name in BASELINES}
+    pp = prior_predictive_log_prob(prior, test) if prior is not None else None
     for n in ns:
-        for name, lp in baseline_log_probs(context[:n], test, prior, k, seed).items():
+        for name, lp in baseline_log_probs(context[:n], test, prior, k, seed, pp).items():
             out[name].append(-lp)
     res = {name: np.stack(v) for name, v in out.items()}
-    if prior is not None:
-        pp = -prior_predictive_log_prob(prior, test)
-        res["prior_predictive"] = np.tile(pp, (len(ns), 1))
+    if pp is not None:
+        res["prior_predictive"] = np.tile(-pp, (len(ns), 1))
     if oracle is not None:
         res["oracle"] = np.tile(-oracle(test), (len(ns), 1))
     return res
@@ -618,6 +702,7 @@ def guidance_fraction(
             box=box,
             generator=g,
         )
+    final = final.cpu()
     fracs = []
     for i, t in enumerate(tasks):
         d = torch.cdist(final[i].double(), t.means.double()).min(-1).values

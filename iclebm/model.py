@@ -238,7 +238,7 @@ class EnergyTransformer(nn.Module):
             x = x.to(self.dtype)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or inf")
-        return x.to(self.dtype)
+        return x.to(device=self.device, dtype=self.dtype)  # inputs follow the model's device
 
     def _check_context(self, context: torch.Tensor) -> torch.Tensor:
         context = self._check_points(context, "context", allow_empty=True)
@@ -334,7 +334,10 @@ class EnergyTransformer(nn.Module):
         self, query: torch.Tensor, cache: ContextCache, lengths: torch.Tensor | None = None
     ) -> torch.Tensor:
         """E(query | context prefix) from an encoded context. query: (B, P, M, 2) -> (B, P, M)."""
-        n_ctx = torch.full((query.shape[1],), cache.length) if lengths is None else torch.as_tensor(lengths)
+        if lengths is None:
+            n_ctx = torch.full((query.shape[1],), cache.length)
+        else:
+            n_ctx = torch.as_tensor(lengths).cpu()
         return self._total(self.learned_energy_cached(query, cache, lengths), query, n_ctx[None, :, None])
 
     def energy(self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None) -> torch.Tensor:

@@ -4,7 +4,7 @@ shipped regression models (E(y | x, D), thinking defaults)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .mdn import MixtureConfig
 from .model import EnergyConfig
@@ -15,6 +15,11 @@ from .training import TrainConfig
 
 BOX = (-12.0, 12.0)
 MOG_PRIOR = MixturePrior(n_components=3, mean_std=3.0, component_std=(0.33, 0.5), mean_limit=8.0)
+# The generalist's prior (free clicking): 1-6 rotated elliptical components, geometric-mean std
+# 0.2-1.5, axis ratio up to 4:1, means spread 3.
+WIDE_PRIOR = MixturePrior(
+    n_components=(1, 6), mean_std=3.0, component_std=(0.2, 1.5), mean_limit=8.0, aspect_ratio=(1.0, 4.0)
+)
 
 
 @dataclass
@@ -59,6 +64,13 @@ def _small() -> Preset:
     )
 
 
+def _mog2d_wide() -> Preset:
+    """The generalist: mog2d's architecture on the wide prior, contexts of 64 points."""
+    base = _mog2d()
+    train = replace(base.train, task=WIDE_PRIOR.to_card(), context_len=64, extra_points=16)
+    return Preset(model=base.model, train=train, steps=base.steps, sampler=base.sampler)
+
+
 def _mdn2d() -> Preset:
     """Same backbone as mog2d, an 8-component full-covariance mixture head, exact NLL.
 
@@ -76,8 +88,6 @@ def _mdn2d() -> Preset:
         steps=6000,
         sampler=SamplerConfig(steps=300, step_size=0.01, noise_std=0.1414, grad_clip=20.0),
     )
-
-
 
 
 LINREG_BOX = (-10.0, 10.0)
@@ -112,4 +122,5 @@ def _sinusoid() -> Preset:
     return _regression(SINUSOID_PRIOR, SINUSOID_BOX, input_scale=0.4, steps=1200, d_model=64)
 
 
-PRESETS = {"mog2d": _mog2d, "small": _small, "mdn2d": _mdn2d, "linreg": _linreg, "sinusoid": _sinusoid}
+PRESETS = {"mog2d": _mog2d, "mog2d-wide": _mog2d_wide, "small": _small, "mdn2d": _mdn2d, "linreg": _linreg,
+           "sinusoid": _sinusoid}

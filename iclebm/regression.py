@@ -192,8 +192,7 @@ class RegressionTrainer(Trainer):
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         """(seq,) for the exact objective; (seq, y-only negatives) for CD."""
         c = self.config
-        seq, _ = self.prior.sample_batch(c.batch_size, c.context_len, self.generator)
-        seq = seq.to(self.model.dtype)
+        seq, _ = self.sample_batch()  # per-task seeded draws (chain starts unused: y-negatives start at seq)
         if self.objective == "exact":
             return (seq,)
         return seq, y_negatives(self.model, seq, c, self.generator)

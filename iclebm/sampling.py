@@ -44,6 +44,22 @@ def clip_norm(g: torch.Tensor, max_norm: float | None) -> torch.Tensor:
     return g * (max_norm / norm.clamp_min(max_norm))
 
 
+def draw_noise(x: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """Standard normal noise shaped like x (B, ...), on x's device.
+
+    A generator draws on its own device (a CPU generator on the CPU, then moved), so a seed gives
+    the same chains on every device; a list of B generators draws row b from generator b, so a
+    task's chains do not depend on which other tasks share its batch (data-parallel ranks).
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        rows = [torch.randn(x.shape[1:], generator=g, dtype=x.dtype, device=g.device) for g in generator]
+        return torch.stack(rows).to(x.device)
+    dev = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
+
+
 def _check_sampler_args(steps: int, step_size: float, noise_std: float, grad_clip: float | None) -> None:
     if int(steps) < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -63,7 +79,7 @@ def langevin_cached(
     grad_clip: float | None = None,
     lengths: torch.Tensor | None = None,
     box: tuple[float, float] | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     return_trajectory: bool = False,
 ) -> torch.Tensor:
     """Chains for every prefix group at once. init: (B, P, C, 2) -> (B, P, C, 2).
@@ -73,7 +89,7 @@ def langevin_cached(
     """
     _check_sampler_args(steps, step_size, noise_std, grad_clip)
     cache = cache.detach()
-    x = init.detach().to(model.dtype).clone()
+    x = init.detach().to(device=model.device, dtype=model.dtype).clone()
     traj = [x] if return_trajectory else None
     with torch.enable_grad():
         for _ in range(int(steps)):
@@ -81,7 +97,7 @@ def langevin_cached(
             energy = model.energy_cached(x, cache, lengths)
             (grad,) = torch.autograd.grad(energy.sum(), x)
             with torch.no_grad():
-                noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                noise = draw_noise(x, generator)
                 x = x - step_size * clip_norm(grad, grad_clip) + noise_std * noise
                 if box is not None:
                     x = x.clamp(box[0], box[1])

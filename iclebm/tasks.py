@@ -46,37 +46,87 @@ class Task(Protocol):
 
 @dataclass(frozen=True)
 class GaussianMixture:
-    """A mixture of isotropic Gaussians with uniform weights; exact log density."""
+    """A mixture of Gaussians with uniform weights; exact log density and sampling.
+
+    `GaussianMixture(means, stds)` is the isotropic mixture (component k has covariance
+    stds[k]^2 I). Passing `covs` (K, 2, 2) gives full covariances instead; `stds` is then
+    the geometric-mean std det(cov)^(1/4) of each component (filled in when omitted).
+    """
 
     means: torch.Tensor  # (K, 2)
-    stds: torch.Tensor  # (K,)
+    stds: torch.Tensor | None = None  # (K,)
+    covs: torch.Tensor | None = None  # (K, 2, 2) or None for isotropic components
 
     def __post_init__(self) -> None:
         if self.means.ndim != 2 or self.means.shape[1] != 2:
             raise ValueError(f"means must have shape (K, 2), got {tuple(self.means.shape)}")
-        if self.stds.shape != (self.means.shape[0],):
+        k = self.means.shape[0]
+        if self.covs is not None:
+            covs = torch.as_tensor(self.covs, dtype=torch.float64)
+            if covs.shape != (k, 2, 2):
+                raise ValueError(f"covs must have shape (K, 2, 2) = ({k}, 2, 2), got {tuple(covs.shape)}")
+            if not torch.allclose(covs, covs.transpose(-1, -2), rtol=1e-9, atol=1e-12):
+                raise ValueError("covs must be symmetric")
+            if not bool((torch.linalg.eigvalsh(covs) > 0).all()):
+                raise ValueError("covs must be positive definite")
+            object.__setattr__(self, "covs", covs)
+            if self.stds is None:
+                object.__setattr__(self, "stds", torch.linalg.det(covs) ** 0.25)
+        if self.stds is None:
+            raise ValueError("give the component stds (isotropic) or covs (full covariances)")
+        if self.stds.shape != (k,):
             raise ValueError("stds must have one entry per component")
         if not bool((self.stds > 0).all()):
             raise ValueError("component stds must be positive")
+
+    @classmethod
+    def anisotropic(
+        cls, means: torch.Tensor, major_std: torch.Tensor, minor_std: torch.Tensor, angle: torch.Tensor
+    ) -> GaussianMixture:
+        """Components with std major_std along direction `angle` (radians) and minor_std across it."""
+        c, s = torch.cos(angle.double()), torch.sin(angle.double())
+        rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (K, 2, 2)
+        var = torch.stack([major_std.double() ** 2, minor_std.double() ** 2], -1)  # (K, 2)
+        covs = rot @ torch.diag_embed(var) @ rot.transpose(-1, -2)
+        return cls(means.double(), covs=0.5 * (covs + covs.transpose(-1, -2)))
 
     @property
     def n_components(self) -> int:
         return self.means.shape[0]
 
+    @property
+    def isotropic(self) -> bool:
+        return self.covs is None
+
+    def covariances(self) -> torch.Tensor:
+        """(K, 2, 2) float64 covariances, isotropic or not."""
+        if self.covs is not None:
+            return self.covs
+        return self.stds.double()[:, None, None] ** 2 * torch.eye(2, dtype=torch.float64)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n, 2) i.i.d. points, float32."""
         k = torch.randint(self.n_components, (n,), generator=generator)
         noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-        x = self.means.double()[k] + self.stds.double()[k, None] * noise
+        if self.covs is None:
+            x = self.means.double()[k] + self.stds.double()[k, None] * noise
+        else:
+            chol = torch.linalg.cholesky(self.covs)  # (K, 2, 2) lower triangular
+            x = self.means.double()[k] + (chol[k] @ noise[:, :, None])[..., 0]
         return x.float()
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """(..., 2) -> (...) exact log density (float64 inside)."""
         x = torch.as_tensor(x, dtype=torch.float64)
         mu = self.means.double()
-        var = self.stds.double() ** 2  # (K,)
-        d2 = ((x[..., None, :] - mu) ** 2).sum(-1)  # (..., K)
-        log_comp = -0.5 * d2 / var - torch.log(2 * math.pi * var)
+        diff = x[..., None, :] - mu  # (..., K, 2)
+        if self.covs is None:
+            var = self.stds.double() ** 2  # (K,)
+            log_comp = -0.5 * (diff**2).sum(-1) / var - torch.log(2 * math.pi * var)
+        else:
+            prec = torch.linalg.inv(self.covs)  # (K, 2, 2)
+            maha = torch.einsum("...ki,kij,...kj->...k", diff, prec, diff)
+            log_comp = -0.5 * maha - math.log(2 * math.pi) - 0.5 * torch.logdet(self.covs)
         return torch.logsumexp(log_comp, dim=-1) - math.log(self.n_components)
 
 
@@ -87,12 +137,34 @@ class MixturePrior:
     Means ~ N(0, mean_std^2 I), redrawn while any coordinate exceeds `mean_limit`
     (so every task fits comfortably inside the plotting box); each component's std
     and the number of components are fixed numbers or uniform draws from a range.
+
+    Anisotropy: with `aspect_ratio` > 1 (a number or a [lo, hi] range, each >= 1) every
+    component draws a ratio r of its major to minor std and a uniform rotation angle in
+    [0, pi); its axis stds are s * sqrt(r) and s / sqrt(r), so `component_std` s stays the
+    geometric-mean std (the same area as the isotropic component). aspect_ratio = 1 draws
+    nothing extra: isotropic priors give exactly the tasks they always gave.
     """
 
     n_components: int | tuple[int, int] = 3
     mean_std: Range = 3.0
     component_std: Range = (0.33, 0.5)
     mean_limit: float = 8.0
+    aspect_ratio: Range = 1.0
+
+    def __post_init__(self) -> None:
+        k = self.n_components
+        if isinstance(k, tuple) and not 1 <= k[0] <= k[1]:
+            raise ValueError(f"n_components must be a range [lo, hi] with 1 <= lo <= hi, got {list(k)}")
+        if isinstance(k, int) and k < 1:
+            raise ValueError(f"n_components must be >= 1, got {k}")
+        lo = self.aspect_ratio[0] if isinstance(self.aspect_ratio, tuple) else self.aspect_ratio
+        if lo < 1.0:
+            raise ValueError(f"aspect_ratio must be >= 1 (major / minor std), got {self.aspect_ratio!r}")
+
+    @property
+    def anisotropic(self) -> bool:
+        r = self.aspect_ratio
+        return (r[1] if isinstance(r, tuple) else r) > 1.0
 
     @classmethod
     def from_card(cls, task: dict) -> MixturePrior:
@@ -104,19 +176,24 @@ class MixturePrior:
             mean_std=_as_range(task.get("mean_std", 3.0)),
             component_std=_as_range(task.get("component_std", (0.33, 0.5))),
             mean_limit=float(task.get("mean_limit", 8.0)),
+            aspect_ratio=_as_range(task.get("aspect_ratio", 1.0)),
         )
 
     def to_card(self) -> dict:
         def plain(v: object) -> object:
             return list(v) if isinstance(v, tuple) else v
 
-        return {
+        card = {
             "family": "gaussian_mixture",
             "n_components": plain(self.n_components),
             "mean_std": plain(self.mean_std),
             "component_std": plain(self.component_std),
             "mean_limit": self.mean_limit,
         }
+        if self.anisotropic:  # isotropic cards keep their old form
+            card["aspect_ratio"] = plain(self.aspect_ratio)
+            card["rotation"] = "uniform"
+        return card
 
     def sample_task(self, generator: torch.Generator | None = None) -> GaussianMixture:
         g = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -134,7 +211,11 @@ class MixturePrior:
                     break
             means[i] = m
         stds = torch.tensor([_draw(self.component_std, g) for _ in range(k)], dtype=torch.float64)
-        return GaussianMixture(means, stds)
+        if not self.anisotropic:
+            return GaussianMixture(means, stds)
+        ratio = torch.tensor([_draw(self.aspect_ratio, g) for _ in range(k)], dtype=torch.float64)
+        angle = math.pi * torch.rand(k, generator=g, dtype=torch.float64)
+        return GaussianMixture.anisotropic(means, stds * ratio.sqrt(), stds / ratio.sqrt(), angle)
 
     def sample_batch(
         self, n_tasks: int, n_points: int, generator: torch.Generator | None = None

@@ -24,12 +24,28 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 
+import numpy as np
 import torch
 
+from .devices import autocast, check_amp
+from .distributed import DistInfo, DistributedError, all_true, check_batch_split
 from .errors import TrainingDivergedError
 from .model import EnergyConfig, EnergyTransformer
 from .sampling import langevin_cached
 from .tasks import MixturePrior, is_regression, prior_from_card
+
+STEP_STREAM = 2**32  # task_seed index of the per-step stream (tasks use 0 .. batch_size - 1)
+
+
+def task_seed(seed: int, step: int, index: int) -> int:
+    """Seed of global task `index` at optimiser step `step` (numpy SeedSequence hash of the three).
+
+    The training data (tasks, points, chain starts and Langevin noise) of a task depends only on
+    (seed, step, index), so any split of the global batch across data-parallel ranks trains on
+    exactly the batch a single process would see, and resuming needs only the step count.
+    """
+    state = np.random.SeedSequence([int(seed), int(step), int(index)]).generate_state(1, np.uint64)
+    return int(state[0] >> np.uint64(1))
 
 
 @dataclass
@@ -121,7 +137,7 @@ def cd_loss_reference(
     """The paper's loop form: one full forward per position x chain. For tests and bench."""
     b, n, c, _ = negatives.shape
     f_real = model.learned_energies(seq)
-    f_neg = torch.zeros(b, n, c, dtype=seq.dtype)
+    f_neg = torch.zeros(b, n, c, dtype=seq.dtype, device=seq.device)
     for pos in range(n):
         for ch in range(c):
             s = seq[:, : pos + 1].clone()
@@ -134,9 +150,11 @@ def cd_loss_reference(
 
 def sample_negatives(
     model: EnergyTransformer, seq: torch.Tensor, init: torch.Tensor, cfg: TrainConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
 ) -> torch.Tensor:
-    """Langevin negatives for every position and chain at once. init: (B, N, C, 2)."""
+    """Langevin negatives for every position and chain at once. init: (B, N, C, 2).
+
+    generator: one for the batch, or one per task (row b's noise from generator b)."""
     with torch.no_grad():
         cache = model.encode_context(seq)
     return langevin_cached(
@@ -162,10 +180,26 @@ def sample_negatives_reference(
                 with torch.no_grad():
                     norm = g.norm(dim=-1, keepdim=True)
                     g = g * (cfg.grad_clip_x / norm.clamp_min(cfg.grad_clip_x))
-                    x = x - cfg.step_size * g + cfg.noise_std * torch.randn(x.shape, generator=generator)
+                    noise = torch.randn(x.shape, generator=generator).to(x.device)
+                    x = x - cfg.step_size * g + cfg.noise_std * noise
                     x = x.clamp(*cfg.box)
             out[:, pos, ch] = x.detach()
     return out
+
+
+class _LossModule(torch.nn.Module):
+    """Holds the model so DistributedDataParallel can wrap it; forward(fn) evaluates a loss closure.
+
+    The energy model is used through several methods (context pass, query path), not one
+    forward, so DDP's forward hook runs around the whole loss instead.
+    """
+
+    def __init__(self, model: EnergyTransformer) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, loss_fn: Callable[[], tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+        return loss_fn()
 
 
 class Trainer:
@@ -180,16 +214,38 @@ class Trainer:
     def __init__(
         self, model: EnergyTransformer | None = None, config: TrainConfig | None = None,
         model_config: EnergyConfig | None = None, max_bad_steps: int = 20,
+        device: torch.device | str | None = None, dist: DistInfo | None = None, amp: bool = False,
     ) -> None:
         self.config = config or TrainConfig()
+        self.dist = dist or DistInfo()
+        # This rank's share of the global batch: tasks [task_lo, task_lo + local_batch).
+        self.local_batch = check_batch_split(int(self.config.batch_size), self.dist.world_size)
+        self.task_lo = self.dist.rank * self.local_batch
         if model is None:
             with torch.random.fork_rng():  # seeded init without reseeding the caller's global RNG
                 torch.manual_seed(self.config.seed)
                 model = EnergyTransformer(model_config or EnergyConfig())
-        self.model = model
+        self.device = torch.device(device) if device is not None else model.device
+        self.model = model.to(self.device)
         self.model.train()
+        check_amp(amp, self.device)
+        self.amp = amp
         self.prior = prior_from_card(self.config.task)
-        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self.generator = torch.Generator().manual_seed(self.config.seed)  # reseeded every step
+        self._chain_generators: list[torch.Generator] = []
+        self.ddp: torch.nn.Module | None = None
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if not torch.distributed.is_initialized():
+                raise DistributedError(
+                    f"world size {self.dist.world_size} needs a process group: call "
+                    "iclebm.distributed.init_from_env first (torchrun sets the environment)"
+                )
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # DDP syncs gradients when the loss is computed through its forward (see _objective).
+            self.ddp = DistributedDataParallel(_LossModule(self.model), device_ids=ids)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
         self.step_count = 0
         self.history: list[dict] = []
@@ -214,16 +270,37 @@ class Trainer:
     # ---- one update -------------------------------------------------------------------
 
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's tasks of the current step: sequences (b, N, 2) and chain starts (b, N, C, 2).
+
+        Task i of the global batch is drawn on the CPU from its own generator seeded with
+        task_seed(seed, step, i), which then also drives that task's Langevin noise; the results
+        move to the model's device. The step stream `self.generator` is reseeded too.
+        """
         c = self.config
-        seq_all, _ = self.prior.sample_batch(c.batch_size, c.context_len + c.extra_points, self.generator)
-        seq_all = seq_all.to(self.model.dtype)
-        init = chain_init(seq_all, c.context_len, c.chains, c.data_init_frac, c.box, self.generator)
-        return seq_all[:, : c.context_len], init
+        self.generator.manual_seed(task_seed(c.seed, self.step_count, STEP_STREAM))
+        seqs, inits, gens = [], [], []
+        for i in range(self.task_lo, self.task_lo + self.local_batch):
+            g = torch.Generator().manual_seed(task_seed(c.seed, self.step_count, i))
+            pts = self.prior.sample_task(g).sample(c.context_len + c.extra_points, g)[None]
+            pts = pts.to(self.model.dtype)
+            inits.append(chain_init(pts, c.context_len, c.chains, c.data_init_frac, c.box, g))
+            seqs.append(pts[:, : c.context_len])
+            gens.append(g)
+        self._chain_generators = gens
+        return torch.cat(seqs).to(self.device), torch.cat(inits).to(self.device)
+
+    def _objective(self, loss_fn: Callable[[], tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, dict]:
+        """Evaluate the loss (through DDP when data-parallel, so backward averages gradients)."""
+        with autocast(self.device, self.amp):
+            if self.ddp is not None:
+                return self.ddp(loss_fn)
+            return loss_fn()
 
     def next_batch(self) -> tuple[torch.Tensor, ...]:
         """The data of one update: sequences (B, N, 2) and their Langevin negatives (B, N, C, 2)."""
         seq, init = self.sample_batch()
-        return seq, sample_negatives(self.model, seq, init, self.config, self.generator)
+        with autocast(self.device, self.amp):
+            return seq, sample_negatives(self.model, seq, init, self.config, self._chain_generators)
 
     def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.mdn)."""
@@ -239,13 +316,14 @@ class Trainer:
             group["lr"] = lr
         with self.lock:
             self.optimizer.zero_grad(set_to_none=True)
-            loss, stats = self.loss(batch)
-            finite = bool(torch.isfinite(loss))
+            loss, stats = self._objective(lambda: self.loss(batch))
+            # Every rank must take the same branch (backward all-reduces): agree on finiteness.
+            finite = all_true(bool(torch.isfinite(loss)), self.dist, self.device)
             grad_norm = float("nan")
             if finite:
                 loss.backward()
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip))
-                finite = math.isfinite(grad_norm)
+                finite = math.isfinite(grad_norm)  # gradients are synced, so ranks agree
             if finite:
                 self.optimizer.step()
                 finite = all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

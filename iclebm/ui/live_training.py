@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import TrainingDivergedError
+from ..mdn import MixtureDensityTransformer, MixtureTrainer
 from ..model import EnergyConfig, EnergyTransformer
 from ..presets import get_preset
 from ..training import TrainConfig, Trainer
@@ -196,7 +197,9 @@ class LiveTrainer:
             for p in model.parameters():  # a cached model may have been frozen for inference
                 p.requires_grad_(True)
             model.card = dict(self._base.card or {})
-            self.trainer = Trainer(model=model, config=self.train_config, max_bad_steps=self._max_bad)
+            # A parametric model fine-tunes by exact NLL (its objective); an energy model by CD.
+            cls = MixtureTrainer if isinstance(model, MixtureDensityTransformer) else Trainer
+            self.trainer = cls(model=model, config=self.train_config, max_bad_steps=self._max_bad)
         else:
             self.trainer = Trainer(config=self.train_config, model_config=self.model_config,
                                    max_bad_steps=self._max_bad)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from ..checkpoints import load_checkpoint_bytes
 from ..errors import CheckpointError
+from ..mdn import MixtureDensityTransformer
 from ..model import EnergyTransformer
 from . import share
 from .guard import flash, guarded
@@ -117,10 +118,18 @@ def _apply_link_model(options: list[str]) -> None:
                          "showing the shipped model.")
 
 
-def card_summary(card: dict, model: EnergyTransformer) -> None:
+def model_kind(model: EnergyTransformer | MixtureDensityTransformer) -> str:
+    """One line on what the model outputs (the two architectures share the backbone)."""
+    cfg = model.config
+    if isinstance(model, MixtureDensityTransformer):
+        return f"parametric: a {cfg.n_components}-component Gaussian mixture per context, exact NLL"
+    return f"energy, scale {cfg.energy_scale:g}" + (" (per-length calibrated)" if cfg.length_scales else "")
+
+
+def card_summary(card: dict, model: EnergyTransformer | MixtureDensityTransformer) -> None:
     cfg = model.config
     st.markdown(f"**{card.get('name', '?')}** · {cfg.n_layer} layers · d={cfg.d_model} · {cfg.n_head} heads"
-                f" · max context {cfg.max_context} · energy scale {cfg.energy_scale:g}")
+                f" · max context {cfg.max_context} · {model_kind(model)}")
     training = card.get("training") or {}
     if training:
         st.caption("Training")

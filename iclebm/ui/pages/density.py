@@ -22,6 +22,7 @@ import torch
 
 from ... import landscape as L
 from ...evaluate import nll_curve_for_task
+from ...mdn import MixtureDensityTransformer
 from ...model import EnergyTransformer
 from ...sampling import SamplerConfig
 from ...tasks import PROBE_FAMILIES, MixturePrior, is_regression, task_family
@@ -60,6 +61,11 @@ def render(ctx: AppContext) -> None:
     st.markdown("### ⚡ In-context energy landscapes")
     st.caption("A frozen transformer reads your points as its context and outputs an energy E(x | context); "
                "exp(−E) is a density that adapts to them. **Click the picture to add a point.**")
+    if isinstance(model, MixtureDensityTransformer):
+        k = model.config.n_components
+        st.caption(f"This model is the parametric peer: its output is a {k}-component Gaussian mixture, "
+                   "so E = −log p exactly (no grid normalisation, no temperature); "
+                   "the sampler and arrows use the same −∇E.")
     view_controls()
     main_col, side_col = st.columns([1.55, 1], gap="medium")
     with main_col:

@@ -1,0 +1,151 @@
+"""Anisotropic mixture components and the generalist prior (K range, rotation, aspect ratio)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import multivariate_normal
+
+from iclebm.evaluate import _anisotropic_prior_predictive, grid_points, prior_predictive_log_prob
+from iclebm.tasks import GaussianMixture, MixturePrior
+
+WIDE = MixturePrior(n_components=(1, 6), mean_std=3.0, component_std=(0.2, 1.5), aspect_ratio=(1.0, 4.0))
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def ellipses() -> GaussianMixture:
+    means = torch.tensor([[1.0, -2.0], [-3.0, 0.5]], dtype=torch.float64)
+    return GaussianMixture.anisotropic(
+        means, torch.tensor([1.2, 0.8]), torch.tensor([0.3, 0.4]), torch.tensor([0.4, 2.0])
+    )
+
+
+def test_full_covariance_log_prob_matches_scipy_and_integrates_to_one():
+    task = ellipses()
+    x = 3 * torch.randn(64, 2, generator=gen(0), dtype=torch.float64)
+    dens = sum(
+        multivariate_normal(mean=m, cov=c).pdf(x.numpy()) / 2
+        for m, c in zip(task.means.numpy(), task.covs.numpy(), strict=True)
+    )
+    assert np.allclose(task.log_prob(x).numpy(), np.log(dens), atol=1e-10)
+    assert task.log_prob(x.reshape(8, 8, 2)).shape == (8, 8)
+    grid, area = grid_points((-12.0, 12.0), 400)
+    assert abs(float(task.log_prob(grid).exp().sum() * area) - 1.0) < 1e-6
+    # stds holds the geometric-mean std det(cov)^(1/4)
+    assert torch.allclose(task.stds, torch.tensor([1.2 * 0.3, 0.8 * 0.4], dtype=torch.float64).sqrt())
+
+
+def test_full_covariance_sampling_has_the_covariance():
+    task = GaussianMixture(torch.tensor([[2.0, -1.0]]), covs=torch.tensor([[[1.0, 0.6], [0.6, 0.5]]]))
+    x = task.sample(40000, gen(1)).double()
+    assert torch.equal(x.float(), task.sample(40000, gen(1)))
+    assert torch.allclose(x.mean(0), torch.tensor([2.0, -1.0], dtype=torch.float64), atol=0.02)
+    assert torch.allclose(torch.cov(x.T), task.covs[0], atol=0.02)
+
+
+def test_isotropic_constructor_is_unchanged_and_equals_diagonal_covs():
+    means = torch.tensor([[0.0, 1.0], [2.0, -2.0]], dtype=torch.float64)
+    stds = torch.tensor([0.5, 0.9], dtype=torch.float64)
+    iso = GaussianMixture(means, stds)
+    assert iso.isotropic and iso.covs is None
+    full = GaussianMixture(means, covs=stds[:, None, None] ** 2 * torch.eye(2, dtype=torch.float64))
+    x = 2 * torch.randn(50, 2, generator=gen(2), dtype=torch.float64)
+    assert torch.allclose(iso.log_prob(x), full.log_prob(x), atol=1e-12)
+    assert torch.allclose(iso.covariances(), full.covariances())
+    # same generator draws -> the same points (the Cholesky factor of s^2 I is s I)
+    assert torch.allclose(iso.sample(100, gen(3)), full.sample(100, gen(3)), atol=1e-6)
+
+
+def test_covariance_validation():
+    with pytest.raises(ValueError, match="positive definite"):
+        GaussianMixture(torch.zeros(1, 2), covs=torch.tensor([[[1.0, 2.0], [2.0, 1.0]]]))
+    with pytest.raises(ValueError, match="symmetric"):
+        GaussianMixture(torch.zeros(1, 2), covs=torch.tensor([[[1.0, 0.5], [0.1, 1.0]]]))
+    with pytest.raises(ValueError, match="shape"):
+        GaussianMixture(torch.zeros(2, 2), covs=torch.eye(2)[None])
+    with pytest.raises(ValueError, match="stds"):
+        GaussianMixture(torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="aspect_ratio"):
+        MixturePrior(aspect_ratio=0.5)
+    with pytest.raises(ValueError, match="n_components"):
+        MixturePrior(n_components=(0, 3))
+
+
+def test_isotropic_prior_draws_exactly_what_it_always_drew():
+    # Values recorded from the isotropic-only implementation: old seeds give the same tasks.
+    t = MixturePrior(n_components=(1, 6), component_std=(0.2, 1.5)).sample_task(gen(11))
+    assert t.isotropic and t.n_components == 4
+    first = torch.tensor([2.1615594950480927, -1.733407182283658], dtype=torch.float64)
+    assert torch.allclose(t.means[0], first)
+    assert torch.allclose(t.stds[-1], torch.tensor(1.05304682830592, dtype=torch.float64))
+    x, _ = MixturePrior().sample_batch(2, 3, gen(5))
+    assert torch.allclose(x[1, 2], torch.tensor([0.5732842683792114, 1.2913111448287964]))
+
+
+def test_wide_prior_respects_its_ranges():
+    g = gen(0)
+    ks, ratios, angles = set(), [], []
+    for _ in range(300):
+        t = WIDE.sample_task(g)
+        ks.add(t.n_components)
+        assert not t.isotropic
+        assert bool((t.means.abs() <= WIDE.mean_limit).all())
+        var, vec = torch.linalg.eigh(t.covs)  # ascending eigenvalues
+        geo = (var[:, 0] * var[:, 1]) ** 0.25
+        assert bool(((geo >= 0.2 - 1e-9) & (geo <= 1.5 + 1e-9)).all())
+        r = (var[:, 1] / var[:, 0]).sqrt()
+        assert bool(((r >= 1 - 1e-9) & (r <= 4 + 1e-9)).all())
+        ratios += r.tolist()
+        angles += torch.atan2(vec[:, 1, 1], vec[:, 0, 1]).remainder(math.pi).tolist()
+    assert ks == {1, 2, 3, 4, 5, 6}
+    assert max(ratios) > 3.8 and min(ratios) < 1.2
+    hist = np.histogram(angles, bins=4, range=(0, math.pi))[0]
+    assert hist.min() > 0.15 * len(angles)  # rotations cover every direction
+
+
+def test_prior_card_round_trip_and_old_cards():
+    card = WIDE.to_card()
+    assert card["aspect_ratio"] == [1.0, 4.0] and card["n_components"] == [1, 6]
+    assert MixturePrior.from_card(card) == WIDE
+    assert "aspect_ratio" not in MixturePrior().to_card()  # isotropic cards keep their old form
+    old = {"family": "gaussian_mixture", "n_components": 3, "mean_std": 3.0, "component_std": [0.33, 0.5],
+           "mean_limit": 8.0}
+    assert MixturePrior.from_card(old) == MixturePrior()
+    assert not MixturePrior.from_card(old).anisotropic
+
+
+def test_anisotropic_prior_predictive_reduces_to_the_closed_form():
+    iso = MixturePrior(component_std=(0.2, 1.5), mean_std=3.0)
+    x = 4 * torch.randn(100, 2, generator=gen(4), dtype=torch.float64).numpy()
+    x[0] = [7.9, -7.5]
+    closed = prior_predictive_log_prob(iso, x)
+    assert np.allclose(_anisotropic_prior_predictive(iso, x, 12), closed, atol=1e-6)
+
+
+def test_anisotropic_prior_predictive_is_normalised_and_matches_monte_carlo():
+    # Every quadrature node is itself a normalised density, so a coarse rule checks the formula.
+    grid, area = grid_points((-20.0, 20.0), 80)
+    assert abs(float(np.exp(prior_predictive_log_prob(WIDE, grid.numpy(), n_quad=5)).sum() * area) - 1) < 2e-3
+    # Monte Carlo: the mean over many prior draws of one component's density at fixed points.
+    rng = np.random.default_rng(0)
+    m = 400_000
+    mu = rng.normal(0, 3.0, size=(3 * m, 2))
+    mu = mu[(np.abs(mu) <= 8.0).all(1)][:m]
+    s, r, th = rng.uniform(0.2, 1.5, m), rng.uniform(1, 4, m), rng.uniform(0, math.pi, m)
+    u2, v2 = s * s * r, s * s / r
+    c, sn = np.cos(th), np.sin(th)
+    a, b, d = c * c * u2 + sn * sn * v2, c * sn * (u2 - v2), sn * sn * u2 + c * c * v2
+    x = np.array([[0.0, 0.0], [2.0, -1.0], [6.0, 5.0], [8.5, 0.0]])
+    dx, dy = x[:, None, 0] - mu[None, :, 0], x[:, None, 1] - mu[None, :, 1]
+    det = a * d - b * b
+    dens = np.exp(-0.5 * (d * dx * dx - 2 * b * dx * dy + a * dy * dy) / det) / (2 * math.pi * np.sqrt(det))
+    mc = dens.mean(1)
+    se = dens.std(1) / math.sqrt(m)
+    exact = np.exp(prior_predictive_log_prob(WIDE, x))
+    assert np.all(np.abs(exact - mc) < 4 * se + 1e-4 * exact), (exact, mc, se)
