@@ -283,7 +283,8 @@ def thinking_curve(
 
     Returns {"steps", "mse": {str(n): [..]}, ...}."""
     prior, _ = _resolve(model, prior, None)
-    _, ctx, test = _held_out(prior, n_tasks, max(n_values), n_test, seed)
+    # the same held-out contexts and test points as regression_table with the same seed
+    _, ctx, test = _held_out(prior, n_tasks, max(*n_values, *DEFAULT_NS), n_test, seed)
     out: dict[str, list[float]] = {}
     with eval_mode(model):
         for n in n_values:

@@ -131,8 +131,8 @@ def predict(
     Unset settings (None) come from the model card's "thinking" entry (else ThinkingConfig()).
     starts > 1: the first candidate is the default start, the others spread evenly over the
     box's y-range (uniform draws with a generator); the candidate of lowest final energy is kept.
-    Returns y_hat (B, M), or with return_trajectory the kept candidate after every step,
-    (steps + 1, B, M)."""
+    Returns y_hat (B, M), or with return_trajectory the prediction after every step k (the
+    lowest-energy candidate at step k, equal to predict with steps=k), (steps + 1, B, M)."""
     from .checkpoints import box_of
 
     cfg = ThinkingConfig.from_dict((model.card or {}).get("thinking"))
@@ -165,7 +165,7 @@ def predict(
         return model.energy_cached(q, cache)[:, 0].reshape(y.shape)
 
     ys, es = minimise(energy_fn, y0, steps, step_size, clip, return_trajectory)  # type: ignore[arg-type]
-    best = es[-1].argmin(-1, keepdim=True) if return_trajectory else es.argmin(-1, keepdim=True)  # (B, M, 1)
-    if return_trajectory:
-        return ys.gather(-1, best[None].expand(ys.shape[0], -1, -1, -1))[..., 0]
+    # The prediction after k steps is the candidate of lowest energy at step k, so the trajectory
+    # at k equals predict(..., steps=k).
+    best = es.argmin(-1, keepdim=True)  # (..., B, M, 1)
     return ys.gather(-1, best)[..., 0]

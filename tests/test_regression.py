@@ -293,3 +293,12 @@ def test_regression_table_and_thinking_curve_run_on_a_tiny_model():
     density.card = {"task": MixturePrior().to_card()}
     with pytest.raises(ValueError, match="regression task"):
         regression_table(density, n_tasks=2)
+
+
+def test_trajectory_step_k_equals_predict_with_k_steps_for_several_starts():
+    model = reg_model(seed=2)
+    ctx = torch.randn(2, 4, 2, dtype=torch.float64)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    traj = predict(model, x, ctx, steps=6, step_size=0.05, starts=4, return_trajectory=True)
+    for k in (0, 3, 6):
+        torch.testing.assert_close(traj[k], predict(model, x, ctx, steps=k, step_size=0.05, starts=4))
