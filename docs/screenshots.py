@@ -57,6 +57,34 @@ def prepare_train(pg) -> None:  # type: ignore[no-untyped-def]
     pg.wait_for_timeout(500)
 
 
+def prepare_inside(pg) -> None:  # type: ignore[no-untyped-def]
+    """Click a query, run a contexts-to-weights fine-tune, and also shoot that section
+    (docs/page-inside-c2w.png). Uses the context the Density page drew."""
+    pg.locator(".st-key-in_grid .js-plotly-plot").wait_for(timeout=120_000)
+    if " 0 context points" in pg.inner_text("body"):  # shot alone (--pages Inside): draw a context first
+        pg.locator(NAV_LINKS).filter(has_text="Density").first.click()
+        wait_idle(pg)
+        prepare_density(pg)
+        pg.locator(NAV_LINKS).filter(has_text="Inside").first.click()
+        wait_idle(pg)
+        pg.locator(".st-key-in_grid .js-plotly-plot").wait_for(timeout=120_000)
+    pos = pg.evaluate(
+        """([x, y]) => { const gd = document.querySelector('.iclebm-canvas');
+            const r = gd.getBoundingClientRect(); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            return [r.left + xa._offset + xa.d2p(x), r.top + ya._offset + ya.d2p(y)]; }""", [1.0, -1.0])
+    pg.mouse.click(pos[0], pos[1])
+    wait_idle(pg)
+    pg.locator(".st-key-in_run button").first.click()
+    pg.wait_for_function("() => /Fine-tuned for k = /.test(document.body.innerText)", timeout=600_000)
+    wait_idle(pg)
+    pg.evaluate("""() => { const el = document.querySelector('.st-key-in_snap');
+        const main = document.querySelector('[data-testid="stMain"]');
+        if (el && main) main.scrollBy(0, el.getBoundingClientRect().top - 70); }""")
+    pg.wait_for_timeout(800)
+    pg.screenshot(path=str(DOCS / "page-inside-c2w.png"), full_page=False)
+    print("saved docs/page-inside-c2w.png")
+
+
 def prepare_regression(pg) -> None:  # type: ignore[no-untyped-def]
     """Draw a random task of the model's family (16 pairs) and wait for the redrawn canvas."""
     pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=120_000)
@@ -67,7 +95,7 @@ def prepare_regression(pg) -> None:  # type: ignore[no-untyped-def]
 
 
 # page title -> steps to run after opening it (pages without an entry are shot as they open)
-PREPARE: dict[str, Callable] = {"Density": prepare_density, "Train": prepare_train,
+PREPARE: dict[str, Callable] = {"Density": prepare_density, "Inside": prepare_inside, "Train": prepare_train,
                                 "Regression": prepare_regression}
 
 

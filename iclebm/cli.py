@@ -1,4 +1,4 @@
-"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect."""
+"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights | compare."""
 
 from __future__ import annotations
 
@@ -316,6 +316,76 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """NLL vs n of several checkpoints, Bayes and baselines, on the training prior and out-of-family data."""
+    from .checkpoints import box_of
+    from .compare import QUICK, compare, format_compare
+    from .tasks import MixturePrior
+
+    paths = args.checkpoints or [p for p in ("checkpoints/mog2d.safetensors", "checkpoints/mdn2d.safetensors")
+                                 if Path(p).exists()]
+    if not paths:
+        raise ValueError("no checkpoints given and none shipped under checkpoints/")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = {Path(p).stem: load_checkpoint(p) for p in paths}
+    if len(models) != len(paths):
+        raise ValueError("two checkpoints share a file name; rename one")
+    first = next(iter(models.values()))
+    prior = MixturePrior.from_card(first.card["task"]) if first.card.get("task") else MixturePrior()
+    settings = (dict(QUICK) if args.quick
+                else {"n_tasks": args.tasks, "n_test": args.test, "resolution": args.resolution})
+    t0 = time.time()
+
+    def progress(family: str) -> None:
+        print(f"[{time.time() - t0:6.0f} s] {family}", file=sys.stderr, flush=True)
+
+    result = compare(models, prior, box_of(first), seed=args.seed, only=args.families, progress=progress,
+                     **settings)
+    result["command"] = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    result["seconds"] = round(time.time() - t0, 1)
+    print(format_compare(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_ctx2weights(args: argparse.Namespace) -> int:
+    """In context vs in weights on one drawn task: distances and NLLs at each snapshot k."""
+    from .checkpoints import box_of
+    from .ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
+    from .tasks import MixturePrior
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_checkpoint(args.checkpoint)
+    if not 1 <= args.points <= model.config.max_context:
+        raise ValueError(f"--points must lie in [1, {model.config.max_context}]")
+    cfg = FineTuneConfig(steps=args.steps, lr=args.lr, objective=args.objective, seed=args.seed)
+    box = box_of(model)
+    prior = MixturePrior.from_card(model.card["task"]) if "task" in model.card else MixturePrior()
+    g = torch.Generator().manual_seed(args.seed)
+    task = prior.sample_task(g)
+    pts, held = task.sample(args.points, g).numpy(), task.sample(args.heldout, g)
+    oracle = float(-task.log_prob(held.double()).mean())
+    held = held.numpy()
+    ref = in_context_reference(model, pts, box, args.resolution, held)
+    res = fine_tune(model, pts, cfg, box, short_context=pts[: args.short], heldout=held,
+                    display_resolution=args.resolution)
+    d = distances(ref, res.snapshots)
+    print(f"task seed {args.seed}: {args.points} context points, {args.heldout} held-out points; "
+          f"{args.objective}, lr {args.lr:g}, fine-tuned model reads {args.short} points; "
+          f"grid {args.resolution}x{args.resolution}")
+    print(f"in context: NLL(D) {ref.nll_context:.3f}, held-out NLL {ref.nll_heldout:.3f}; "
+          f"true mixture held-out NLL {oracle:.3f}")
+    print(f"{'k':>5} {'loss':>8} {'NLL(D)':>8} {'held-out':>9} {'sym KL':>8} {'Hellinger':>9}")
+    for s, kl, h in zip(res.snapshots, d["sym_kl"], d["hellinger"], strict=True):
+        print(f"{s.step:>5} {s.loss:8.3f} {s.nll_context:8.3f} {s.nll_heldout:9.3f} {kl:8.3f} {h:9.3f}")
+    print(f"{res.status} in {res.seconds:.1f} s" + (f": {res.message}" if res.message else ""))
+    return 0 if res.status == "done" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m iclebm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -378,11 +448,39 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--throughput-only", action="store_true", help="only the per-device throughput table")
     b.set_defaults(func=cmd_bench)
 
+    cp = sub.add_parser("compare", help="NLL vs n: models, Bayes, KDE, EM, oracle, in and out of family")
+    cp.add_argument("--checkpoints", nargs="+", default=None,
+                    help="any number of checkpoints (default: the shipped mog2d and mdn2d that exist)")
+    cp.add_argument("--families", nargs="+", default=None,
+                    help="subset of: 'training prior', '5 components', anisotropic, 'two moons', rings, "
+                    "'swiss roll'")
+    cp.add_argument("--tasks", type=int, default=32, help="tasks per family")
+    cp.add_argument("--test", type=int, default=200, help="held-out points per task")
+    cp.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
+    cp.add_argument("--seed", type=int, default=2024)
+    cp.add_argument("--quick", action="store_true", help="tiny setting (2 tasks, n = 0, 2, 8): a smoke test")
+    cp.add_argument("--json", default=None, help="write the tables as JSON here")
+    cp.add_argument("--threads", type=int, default=None)
+    cp.set_defaults(func=cmd_compare, argv=None)
+
     i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")
     i.add_argument("--checkpoint", default=None, help="default: the shipped model")
     i.add_argument("--points", required=True, help='context points "x,y;x,y;..." ("" = empty context)')
     i.add_argument("--query", required=True, help="query location x,y (inside the model's box)")
     i.set_defaults(func=cmd_inspect)
+
+    w = sub.add_parser("ctx2weights", help="in-context density vs fine-tuning the weights on the context")
+    w.add_argument("--checkpoint", default=None, help="default: the shipped model")
+    w.add_argument("--seed", type=int, default=1, help="which task to draw from the model's prior")
+    w.add_argument("--points", type=int, default=32, help="context size N")
+    w.add_argument("--heldout", type=int, default=500, help="held-out points of the same task")
+    w.add_argument("--steps", type=int, default=100, help="fine-tuning steps k")
+    w.add_argument("--lr", type=float, default=1e-3)
+    w.add_argument("--objective", choices=["nll", "cd"], default="nll")
+    w.add_argument("--short", type=int, default=0, help="the fine-tuned model reads the first S points")
+    w.add_argument("--resolution", type=int, default=60, help="grid for densities and distances")
+    w.add_argument("--threads", type=int, default=None)
+    w.set_defaults(func=cmd_ctx2weights)
     return p
 
 

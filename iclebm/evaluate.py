@@ -7,17 +7,21 @@ Baselines (all normalised densities on R^2, evaluated at the test points directl
 float64 numpy), each fitted on the first n context points:
 
 - ``oracle``: the task's exact log density (needs ``task.log_prob``).
+- ``bayes``: the posterior predictive under the task prior (``iclebm.bayes``): the best any
+  in-context learner trained on that prior can do, and the headline comparison.
 - ``kde_scott``: isotropic Gaussian KDE, bandwidth h = n^(-1/6) * pooled std (Scott's
   rule in 2-D; pooled std = sqrt of the mean of the two per-axis variances, ddof=1).
   For n = 1 (no spread to measure) h = ``FALLBACK_BANDWIDTH`` = 1.0; h is floored at 1e-3.
 - ``kde_scipy``: ``scipy.stats.gaussian_kde`` (full covariance, Scott's factor). It cannot
   fit n <= 2 points or collinear/duplicate points (singular covariance); then it falls
   back to ``kde_scott``.
-- ``em_mixture``: a Gaussian mixture with the prior's K (capped at n) fitted by EM
-  (isotropic components by default, k-means++ starts, several restarts, variance floor
-  ``VAR_FLOOR`` = 1e-2, i.e. std >= 0.1).
-- ``gaussian``: one Gaussian, maximum-likelihood mean and covariance, eigenvalues floored
-  at ``VAR_FLOOR``.
+- ``em_mixture``: scikit-learn's ``GaussianMixture`` with the prior's K (capped at the number
+  of distinct points), isotropic components, 5 k-means++ starts.
+- ``em_bic``: the same with full covariances and K = 1..6 chosen by BIC (K unknown).
+- ``gaussian``: one Gaussian, maximum-likelihood mean and covariance.
+  Every fitted covariance has its eigenvalues floored at the prior's smallest component
+  variance (``component_var_floor``: 0.33^2 for the shipped prior; ``VAR_FLOOR`` = 1e-2
+  without a prior), so a component fitted to one or two points keeps a plausible width.
 - ``prior_predictive``: the density of one point under the task prior, marginalised over
   tasks (needs no data, so it is the same for every n). For ``MixturePrior`` it is exact:
   a point is its component's mean plus N(0, s^2 I) noise, the mean is N(0, mean_std^2 I)
@@ -25,21 +29,28 @@ float64 numpy), each fitted on the first n context points:
   each axis is a Gaussian convolved with a truncated Gaussian (closed form with erf); a
   ranged mean_std or component std is integrated by Gauss-Legendre quadrature.
 
-For n = 0 every data-fitted baseline (kde_scott, kde_scipy, em_mixture, gaussian) reports
+For n = 0 every data-fitted baseline (kde_scott, kde_scipy, em_mixture, em_bic, gaussian) reports
 the prior predictive, the only sensible density with no data.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 from scipy import stats
-from scipy.special import log_ndtr, logsumexp, ndtr
+from scipy.special import logsumexp, ndtr
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
+from .bayes import bayes_point_nll
+from .bayes import log_diff_ndtr as _log_diff_ndtr
+from .bayes import quadrature as _quadrature
 from .model import EnergyTransformer
 from .tasks import MixturePrior
 
@@ -63,8 +74,8 @@ def eval_mode(model: EnergyTransformer) -> Iterator[None]:
 FALLBACK_BANDWIDTH = 1.0
 MIN_BANDWIDTH = 1e-3
 VAR_FLOOR = 1e-2
-BASELINES = ("kde_scott", "kde_scipy", "em_mixture", "gaussian")
-COLUMNS = ("model", "oracle", *BASELINES, "prior_predictive")
+BASELINES = ("kde_scott", "kde_scipy", "em_mixture", "em_bic", "gaussian")
+COLUMNS = ("model", "bayes", "oracle", *BASELINES, "prior_predictive")
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -155,26 +166,6 @@ def _np(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != 2:
         raise ValueError(f"points must have shape (n, 2), got {x.shape}")
     return x
-
-
-def _log_diff_ndtr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """log(Phi(b) - Phi(a)) for a < b, stable in both tails."""
-    a, b = np.broadcast_arrays(a, b)
-    flip = a > 0  # both in the upper tail: use the symmetry Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
-    lo = np.where(flip, -b, a)
-    hi = np.where(flip, -a, b)
-    lb, la = log_ndtr(hi), log_ndtr(lo)
-    return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
-
-
-def _quadrature(value: float | tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and log weights for the mean over U(lo, hi) (or a single fixed value)."""
-    if isinstance(value, (int, float)) or value[0] == value[1]:
-        v = float(value if isinstance(value, (int, float)) else value[0])
-        return np.array([v]), np.array([0.0])
-    lo, hi = value
-    x, w = np.polynomial.legendre.leggauss(n)
-    return lo + (hi - lo) * (x + 1) / 2, np.log(w / 2)
 
 
 def prior_predictive_log_prob(
@@ -337,26 +328,30 @@ def _floor_cov(cov: np.ndarray, var_floor: float) -> np.ndarray:
 
 
 class GaussianMixtureFit:
-    """A fitted Gaussian mixture: weights (K,), means (K, 2), covariances (K, 2, 2)."""
+    """A fitted Gaussian mixture: weights (K,), means (K, 2), covariances (K, 2, 2), and the
+    fit's training log-likelihood and BIC (scikit-learn's, before the variance floor)."""
 
-    def __init__(self, weights: np.ndarray, means: np.ndarray, covs: np.ndarray, log_lik: float) -> None:
-        self.weights, self.means, self.covs, self.log_lik = weights, means, covs, log_lik
+    def __init__(
+        self, weights: np.ndarray, means: np.ndarray, covs: np.ndarray, log_lik: float, bic: float = math.nan
+    ) -> None:
+        self.weights, self.means, self.covs, self.log_lik, self.bic = weights, means, covs, log_lik, bic
 
     def log_prob(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         q = _np(x)
         return logsumexp(np.log(self.weights)[None] + _gauss_log_pdf(q, self.means, self.covs), axis=1)
 
 
-def _kmeans_pp(p: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    n = p.shape[0]
-    idx = [int(rng.integers(n))]
-    d2 = ((p - p[idx[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        total = d2.sum()
-        j = int(rng.integers(n)) if total <= 0 else int(rng.choice(n, p=d2 / total))
-        idx.append(j)
-        d2 = np.minimum(d2, ((p - p[j]) ** 2).sum(1))
-    return p[idx].copy()
+SKLEARN_COVARIANCE = {"isotropic": "spherical", "diag": "diag", "full": "full"}
+
+
+def _full_covariances(gm: GaussianMixture) -> np.ndarray:
+    """scikit-learn's covariances_ in any covariance_type -> (K, 2, 2)."""
+    c, k = gm.covariances_, gm.n_components
+    if gm.covariance_type == "full":
+        return np.array(c)
+    if gm.covariance_type == "diag":
+        return np.stack([np.diag(v) for v in c])
+    return np.asarray(c)[:, None, None] * np.eye(2)[None].repeat(k, 0)  # spherical
 
 
 def fit_gmm(
@@ -364,68 +359,50 @@ def fit_gmm(
     k: int,
     covariance: str = "isotropic",
     var_floor: float = VAR_FLOOR,
-    n_restarts: int = 5,
-    max_iter: int = 200,
-    tol: float = 1e-8,
+    n_init: int = 5,
     seed: int = 0,
 ) -> GaussianMixtureFit:
-    """EM for a K-component Gaussian mixture (K capped at n), best of n_restarts k-means++ starts.
+    """scikit-learn `GaussianMixture` (EM, k-means++ starts, best of n_init) with K capped at the
+    number of distinct points; every covariance eigenvalue is then floored at var_floor, so a
+    component fitted to one or two points keeps a plausible width instead of collapsing. A
+    single distinct point gives N(point, var_floor I).
 
-    covariance: "isotropic", "diag" or "full"; every variance (eigenvalue) is floored at
-    var_floor so single-point components cannot collapse. Returns the fit with the highest
-    training log-likelihood.
+    covariance: "isotropic" (sklearn's "spherical"), "diag" or "full".
     """
-    if covariance not in ("isotropic", "diag", "full"):
+    if covariance not in SKLEARN_COVARIANCE:
         raise ValueError(f"covariance must be isotropic, diag or full, got {covariance!r}")
     p = _np(points)
-    n = p.shape[0]
-    if n == 0:
+    if p.shape[0] == 0:
         raise ValueError("EM needs at least one point")
-    k = max(1, min(int(k), n))
-    rng = np.random.default_rng(seed)
-    global_var = max(var_floor, float(p.var(axis=0).mean()) if n > 1 else 1.0)
-    best: GaussianMixtureFit | None = None
-    for _ in range(max(1, n_restarts)):
-        means = _kmeans_pp(p, k, rng)
-        covs = np.tile(np.eye(2) * global_var, (k, 1, 1))
-        weights = np.full(k, 1.0 / k)
-        prev = -np.inf
-        ll = -np.inf
-        for _ in range(max_iter):
-            logp = np.log(weights)[None] + _gauss_log_pdf(p, means, covs)  # (n, K)
-            norm = logsumexp(logp, axis=1)
-            ll = float(norm.sum())
-            resp = np.exp(logp - norm[:, None])
-            nk = resp.sum(0)
-            empty = nk < 1e-8
-            if empty.any():  # re-seed empty components at random points
-                for j in np.flatnonzero(empty):
-                    means[j] = p[rng.integers(n)]
-                    covs[j] = np.eye(2) * global_var
-                nk = np.where(empty, 1e-8, nk)
-            weights = np.maximum(nk / n, 1e-12)
-            weights /= weights.sum()
-            means = np.where(empty[:, None], means, (resp.T @ p) / nk[:, None])
-            diff = p[:, None, :] - means[None]  # (n, K, 2)
-            if covariance == "full":
-                new = np.einsum("nk,nki,nkj->kij", resp, diff, diff) / nk[:, None, None]
-                new = _floor_cov(0.5 * (new + np.swapaxes(new, 1, 2)), var_floor)
-            else:
-                var = np.einsum("nk,nki->ki", resp, diff * diff) / nk[:, None]  # (K, 2)
-                if covariance == "isotropic":
-                    var = np.repeat(var.mean(1, keepdims=True), 2, axis=1)
-                var = np.maximum(var, var_floor)
-                new = np.zeros((k, 2, 2))
-                new[:, 0, 0], new[:, 1, 1] = var[:, 0], var[:, 1]
-            covs = np.where(empty[:, None, None], covs, new)
-            if ll - prev < tol * max(1.0, abs(ll)):
-                break
-            prev = ll
-        final = float(logsumexp(np.log(weights)[None] + _gauss_log_pdf(p, means, covs), axis=1).sum())
-        if np.isfinite(final) and (best is None or final > best.log_lik):
-            best = GaussianMixtureFit(weights.copy(), means.copy(), covs.copy(), final)
-    assert best is not None
-    return best
+    distinct = np.unique(p, axis=0).shape[0]
+    if distinct == 1:  # one point (or copies of one): sklearn cannot fit; the floored Gaussian at it
+        return GaussianMixtureFit(np.ones(1), p[:1].copy(), var_floor * np.eye(2)[None], math.nan)
+    k = max(1, min(int(k), distinct))
+    gm = GaussianMixture(k, covariance_type=SKLEARN_COVARIANCE[covariance], reg_covar=1e-6,
+                         n_init=n_init, init_params="k-means++", random_state=seed, max_iter=200)
+    # one BLAS/OpenMP thread: these fits are tiny, and thread pools made them 10-100x slower
+    with warnings.catch_warnings(), threadpool_limits(1):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(p)
+    covs = _floor_cov(_full_covariances(gm), var_floor)
+    return GaussianMixtureFit(gm.weights_, gm.means_, covs, float(gm.score(p) * p.shape[0]), float(gm.bic(p)))
+
+
+def fit_gmm_bic(
+    points: torch.Tensor | np.ndarray,
+    max_k: int = 6,
+    covariance: str = "full",
+    var_floor: float = VAR_FLOOR,
+    n_init: int = 2,
+    seed: int = 0,
+) -> GaussianMixtureFit:
+    """The fit_gmm with the lowest BIC over K = 1..max_k (capped at the distinct points)."""
+    p = _np(points)
+    if p.shape[0] == 0:
+        raise ValueError("EM needs at least one point")
+    top = max(1, min(int(max_k), np.unique(p, axis=0).shape[0]))
+    fits = [fit_gmm(p, k, covariance, var_floor, n_init, seed) for k in range(1, top + 1)]
+    return min(fits, key=lambda f: f.bic)
 
 
 def em_mixture_log_prob(
@@ -433,6 +410,23 @@ def em_mixture_log_prob(
 ) -> np.ndarray:
     """log p(x) under an EM-fitted K-component mixture of the points (see fit_gmm)."""
     return fit_gmm(points, k, seed=seed, **kw).log_prob(x)  # type: ignore[arg-type]
+
+
+def em_bic_log_prob(
+    points: torch.Tensor | np.ndarray, x: torch.Tensor | np.ndarray, seed: int = 0, **kw: object
+) -> np.ndarray:
+    """log p(x) under the BIC-chosen EM mixture (K = 1..6, full covariances; see fit_gmm_bic)."""
+    return fit_gmm_bic(points, seed=seed, **kw).log_prob(x)  # type: ignore[arg-type]
+
+
+def component_var_floor(prior: MixturePrior | None) -> float:
+    """The prior's smallest component variance (no fitted component should be narrower); VAR_FLOOR
+    without a prior."""
+    if prior is None:
+        return VAR_FLOOR
+    s = prior.component_std
+    lo = float(s[0] if isinstance(s, tuple) else s)
+    return max(VAR_FLOOR, lo * lo)
 
 
 def gaussian_log_prob(
@@ -464,11 +458,13 @@ def baseline_log_probs(
             raise ValueError("with no context points the baselines need the task prior")
         pp = prior_predictive_log_prob(prior, x) if prior_log_prob is None else prior_log_prob
         return {name: pp for name in BASELINES}
+    floor = component_var_floor(prior)
     return {
         "kde_scott": kde_scott_log_prob(p, x),
         "kde_scipy": kde_scipy_log_prob(p, x),
-        "em_mixture": em_mixture_log_prob(p, x, k, seed=seed),
-        "gaussian": gaussian_log_prob(p, x),
+        "em_mixture": em_mixture_log_prob(p, x, k, seed=seed, var_floor=floor),
+        "em_bic": em_bic_log_prob(p, x, seed=seed, var_floor=floor),
+        "gaussian": gaussian_log_prob(p, x, var_floor=floor),
     }
 
 
@@ -533,6 +529,7 @@ def in_context_nll(
     prior: MixturePrior | None = None,
     box: tuple[float, float] | None = None,
     task_batch: int = 8,
+    bayes: bool = True,
 ) -> dict:
     """Mean NLL (nats/point) of fresh task samples under p(x | first n context points).
 
@@ -540,6 +537,9 @@ def in_context_nll(
     is given); each gets a context of max(ns) points and n_test fresh test points, all
     from one torch.Generator seeded with `seed`. The model's density is normalised on a
     resolution x resolution grid over the box; baselines are exact densities on R^2.
+    `bayes` is the Bayes posterior predictive under the prior (`iclebm.bayes`), the best any
+    in-context learner trained on it can do; bayes=False (or an anisotropic prior, which
+    `iclebm.bayes` does not cover) leaves that column out.
     Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
     error over tasks), n_tasks, n_test, resolution, seed, box.
     """
@@ -557,6 +557,8 @@ def in_context_nll(
     with eval_mode(model):
         model_pts = model_point_nll(model, context, test, ns, box, resolution, task_batch)  # (T, P, S)
     per: dict[str, list[np.ndarray]] = {"model": list(model_pts.mean(-1).numpy())}
+    if bayes and not prior.anisotropic:  # iclebm.bayes covers isotropic components only
+        per["bayes"] = list(bayes_point_nll(context, test, ns, prior).mean(-1))
     k = _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()
     for i, task in enumerate(tasks):
@@ -601,7 +603,8 @@ def nll_curve_for_task(
     context: (N, 2) points of the task; ns defaults to DEFAULT_NS and is cut to n <= N.
     n_test fresh points come from task.sample with a generator seeded by `seed`; stderr is
     over those points. The oracle column appears only when the task has `log_prob`; K for EM
-    is the task's n_components when it has one, else the prior's.
+    is the task's n_components when it has one, else the prior's. `bayes` is the posterior
+    predictive under the prior (the training prior unless `prior` is given), whatever the task.
     """
     context = torch.as_tensor(context, dtype=torch.float32)
     if context.ndim != 2 or context.shape[1] != 2:
@@ -621,8 +624,10 @@ def nll_curve_for_task(
         def oracle(x: np.ndarray) -> np.ndarray:
             return task.log_prob(torch.from_numpy(x)).numpy()
 
+    bayes = {} if prior.anisotropic else {"bayes": bayes_point_nll(context[None], test[None], ns, prior)[0]}
     res = {
         "model": model_pts,
+        **bayes,
         **_baseline_table(context.double().numpy(), test.double().numpy(), ns, prior, k, seed, oracle),
     }
     s = int(n_test)
@@ -643,16 +648,16 @@ def nll_curve_for_task(
 
 
 def format_nll_table(table: dict) -> str:
-    """Markdown table: one row per n, columns model / oracle / baselines / model - oracle."""
+    """Markdown table: one row per n, columns model / bayes / oracle / baselines, then the model's
+    gaps to Bayes and to the oracle."""
     ns, nll = table["ns"], table["nll"]
     cols = [c for c in COLUMNS if c in nll] + [c for c in nll if c not in COLUMNS]
-    has_gap = "model" in nll and "oracle" in nll
-    head = ["n", *cols] + (["model - oracle"] if has_gap else [])
+    gaps = [ref for ref in ("bayes", "oracle") if "model" in nll and ref in nll]
+    head = ["n", *cols] + [f"model - {ref}" for ref in gaps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, n in enumerate(ns):
         row = [str(n)] + [f"{nll[c][i]:.3f}" for c in cols]
-        if has_gap:
-            row.append(f"{nll['model'][i] - nll['oracle'][i]:+.3f}")
+        row += [f"{nll['model'][i] - nll[ref][i]:+.3f}" for ref in gaps]
         lines.append("| " + " | ".join(row) + " |")
     meta = [f"{key}={table[key]}" for key in ("n_tasks", "n_test", "resolution", "seed") if key in table]
     if meta:

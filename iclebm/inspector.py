@@ -76,10 +76,20 @@ class Inspection:
         return int(self.points.shape[0])
 
 
+def require_attention(model: object) -> None:
+    """ValueError unless the model is an energy transformer (the only one with query attention)."""
+    if not isinstance(model, EnergyTransformer):
+        raise ValueError(
+            f"the attention inspector needs an energy transformer; this is a {type(model).__name__}, "
+            "whose queries never enter the transformer (their density is read out in closed form)"
+        )
+
+
 def inspect_query(
     model: EnergyTransformer, points: np.ndarray | list, query: np.ndarray | list | tuple
 ) -> Inspection:
     """Attention weights and influence of every context point for one query location."""
+    require_attention(model)
     t0 = time.perf_counter()
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     q_np = np.asarray(query, dtype=np.float64).reshape(2)
@@ -90,7 +100,8 @@ def inspect_query(
         infl = influence(model, q, context)[0, 0]  # (N,)
         energy = model.energy(q, context)[0, 0]
     return Inspection(
-        query=q_np, points=pts, weights=weights.double().numpy(), influence=infl.double().numpy(),
+        query=q_np, points=pts, weights=weights.double().cpu().numpy(),
+        influence=infl.double().cpu().numpy(),
         energy=float(energy), seconds=time.perf_counter() - t0,
     )
 
@@ -102,12 +113,13 @@ def grid_attention(
     model: EnergyTransformer, points: np.ndarray | list, box: Box, resolution: int
 ) -> np.ndarray:
     """Attention of a query at every grid cell: (L, H, R, R, N + 1), rows = y (one batched call)."""
+    require_attention(model)
     grid, _ = grid_points(box, resolution)
     context = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2), dtype=model.dtype)[None]
     with torch.no_grad():
         weights = torch.stack([w[0] for w in model.attention(grid.to(model.dtype)[None], context)])
-    n1 = weights.shape[-1]
-    return weights.reshape(weights.shape[0], weights.shape[1], resolution, resolution, n1).float().numpy()
+    n_layer, n_head, _, n1 = weights.shape
+    return weights.reshape(n_layer, n_head, resolution, resolution, n1).float().cpu().numpy()
 
 
 def grid_influence(
@@ -118,7 +130,7 @@ def grid_influence(
     context = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2), dtype=model.dtype)[None]
     with torch.no_grad():
         infl = influence(model, grid.to(model.dtype)[None], context)[0]  # (R*R, N)
-    return infl.reshape(resolution, resolution, -1).float().numpy()
+    return infl.reshape(resolution, resolution, -1).float().cpu().numpy()
 
 
 def dominant_point(scores: np.ndarray) -> np.ndarray:

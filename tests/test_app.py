@@ -97,6 +97,8 @@ def test_context_panel_and_view_controls(ckpt_dir: Path) -> None:
     _ok(at)
     at.selectbox(key="resolution").set_value(60).run()
     _ok(at)
+    at.toggle(key="show_bayes").set_value(True).run()  # Bayes-optimal contours under the training prior
+    _ok(at)
     at.slider(key="n_scrub").set_value(1).run()
     _ok(at)
     assert at.session_state["scrub_all"] is False
@@ -165,7 +167,7 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
     at.button(key="icl_run").click().run()
     _ok(at)
     curve = at.session_state["icl_result"]["curve"]
-    assert curve["ns"][0] == 0 and "model" in curve["nll"] and "oracle" in curve["nll"]
+    assert curve["ns"][0] == 0 and {"model", "bayes", "oracle"} <= set(curve["nll"])
 
 
 def test_live_training_panel(ckpt_dir: Path) -> None:

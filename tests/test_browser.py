@@ -379,6 +379,29 @@ def test_clicks_during_a_rerun_are_not_lost(page) -> None:  # type: ignore[no-un
         assert abs(gx - x) <= 0.01 * BOX_WIDTH and abs(gy - y) <= 0.01 * BOX_WIDTH, (targets, got)
 
 
+def test_inside_page_inspects_a_clicked_query(page) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    _click(pg, -3.0, 2.0, expect=1)
+    _click(pg, 4.0, -1.0, expect=2)
+    assert "Inside" in _nav_titles(pg)
+    _go_to(pg, "Inside")
+    grid = pg.locator(".st-key-in_grid .js-plotly-plot")
+    grid.wait_for(timeout=60_000)
+    titles = pg.locator(".st-key-in_grid .annotation-text").evaluate_all("es => es.map(e => e.textContent)")
+    assert len(titles) == 16 and titles[0].startswith("L1 H1 · self"), titles  # 4 layers x 4 heads
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=60_000)
+    before = parse_qs(urlparse(pg.url).query)["q"][0]
+    _click(pg, 2.0, -3.0)
+    pg.wait_for_function("q => new URLSearchParams(location.search).get('q') !== q", arg=before,
+                         timeout=30_000)  # the address bar follows at the end of the run
+    q = [float(v) for v in parse_qs(urlparse(pg.url).query)["q"][0].split(",")]
+    assert abs(q[0] - 2.0) < 0.1 and abs(q[1] + 3.0) < 0.1, q  # the query is where the click landed
+    _wait_idle(pg)
+    assert pg.locator(".st-key-in_grid .annotation-text").count() == 16
+    assert pg.locator(".st-key-in_influence .js-plotly-plot").count() == 1
+    pg.screenshot(path=str(ARTIFACTS / "page-inside-query.png"), full_page=True)
+
+
 def _reg_pairs(pg) -> int:  # type: ignore[no-untyped-def]
     m = re.search(r"(\d+) pairs? \(max", pg.inner_text("body"))
     return int(m.group(1)) if m else -1

@@ -52,13 +52,12 @@ def test_evaluate_prints_table_and_writes_json(trained, tmp_path, capsys):
     args = ["evaluate", "--checkpoint", str(trained), "--tasks", "2", "--resolution", "40", "--json", str(js)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "| n | model | oracle |" in text and "model - oracle" in text
+    assert "| n | model | bayes | oracle |" in text and "model - bayes | model - oracle |" in text
     table = json.loads(js.read_text())
     assert table["ns"] == [0, 1, 2, 4, 8, 16, 32]
     assert table["n_tasks"] == 2 and table["resolution"] == 40
-    assert {"model", "oracle", "kde_scott", "kde_scipy", "em_mixture", "gaussian", "prior_predictive"} <= set(
-        table["nll"]
-    )
+    assert {"model", "bayes", "oracle", "kde_scott", "kde_scipy", "em_mixture", "em_bic", "gaussian",
+            "prior_predictive"} <= set(table["nll"])
 
 
 def test_evaluate_missing_checkpoint_is_a_clean_error(tmp_path, capsys):

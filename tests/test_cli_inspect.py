@@ -56,3 +56,21 @@ def test_inspect_subprocess_exit_code():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "outside the box" in proc.stderr
+
+
+def test_ctx2weights_prints_the_comparison_table(capsys):
+    args = ["ctx2weights", "--steps", "2", "--points", "6", "--heldout", "20", "--resolution", "12"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "in context: NLL(D)" in out and "true mixture held-out NLL" in out
+    rows = [line.split() for line in out.splitlines() if line.strip() and line.split()[0] in ("0", "1", "2")]
+    assert [r[0] for r in rows] == ["0", "1", "2"] and all(len(r) == 6 for r in rows)
+    assert all(0.0 <= float(r[5]) <= 1.0 and float(r[4]) >= 0.0 for r in rows)  # Hellinger, symmetric KL
+
+
+@pytest.mark.parametrize("args,message", [(["--points", "0"], "--points"), (["--lr", "5"], "learning rate"),
+                                          (["--steps", "0"], "steps")])
+def test_ctx2weights_bad_input_exit_2(args, message, capsys):
+    assert main(["ctx2weights", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err

@@ -213,7 +213,7 @@ def test_in_context_nll_structure_and_reproducibility():
     model.card = dict(CARD)
     table = small_table(model, seed=5)
     assert table["ns"] == [0, 1, 4, 32]
-    assert list(table["nll"]) == ["model", "oracle", *BASELINES, "prior_predictive"]
+    assert list(table["nll"]) == ["model", "bayes", "oracle", *BASELINES, "prior_predictive"]
     assert set(table["stderr"]) == set(table["nll"])
     for v in table["nll"].values():
         assert len(v) == 4 and all(math.isfinite(x) for x in v)
@@ -226,6 +226,8 @@ def test_in_context_nll_structure_and_reproducibility():
     # n = 0: every data-fitted baseline is the prior predictive
     for name in BASELINES:
         assert table["nll"][name][0] == table["nll"]["prior_predictive"][0]
+    assert table["nll"]["bayes"][0] == pytest.approx(table["nll"]["prior_predictive"][0], abs=1e-9)
+    assert table["nll"]["bayes"][-1] < table["nll"]["bayes"][1]  # Bayes learns from the context
     assert len(set(table["nll"]["oracle"])) == 1  # the oracle ignores the context
 
 
@@ -243,6 +245,8 @@ def test_oracle_beats_kde_at_32_and_baselines_improve_with_n():
     assert t["oracle"][1] < t["kde_scott"][1] < t["kde_scott"][0]
     assert t["oracle"][1] < t["em_mixture"][1] < t["oracle"][1] + 0.6  # EM with the prior's K is near-oracle
     assert t["em_mixture"][1] < t["gaussian"][1]
+    assert t["oracle"][1] < t["bayes"][1] < t["oracle"][1] + 0.3  # n = 32: Bayes is near the oracle
+    assert t["bayes"][1] <= t["em_mixture"][1] + 0.02 and t["bayes"][0] < t["kde_scott"][0]
     assert t["oracle"][1] < t["prior_predictive"][1]
 
 
@@ -277,14 +281,14 @@ def test_nll_curve_for_task():
 def test_format_nll_table():
     table = {
         "ns": [0, 8],
-        "nll": {"model": [5.0, 3.0], "oracle": [2.0, 2.0], "kde_scott": [5.1, 3.5]},
+        "nll": {"model": [5.0, 3.0], "oracle": [2.0, 2.0], "kde_scott": [5.1, 3.5], "bayes": [5.0, 2.5]},
         "n_tasks": 4,
     }
     text = format_nll_table(table)
     lines = text.splitlines()
-    assert lines[0] == "| n | model | oracle | kde_scott | model - oracle |"
-    assert lines[2] == "| 0 | 5.000 | 2.000 | 5.100 | +3.000 |"
-    assert lines[3] == "| 8 | 3.000 | 2.000 | 3.500 | +1.000 |"
+    assert lines[0] == "| n | model | bayes | oracle | kde_scott | model - bayes | model - oracle |"
+    assert lines[2] == "| 0 | 5.000 | 5.000 | 2.000 | 5.100 | +0.000 | +3.000 |"
+    assert lines[3] == "| 8 | 3.000 | 2.500 | 2.000 | 3.500 | +0.500 | +1.000 |"
     assert "n_tasks=4" in text
 
 

@@ -44,10 +44,11 @@ def test_landscape_figure_layers_follow_the_toggles() -> None:
     pts = np.array([[0.0, 0.0], [1.0, 2.0], [-3.0, 4.0]])
     xy = np.stack(np.meshgrid(XS[::4], XS[::4]), -1).reshape(-1, 2)
     fig = P.landscape_figure(XS, e, lp, BOX, kind="density", log=True, contours=True, arrows=(xy, -xy),
-                             points=pts, true_log_density=lp, samples=pts, title="t")
+                             points=pts, true_log_density=lp, bayes=(XS[::2], lp[::2, ::2]), samples=pts,
+                             title="t")
     names = _names(fig)
     assert names[0].startswith("log p") and fig.data[0].type == "heatmap"
-    for name in ("contours", "true density", "-grad E", "samples", "context"):
+    for name in ("contours", "true density", "Bayes-optimal", "-grad E", "samples", "context"):
         assert name in names
     assert names[-1] == "context"  # points on top
     assert tuple(fig.layout.xaxis.range) == BOX and tuple(fig.layout.yaxis.range) == BOX

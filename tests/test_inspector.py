@@ -185,3 +185,12 @@ def test_parse_points_and_query():
     with pytest.raises(ValueError, match="outside the box"):
         check_in_box(np.array([13.0, 0.0]), (-12.0, 12.0))
     check_in_box(np.array([[12.0, -12.0]]), (-12.0, 12.0))
+
+
+def test_inspector_refuses_a_model_without_query_attention():
+    from iclebm.mdn import MixtureConfig, MixtureDensityTransformer
+
+    mdn = MixtureDensityTransformer(MixtureConfig(n_layer=1, n_head=2, d_model=16, n_components=2))
+    with pytest.raises(ValueError, match="needs an energy transformer"):
+        inspect_query(mdn, np.zeros((2, 2)), (0.0, 0.0))
+    assert influence(mdn, points(1, 3, 2).float(), points(1, 2, 2).float()).shape == (1, 3, 2)

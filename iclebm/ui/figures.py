@@ -28,8 +28,9 @@ TRUE_COLOR = "rgba(255,255,255,0.85)"
 ARROW_COLOR = "rgba(255,255,255,0.75)"
 METHOD_COLORS = {
     "model": "#ff4b4b", "oracle": "#222222", "kde_scott": "#1f77b4", "kde_scipy": "#17becf",
-    "em_mixture": "#2ca02c", "gaussian": "#9467bd",
+    "em_mixture": "#2ca02c", "gaussian": "#9467bd", "bayes": "#e377c2", "em_bic": "#8c564b",
 }
+BAYES_COLOR = "rgba(0,255,255,0.9)"
 # Log density is floored this far below its peak so that empty space does not stretch
 # the colour scale over dozens of nats.
 LOG_DENSITY_SPAN = 25.0
@@ -129,11 +130,15 @@ def landscape_figure(
     points: np.ndarray | None = None,
     n_shown: int | None = None,
     true_log_density: np.ndarray | None = None,
+    bayes: tuple[np.ndarray, np.ndarray] | None = None,
     samples: np.ndarray | None = None,
     title: str | None = None,
     height: int = 620,
 ) -> go.Figure:
-    """The main canvas: heatmap (+ contours, -grad E arrows, context, true contours, samples)."""
+    """The main canvas: heatmap (+ contours, -grad E arrows, context, true contours, samples).
+
+    bayes: (cell centres (R,), log density (R, R)) of the Bayes posterior predictive, drawn as
+    dotted contours on its own (coarser) grid."""
     z, label = heat_values(energy, log_density, kind, log)
     xs = np.asarray(xs, dtype=np.float32)
     fig = go.Figure()
@@ -154,6 +159,14 @@ def landscape_figure(
             x=xs, y=xs, z=np.maximum(tl, top - 12.0).astype(np.float32), showscale=False,
             contours={"coloring": "none", "start": top - 9.0, "end": top - 0.5, "size": 2.0},
             line={"width": 1.6, "color": TRUE_COLOR, "dash": "dash"}, hoverinfo="skip", name="true density",
+        ))
+    if bayes is not None:
+        bx, bl = np.asarray(bayes[0], dtype=np.float32), np.asarray(bayes[1], dtype=np.float64)
+        top = float(np.nanmax(bl))
+        fig.add_trace(go.Contour(
+            x=bx, y=bx, z=np.maximum(bl, top - 12.0).astype(np.float32), showscale=False,
+            contours={"coloring": "none", "start": top - 9.0, "end": top - 0.5, "size": 2.0},
+            line={"width": 1.6, "color": BAYES_COLOR, "dash": "dot"}, hoverinfo="skip", name="Bayes-optimal",
         ))
     if arrows is not None and arrows[0] is not None and len(arrows[0]):
         spacing = arrow_spacing or (box[1] - box[0]) / max(2, int(np.sqrt(len(arrows[0]))))
@@ -364,9 +377,9 @@ def icl_curve_figure(curve: dict, title: str = "In-context NLL vs context size")
         vals = np.asarray(values, dtype=np.float64)
         fig.add_trace(go.Scatter(
             x=[str(n) for n in ns], y=np.where(np.isfinite(vals), vals, np.nan), mode="lines+markers",
-            name=name, line={"width": 3 if name == "model" else 1.6,
+            name=name, line={"width": 3 if name in ("model", "bayes") else 1.6,
                              "color": METHOD_COLORS.get(name),
-                             "dash": "dot" if name == "oracle" else None},
+                             "dash": {"oracle": "dot", "bayes": "dash"}.get(name)},
         ))
     fig.update_layout(
         title={"text": title, "font": {"size": 14}}, height=360,

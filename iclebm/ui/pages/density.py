@@ -21,6 +21,7 @@ import streamlit as st
 import torch
 
 from ... import landscape as L
+from ...bayes import predictive_grid
 from ...evaluate import nll_curve_for_task
 from ...mdn import MixtureDensityTransformer
 from ...model import EnergyTransformer
@@ -198,7 +199,7 @@ def on_scrub() -> None:
 
 def view_controls() -> None:
     ss = st.session_state
-    c1, c2, c3, c4, c5, c6, _ = st.columns([1.3, 0.9, 0.9, 1.1, 1.3, 1.1, 2.2], vertical_alignment="center")
+    c1, c2, c3, c4, c5, c6, c7 = st.columns([1.3, 0.9, 0.9, 1.1, 1.3, 1.1, 2.2], vertical_alignment="center")
     c1.segmented_control("Show", list(S.VIEWS), key="view", persist_state=KEEP, label_visibility="collapsed",
                          required=True)
     c2.toggle("log scale", key="log_scale", persist_state=KEEP)
@@ -209,6 +210,9 @@ def view_controls() -> None:
     c6.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", persist_state=KEEP,
                  label_visibility="collapsed",
                  format_func=lambda r: f"{r}×{r}")
+    c7.toggle("Bayes-optimal", key="show_bayes", persist_state=KEEP,
+              help="Dotted cyan contours: the Bayes posterior predictive p(x | context) under the model's "
+                   "training prior, the best any in-context learner trained on it can do (iclebm.bayes).")
 
 
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
@@ -220,12 +224,13 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
     res = int(ss["resolution"])
     land = compute.landscape(model_key, model, tuple(map(tuple, shown)), box, res, 20 if ss["arrows"] else 0)
     true_lp = true_density_grid(box, res) if ss.get("show_true", True) else None
+    bayes = bayes_overlay(model, shown, box) if ss.get("show_bayes") else None
     title = f"{'E' if ss['view'] == 'energy' else 'p'}(x | {n_shown} of {n} points)"
     fig = P.landscape_figure(
         land.xs, land.energy, land.log_density, box, kind=ss["view"], log=bool(ss["log_scale"]),
         contours=bool(ss["contours"]), arrows=(land.arrow_xy, land.arrow_uv) if ss["arrows"] else None,
         points=np.asarray(pts, dtype=np.float64).reshape(-1, 2) if pts else None, n_shown=n_shown,
-        true_log_density=true_lp, title=title, height=640,
+        true_log_density=true_lp, bayes=bayes, title=title, height=640,
     )
     plotly_canvas(fig, key=CANVAS_KEY, height=640, clickable=True, revision=int(ss["pts_version"]),
                   on_click=on_canvas_click)
@@ -235,6 +240,16 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
         info += f" · last click added ({last[0]:.3f}, {last[1]:.3f})"
     info += f" · landscape {res}×{res} computed in {land.seconds * 1000:.0f} ms"
     st.caption(info, help="Click anywhere on the picture to add a context point there.")
+
+
+def bayes_overlay(model: EnergyTransformer, shown: tuple, box: tuple[float, float]):
+    """(cell centres, log density) of the Bayes predictive under the model's training prior, or None
+    (with a caption) when the model was not trained on the Gaussian-mixture prior."""
+    task = (getattr(model, "card", None) or {}).get("task") or {}
+    if task.get("family", "gaussian_mixture") != "gaussian_mixture" or not task:
+        st.caption("Bayes-optimal overlay: this model's card names no Gaussian-mixture training prior.")
+        return None
+    return predictive_grid(np.asarray(shown, dtype=np.float64).reshape(-1, 2), task, box, resolution=60)
 
 
 def context_panel(box: tuple[float, float], max_context: int) -> None:
@@ -461,8 +476,8 @@ def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]
     mix = current_mixture()
     pts = list(ss["points"])
     if mix is None or not pts:
-        st.caption("Draw a random mixture to compare the model's in-context NLL with the oracle, KDE and "
-                   "EM baselines as n grows.")
+        st.caption("Draw a random mixture to compare the model's in-context NLL with the Bayes-optimal "
+                   "learner, the oracle, KDE and EM baselines as n grows.")
         return
     st.caption("NLL of 500 fresh points from the drawn mixture, given the first n context points.")
     sig = (model_key, json.dumps(ss["mixture"], sort_keys=True), tuple(map(tuple, pts)))

@@ -1,0 +1,513 @@
+"""Bayes posterior predictive for the Gaussian-mixture task prior: the best any in-context learner can do.
+
+For a context D = (x_1..x_N) and a query x, p(x | D) = E[p(x | task) | D] under `MixturePrior`:
+K components (fixed, or uniform over a range), uniform weights 1/K, means mu_k ~ N(0, a^2 I)
+truncated to the square [-L, L]^2 (the prior's rejection step; a = mean_std, fixed or uniform
+over a range), isotropic stds s_k (fixed, or uniform over a range, independent per component).
+
+How it is computed (everything float64 numpy):
+
+- Given the assignment z of points to components, components are independent. For one
+  component with data statistics (n, S = sum x, Q = sum |x|^2) and std s, the mean integrates out
+  in closed form (conjugate Gaussian): per axis the n values are N(0, s^2 I + a^2 11^T), and the
+  truncation of the mean to [-L, L] contributes the posterior mass of the mean inside the square,
+  prod_d [Phi((L - m_d)/sqrt(v)) - Phi((-L - m_d)/sqrt(v))] / [Phi(L/a) - Phi(-L/a)]^2, with m, v the
+  posterior mean and variance of the mean. The truncation is thus handled exactly, not ignored.
+- The std s is integrated on Gauss-Legendre nodes over its range (16 by default: the same rule as
+  `evaluate.prior_predictive_log_prob`, so n = 0 reproduces it to rounding). This gives the
+  component's marginal likelihood M(n, S, Q); its predictive for a new point is
+  M(stats + x) / M(stats), and p(x | z, D) = (1/K) sum_k M(stats_k + x) / M(stats_k).
+- p(x | D) = sum_z p(z | D) p(x | z, D). Small contexts: exact enumeration over all set
+  partitions of the points into at most K blocks (a partition with b blocks stands for
+  K!/(K-b)! labelled assignments). Larger contexts: collapsed Gibbs sampling of z (means and
+  stds integrated out), several chains started by sequential assignment, and the
+  Rao-Blackwellised predictive averaged over the sweeps after burn-in.
+- A range of K or of mean_std is a mixture over hypotheses h = (K, a) (uniform over K,
+  Gauss-Legendre over a) weighted by the evidence p(D | h). The evidence is exact for small
+  contexts and otherwise the chain rule sum_i log p(x_i | x_<i, h) with each factor from the
+  sampler above, so a range costs about N times a fixed prior.
+
+Public: `mixture_log_predictive(context, query, prior)` for one context, and
+`mixture_log_predictive_batch` for T contexts of equal length (what evaluation uses).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.special import log_ndtr
+
+from .tasks import MixturePrior
+
+LOG_2PI = math.log(2 * math.pi)
+TAIL_SD = 7.0  # truncation tails further than this many posterior sds are dropped (< 1.3e-12)
+EXACT_MAX_PARTITIONS = 1100  # enumerate exactly up to this many set partitions (K = 3: N <= 8)
+
+
+def log_diff_ndtr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(Phi(b) - Phi(a)) for a < b, stable in both tails."""
+    a, b = np.broadcast_arrays(a, b)
+    flip = a > 0  # both in the upper tail: use the symmetry Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    lo = np.where(flip, -b, a)
+    hi = np.where(flip, -a, b)
+    lb, la = log_ndtr(hi), log_ndtr(lo)
+    return lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
+
+
+def _log_mass_inside(m: np.ndarray, sd: np.ndarray, limit: float) -> np.ndarray:
+    """log P(|N(m, sd^2)| <= limit), elementwise. A tail more than TAIL_SD standard deviations
+    away (mass < 1.3e-12) is dropped, so most elements cost nothing and most others one log_ndtr."""
+    out = np.zeros(m.shape)
+    near = limit - np.abs(m) < TAIL_SD * sd
+    if near.any():
+        mn, sn = np.abs(m[near]), sd[near]
+        val = log_ndtr((limit - mn) / sn)  # the near tail only
+        both = limit + mn < TAIL_SD * sn
+        if both.any():
+            val[both] = log_diff_ndtr((-limit - mn[both]) / sn[both], (limit - mn[both]) / sn[both])
+        out[near] = val
+    return out
+
+
+def quadrature(value: float | tuple[float, float], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and log weights for the mean over U(lo, hi) (or a single fixed value)."""
+    if isinstance(value, (int, float)) or value[0] == value[1]:
+        v = float(value if isinstance(value, (int, float)) else value[0])
+        return np.array([v]), np.array([0.0])
+    lo, hi = value
+    x, w = np.polynomial.legendre.leggauss(n)
+    return lo + (hi - lo) * (x + 1) / 2, np.log(w / 2)
+
+
+def as_prior(prior: MixturePrior | dict) -> MixturePrior:
+    """A MixturePrior, or one built from a card's task dict (or a whole card with a "task")."""
+    if isinstance(prior, MixturePrior):
+        return prior
+    if isinstance(prior, dict):
+        task = prior.get("task", prior)
+        family = task.get("family", "gaussian_mixture")
+        if family != "gaussian_mixture":
+            raise ValueError(f"the Bayes predictive covers the gaussian_mixture prior, not {family!r}")
+        return MixturePrior.from_card(task)
+    raise ValueError(f"prior must be a MixturePrior or a card's task dict, got {type(prior).__name__}")
+
+
+def _points(x: np.ndarray | torch.Tensor, name: str, batched: bool) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    want = 3 if batched else 2
+    if x.ndim != want or x.shape[-1] != 2:
+        shape = "(T, N, 2)" if batched else "(N, 2)"
+        raise ValueError(f"{name} must have shape {shape}, got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+# ---- one component: marginal likelihood with the mean integrated out ------------------------------
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """Fixed K and mean_std a, with the std nodes s (G,) and their log weights (G,)."""
+
+    k: int
+    a: float
+    s: np.ndarray
+    log_w_s: np.ndarray
+    limit: float
+    log_prior: float  # log p(h) among the hypotheses
+
+    def log_marginal_nodes(self, n: np.ndarray, s_sum: np.ndarray, sq: np.ndarray) -> np.ndarray:
+        """log p(data | s_g) + log w_g per std node: stats n (...), S (..., 2), Q (...) -> (..., G)."""
+        a2 = self.a * self.a
+        s2 = self.s * self.s  # (G,)
+        n = n[..., None]
+        denom = s2 + n * a2  # (..., G)
+        ss = (s_sum * s_sum).sum(-1)[..., None]
+        out = (
+            -n * LOG_2PI
+            - (n - 1) * np.log(s2)
+            - np.log(denom)
+            - 0.5 * (sq[..., None] - a2 * ss / denom) / s2
+        )
+        if self.truncated:
+            m = s_sum[..., None, :] * (a2 / denom)[..., None]  # (..., G, 2) posterior mean of mu
+            sd = np.sqrt(s2 * a2 / denom)[..., None]
+            inside = _log_mass_inside(m, np.broadcast_to(sd, m.shape), self.limit).sum(-1)
+            out = out + inside - self.log_mass_prior
+        return out + self.log_w_s
+
+    def log_marginal(self, n: np.ndarray, s_sum: np.ndarray, sq: np.ndarray) -> np.ndarray:
+        """log M(n, S, Q): stats n (...), S (..., 2), Q (...) -> (...), s integrated on the nodes."""
+        return _lse(self.log_marginal_nodes(n, s_sum, sq), axis=-1)
+
+    @property
+    def truncated(self) -> bool:
+        return math.isfinite(self.limit) and self.a > 0
+
+    @property
+    def log_mass_prior(self) -> float:
+        """log P(mean inside the square) under N(0, a^2 I)."""
+        return 2 * float(log_diff_ndtr(np.array(-self.limit / self.a), np.array(self.limit / self.a)))
+
+
+def _lse(x: np.ndarray, axis: int) -> np.ndarray:
+    """logsumexp over one axis (inputs are finite or -inf, never all -inf here)."""
+    m = x.max(axis=axis, keepdims=True)
+    return np.log(np.exp(x - m).sum(axis=axis)) + np.squeeze(m, axis=axis)
+
+
+def hypotheses(prior: MixturePrior, n_quad: int = 16) -> list[Hypothesis]:
+    """The (K, mean_std) grid with log prior weights; the std nodes are shared."""
+    if getattr(prior, "anisotropic", False):
+        raise ValueError("the Bayes predictive covers isotropic components; this prior has aspect_ratio "
+                         f"{prior.aspect_ratio!r}")
+    s, lw_s = quadrature(prior.component_std, n_quad)
+    if np.any(s <= 0):
+        raise ValueError(f"component std must be positive, got {prior.component_std!r}")
+    a_nodes, lw_a = quadrature(prior.mean_std, n_quad)
+    if np.any(a_nodes < 0):
+        raise ValueError(f"mean_std must be non-negative, got {prior.mean_std!r}")
+    ks = prior.n_components
+    k_list = list(range(int(ks[0]), int(ks[1]) + 1)) if isinstance(ks, tuple) else [int(ks)]
+    if min(k_list) < 1:
+        raise ValueError(f"n_components must be >= 1, got {ks!r}")
+    limit = math.inf if prior.mean_limit is None else float(prior.mean_limit)
+    return [
+        Hypothesis(k, float(a), s, lw_s, limit, la - math.log(len(k_list)))
+        for k in k_list
+        for a, la in zip(a_nodes, lw_a, strict=True)
+    ]
+
+
+def _stats(x: np.ndarray, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Component statistics for assignments z (..., N) of points x (..., N, 2) -> n, S, Q over K."""
+    onehot = (z[..., None] == np.arange(k)).astype(np.float64)  # (..., N, K)
+    n = onehot.sum(-2)
+    s_sum = np.einsum("...nk,...nd->...kd", onehot, x)
+    sq = np.einsum("...nk,...n->...k", onehot, (x * x).sum(-1))
+    return n, s_sum, sq
+
+
+def _log_pred_given_stats(
+    h: Hypothesis, n: np.ndarray, s_sum: np.ndarray, sq: np.ndarray, query: np.ndarray
+) -> np.ndarray:
+    """Reference: log p(q | z, D) = log (1/K) sum_k M(stats_k + q) / M(stats_k).
+
+    stats (..., K) / (..., K, 2), queries (..., M, 2) broadcastable against (...) -> (..., M).
+    """
+    base = h.log_marginal(n, s_sum, sq)[..., None]  # (..., K, 1)
+    q = query[..., None, :, :]  # (..., 1, M, 2)
+    new = h.log_marginal(n[..., None] + 1, s_sum[..., None, :] + q, sq[..., None] + (q * q).sum(-1))
+    return _lse(new - base, axis=-2) - math.log(h.k)  # (..., M)
+
+
+def _log_pred_fast(
+    h: Hypothesis, n: np.ndarray, s_sum: np.ndarray, sq: np.ndarray, query: np.ndarray, log_p0: np.ndarray
+) -> np.ndarray:
+    """Same as _log_pred_given_stats for stats (T, R, K) and queries (T, M, 2), about 4x cheaper.
+
+    Per std node the component predictive is a Gaussian N(q; m, (v + s^2) I) (m, v: posterior of
+    the mean) times the truncation ratio P(mean inside | data + q) / P(mean inside | data); the
+    quadratic form goes through one matrix product, and the truncation ratio is evaluated only
+    where it can differ from 1 in float64. Empty components predict with the prior predictive
+    log_p0 (T, M) of this hypothesis. Returns (T, R, M).
+    """
+    a2, s2 = h.a * h.a, h.s * h.s
+    log_w = h.log_marginal_nodes(n, s_sum, sq)  # (T, R, K, G)
+    log_w = log_w - _lse(log_w, axis=-1)[..., None]  # posterior over the std nodes
+    denom = s2 + n[..., None] * a2  # (T, R, K, G)
+    m = s_sum[..., None, :] * (a2 / denom)[..., None]  # (T, R, K, G, 2)
+    tau2 = s2 * a2 / denom + s2
+    qq = (query * query).sum(-1)  # (T, M)
+    cross = m @ np.swapaxes(query, -1, -2)[:, None, None]  # (T, R, K, G, M)
+    mm = (m * m).sum(-1)
+    lp = (log_w - np.log(2 * math.pi * tau2))[..., None] - (
+        qq[:, None, None, None] - 2 * cross + mm[..., None]
+    ) / (2 * tau2[..., None])  # (T, R, K, G, M)
+    if h.truncated:
+        denom1 = s2 + (n[..., None] + 1) * a2
+        sd, sd1 = np.sqrt(s2 * a2 / denom), np.sqrt(s2 * a2 / denom1)
+        # (component, query) pairs where the posterior mean with or without q comes within TAIL_SD sd
+        # of the edge; elsewhere the truncation ratio is 1 (to 1e-12)
+        before = _log_mass_inside(m, np.broadcast_to(sd[..., None], m.shape), h.limit).sum(-1)  # (T, R, K, G)
+        reach = ((h.limit - TAIL_SD * sd1) * denom1 / a2).min(-1)  # (T, R, K): |S + q| beyond this
+        far = (np.abs(s_sum[:, :, :, None] + query[:, None, None]) > reach[..., None, None]).any(-1)
+        edge = (before < 0).any(-1)  # (T, R, K)
+        t, r, k, mi = np.nonzero((far | edge[..., None]) & (n > 0)[..., None])  # (T, R, K, M) pairs
+        if t.size:
+            m1 = (s_sum[t, r, k][:, None] + query[t, mi][:, None]) * (a2 / denom1[t, r, k])[..., None]
+            after = _log_mass_inside(m1, np.broadcast_to(sd1[t, r, k][..., None], m1.shape), h.limit)
+            lp[t, r, k, :, mi] += after.sum(-1) - before[t, r, k]  # (F, G)
+    comp = _lse(lp, axis=-2)  # (T, R, K, M)
+    comp = np.where((n == 0)[..., None], log_p0[:, None, None], comp)
+    return _lse(comp, axis=-2) - math.log(h.k)
+
+
+def _log_p0(h: Hypothesis, query: np.ndarray) -> np.ndarray:
+    """The hypothesis' prior predictive (T, M): an empty component's predictive."""
+    return h.log_marginal(np.ones(query.shape[:-1]), query, (query * query).sum(-1))
+
+
+# ---- exact enumeration ------------------------------------------------------------------------------
+
+
+def set_partitions(n: int, k: int) -> np.ndarray:
+    """All partitions of n items into at most k blocks, as restricted growth strings (P, n)."""
+    rows = np.zeros((1, 0), dtype=np.int64)
+    for _ in range(n):
+        top = rows.max(1) if rows.shape[1] else np.full(rows.shape[0], -1)
+        ext = []
+        for lab in range(k):
+            ok = lab <= top + 1
+            if ok.any():
+                ext.append(np.concatenate([rows[ok], np.full((int(ok.sum()), 1), lab)], 1))
+        rows = np.concatenate(ext, 0)
+    return rows
+
+
+def n_partitions(n: int, k: int) -> int:
+    """Number of partitions of n items into at most k blocks (sum of Stirling numbers of the 2nd kind)."""
+    row = [1] + [0] * k  # S(0, j)
+    for _ in range(n):
+        row = [0] + [j * row[j] + row[j - 1] for j in range(1, k + 1)]
+    return int(sum(row))
+
+
+def _exact(h: Hypothesis, context: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact log p(q | D, h) (T, M) and log p(D | h) (T,) for contexts (T, N, 2).
+
+    Partitions whose posterior is below e^-50 of the task's most probable one are left out of
+    the predictive sum (their total share is < 1e-18 of it).
+    """
+    t, n = context.shape[:2]
+    if n_partitions(n, h.k) > 50 * EXACT_MAX_PARTITIONS:
+        raise ValueError(f"exact enumeration of {n} points into {h.k} components is too large; use gibbs")
+    z = set_partitions(n, h.k)  # (P, N)
+    blocks = z.max(1) + 1 if n else np.zeros(1, dtype=np.int64)
+    log_mult = np.array([math.lgamma(h.k + 1) - math.lgamma(h.k - b + 1) for b in blocks]) - n * math.log(h.k)
+    cnt, s_sum, sq = _stats(context[:, None], np.broadcast_to(z, (t, *z.shape)), h.k)  # (T, P, K)
+    log_joint = log_mult + h.log_marginal(cnt, s_sum, sq).sum(-1)  # (T, P)
+    log_ev = _lse(log_joint, axis=1)
+    post = log_joint - log_ev[:, None]
+    log_p0 = _log_p0(h, query)  # (T, M)
+    out = np.empty(query.shape[:2])
+    for i in range(t):
+        keep = post[i] > post[i].max() - 50.0
+        pred = _log_pred_fast(h, cnt[i : i + 1, keep], s_sum[i : i + 1, keep], sq[i : i + 1, keep],
+                              query[i : i + 1], log_p0[i : i + 1])  # (1, P', M)
+        out[i] = _lse(post[i, keep][:, None] + pred[0], axis=0)
+    return out, log_ev
+
+
+# ---- collapsed Gibbs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GibbsConfig:
+    chains: int = 8
+    burn_in: int = 10  # sweeps discarded
+    sweeps: int = 20  # sweeps after burn-in; the predictive is averaged over every one
+    stuck_nats: float = 15.0  # during burn-in, a chain this far below the task's best restarts from it
+    seed: int = 0
+
+
+def _restart_stuck(base: np.ndarray, state: tuple[np.ndarray, ...], nats: float) -> None:
+    """Copy each task's best chain over its chains whose log p(z, D) is `nats` or more below it.
+
+    Single-site Gibbs cannot leave some wrong partitions (e.g. two far clusters sharing one
+    component while a third cluster is split over two); such a state is e^-nats less probable
+    than the best chain's, so during burn-in it is replaced. log p(z, D) = sum_k log M_k + const.
+    """
+    log_joint = base.sum(-1)  # (T, C)
+    best = log_joint.argmax(1)  # (T,)
+    stuck = log_joint < log_joint.max(1, keepdims=True) - nats
+    if stuck.any():
+        t_idx = np.nonzero(stuck)[0]
+        for arr in state:
+            arr[stuck] = arr[t_idx, best[t_idx]]
+
+
+def _gibbs(
+    h: Hypothesis, context: np.ndarray, query: np.ndarray, cfg: GibbsConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Rao-Blackwellised Gibbs estimate of log p(q | D, h) (T, M): contexts (T, N, 2), queries (T, M, 2)."""
+    t, n = context.shape[:2]
+    c, k = cfg.chains, h.k
+    x = np.broadcast_to(context[:, None], (t, c, n, 2))
+    x2 = (x * x).sum(-1)  # (T, C, N)
+    cnt = np.zeros((t, c, k))
+    s_sum = np.zeros((t, c, k, 2))
+    sq = np.zeros((t, c, k))
+    base = np.zeros((t, c, k))  # log M(stats_k), kept current
+    z = np.full((t, c, n), -1)
+    eye = np.eye(k)
+    ti, ci = np.meshgrid(np.arange(t), np.arange(c), indexing="ij")
+    log_p0 = _log_p0(h, query)
+
+    def add(idx: np.ndarray | int) -> None:
+        """Draw the component of point idx (an index, or one per task and chain) given the rest."""
+        xi, x2i = x[ti, ci, idx], x2[ti, ci, idx]  # (T, C, 2), (T, C)
+        gain = h.log_marginal(cnt + 1, s_sum + xi[:, :, None], sq + x2i[..., None])  # (T, C, K)
+        new = np.argmax(gain - base + rng.gumbel(size=base.shape), axis=-1)
+        oh = eye[new]
+        cnt[...] += oh
+        s_sum[...] += oh[..., None] * xi[:, :, None]
+        sq[...] += oh * x2i[..., None]
+        base[ti, ci, new] = gain[ti, ci, new]
+        z[ti, ci, idx] = new
+
+    def remove(i: int) -> None:
+        old = z[:, :, i]
+        oh = eye[old]
+        cnt[...] -= oh
+        s_sum[...] -= oh[..., None] * x[:, :, i, None]
+        sq[...] -= oh * x2[:, :, i, None]
+        base[ti, ci, old] = h.log_marginal(cnt[ti, ci, old], s_sum[ti, ci, old], sq[ti, ci, old])
+
+    order = np.argsort(rng.random((t, c, n)), axis=-1)
+    for j in range(n):  # sequential start in a random order per chain: each point given the earlier ones
+        add(order[:, :, j])
+    total = None
+    for sweep in range(cfg.burn_in + cfg.sweeps):
+        for i in range(n):
+            remove(i)
+            add(i)
+        if sweep < cfg.burn_in:
+            _restart_stuck(base, (cnt, s_sum, sq, base, z), cfg.stuck_nats)
+        else:
+            pred = _lse(_log_pred_fast(h, cnt, s_sum, sq, query, log_p0), axis=1)  # (T, M)
+            total = pred if total is None else np.logaddexp(total, pred)
+    assert total is not None
+    return total - math.log(c * cfg.sweeps)
+
+
+def _predictive(
+    h: Hypothesis, context: np.ndarray, query: np.ndarray, method: str, cfg: GibbsConfig, rng
+) -> np.ndarray:
+    n = context.shape[1]
+    if method == "exact" or (method == "auto" and n_partitions(n, h.k) <= EXACT_MAX_PARTITIONS):
+        return _exact(h, context, query)[0]
+    if n == 0:
+        return _exact(h, context, query)[0]
+    return _gibbs(h, context, query, cfg, rng)
+
+
+def _log_evidence(h: Hypothesis, context: np.ndarray, method: str, cfg: GibbsConfig, rng) -> np.ndarray:
+    """log p(D | h) (T,): exact when enumerable, else the chain rule over sequential predictives."""
+    n = context.shape[1]
+    if method == "exact" or (method == "auto" and n_partitions(n, h.k) <= EXACT_MAX_PARTITIONS):
+        return _exact(h, context, context[:, :1] if n else np.zeros((context.shape[0], 1, 2)))[1]
+    # exact for the enumerable prefix, then one factor per further point
+    m = max(i for i in range(n + 1) if n_partitions(i, h.k) <= EXACT_MAX_PARTITIONS)
+    total = _log_evidence(h, context[:, :m], "exact", cfg, rng)
+    for i in range(m, n):
+        total = total + _gibbs(h, context[:, :i], context[:, i : i + 1], cfg, rng)[:, 0]
+    return total
+
+
+def mixture_log_predictive_batch(
+    context: np.ndarray | torch.Tensor,
+    query: np.ndarray | torch.Tensor,
+    prior: MixturePrior | dict,
+    method: str = "auto",
+    gibbs: GibbsConfig | None = None,
+    n_quad: int = 16,
+) -> np.ndarray:
+    """log p(q | D) (T, M) for T contexts (T, N, 2) of equal length N >= 0 and queries (T, M, 2).
+
+    method: "auto" (exact enumeration while the number of set partitions of N points into at
+    most K blocks is <= EXACT_MAX_PARTITIONS, else collapsed Gibbs), "exact" or "gibbs".
+    """
+    if method not in ("auto", "exact", "gibbs"):
+        raise ValueError(f"method must be auto, exact or gibbs, got {method!r}")
+    prior = as_prior(prior)
+    ctx = _points(context, "context", batched=True)
+    q = _points(query, "query", batched=True)
+    if ctx.shape[0] != q.shape[0]:
+        raise ValueError(f"context and query must hold as many tasks, got {ctx.shape[0]} and {q.shape[0]}")
+    cfg = gibbs or GibbsConfig()
+    rng = np.random.default_rng(cfg.seed)
+    hs = hypotheses(prior, n_quad)
+    if len(hs) == 1:
+        return _predictive(hs[0], ctx, q, method, cfg, rng)
+    log_post = np.stack([h.log_prior + _log_evidence(h, ctx, method, cfg, rng) for h in hs])  # (H, T)
+    log_post -= _lse(log_post, axis=0)
+    preds = np.stack([_predictive(h, ctx, q, method, cfg, rng) for h in hs])  # (H, T, M)
+    return _lse(log_post[..., None] + preds, axis=0)
+
+
+def mixture_log_predictive(
+    context: np.ndarray | torch.Tensor,
+    query: np.ndarray | torch.Tensor,
+    prior: MixturePrior | dict,
+    method: str = "auto",
+    gibbs: GibbsConfig | None = None,
+    n_quad: int = 16,
+) -> np.ndarray:
+    """Log posterior-predictive density (M,) of queries (M, 2) given a context (N, 2), N >= 0.
+
+    prior: a `MixturePrior` or a checkpoint card's task dict. NaN/inf raises ValueError.
+    See the module docstring for the method and `mixture_log_predictive_batch` for `method`.
+    """
+    ctx = _points(context, "context", batched=False)
+    q = _points(query, "query", batched=False)
+    return mixture_log_predictive_batch(ctx[None], q[None], prior, method, gibbs, n_quad)[0]
+
+
+def bayes_point_nll(
+    context: np.ndarray | torch.Tensor,
+    test: np.ndarray | torch.Tensor,
+    ns: list[int],
+    prior: MixturePrior | dict,
+    gibbs: GibbsConfig | None = None,
+) -> np.ndarray:
+    """Per-point NLL (T, P, S) of test points (T, S, 2) under p(x | context[:, :n]) for each n in ns."""
+    ctx = _points(context, "context", batched=True)
+    tst = _points(test, "test", batched=True)
+    return np.stack([-mixture_log_predictive_batch(ctx[:, :n], tst, prior, gibbs=gibbs) for n in ns], 1)
+
+
+# ---- a cached grid for the app's "Bayes-optimal" overlay ---------------------------------------
+
+GRID_MAX_RESOLUTION = 80  # the overlay grid is at most this many cells per axis (6400 queries)
+GRID_MAX_CONTEXT = 64
+GRID_GIBBS = GibbsConfig(chains=4, burn_in=10, sweeps=10)  # beyond exact enumeration (N > 8 for K = 3)
+
+
+def predictive_grid(
+    context: np.ndarray | torch.Tensor | list,
+    prior: MixturePrior | dict,
+    box: tuple[float, float],
+    resolution: int = 60,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres (R,) and log p(x | context) (R, R) (row = y, column = x) on a grid over the box.
+
+    For the app: R = min(resolution, GRID_MAX_RESOLUTION), the context is at most
+    GRID_MAX_CONTEXT points (else ValueError), Gibbs uses the short GRID_GIBBS run, and the last
+    64 answers are cached, so a repeated view costs nothing.
+    """
+    ctx = _points(np.asarray(context, dtype=np.float64).reshape(-1, 2), "context", batched=False)
+    if ctx.shape[0] > GRID_MAX_CONTEXT:
+        raise ValueError(f"the Bayes grid takes at most {GRID_MAX_CONTEXT} points, got {ctx.shape[0]}")
+    res = max(2, min(int(resolution), GRID_MAX_RESOLUTION))
+    return _cached_grid(tuple(map(tuple, ctx.tolist())), as_prior(prior), (float(box[0]), float(box[1])), res)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_grid(context: tuple, prior: MixturePrior, box: tuple[float, float], res: int):
+    h = (box[1] - box[0]) / res
+    xs = box[0] + h * (np.arange(res) + 0.5)
+    yy, xx = np.meshgrid(xs, xs, indexing="ij")
+    query = np.stack([xx.reshape(-1), yy.reshape(-1)], -1)
+    ctx = np.array(context, dtype=np.float64).reshape(-1, 2)
+    lp = mixture_log_predictive(ctx, query, prior, gibbs=GRID_GIBBS).reshape(res, res)
+    xs.setflags(write=False)
+    lp.setflags(write=False)
+    return xs, lp
