@@ -128,6 +128,9 @@ def test_a_regression_model_on_the_density_page_gives_a_message(reg_dir: Path) -
     assert not any("density model" in str(i.value) for i in at.info)
     _open(at, "train").run()
     _ok(at)
+    _open(at, "inside").run()
+    _ok(at)
+    assert any("regression model" in str(w.value) for w in at.warning)
 
 
 def test_reg_state_round_trip_and_draw_task() -> None:
