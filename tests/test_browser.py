@@ -411,8 +411,8 @@ def _curve_signature(pg) -> float:  # type: ignore[no-untyped-def]
     """Sum of the thinking curve's y values on the regression canvas."""
     return float(pg.evaluate(
         """() => { const gd = document.querySelector('.iclebm-canvas');
-            const tr = gd.data.find(t => (t.name || '').startsWith('ŷ'));
-            return tr.y.reduce((s, v) => s + v, 0); }"""))
+            const tr = gd._fullData.find(t => (t.name || '').startsWith('ŷ'));
+            return Array.from(tr.y).reduce((s, v) => s + v, 0); }"""))
 
 
 def test_regression_click_adds_a_pair_and_redraws_the_curve(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
