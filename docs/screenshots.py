@@ -152,11 +152,15 @@ def shoot(only: list[str] | None = None) -> list[Path]:
         for title in page_titles(pg):
             if only and title not in only:
                 continue
-            pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first.click()
-            wait_idle(pg)
-            if title in PREPARE:
-                PREPARE[title](pg)
-            pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+            try:
+                pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first.click()
+                wait_idle(pg)
+                if title in PREPARE:
+                    PREPARE[title](pg)
+                pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+            except Exception as e:  # noqa: BLE001 - one slow page must not cost the others their shots
+                print(f"skipped {title}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
             out = DOCS / f"page-{slug(title)}.png"
             pg.screenshot(path=str(out), full_page=False)
             saved.append(out)
