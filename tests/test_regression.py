@@ -302,3 +302,22 @@ def test_trajectory_step_k_equals_predict_with_k_steps_for_several_starts():
     traj = predict(model, x, ctx, steps=6, step_size=0.05, starts=4, return_trajectory=True)
     for k in (0, 3, 6):
         torch.testing.assert_close(traj[k], predict(model, x, ctx, steps=k, step_size=0.05, starts=4))
+
+
+def test_cli_evaluate_prints_regression_tables_and_updates_the_card(tmp_path, capsys):
+    from iclebm.checkpoints import load_checkpoint, save_checkpoint
+    from iclebm.cli import main
+
+    short = reg_model()  # reads 16 points: the n = 32 column is refused with a reason, no traceback
+    short_path = save_checkpoint(short, tmp_path / "short.safetensors")
+    assert main(["evaluate", "--checkpoint", str(short_path), "--tasks", "2"]) == 2
+    assert "exceeds the model's max_context 16" in capsys.readouterr().err
+    model = reg_model(max_context=64)
+    model.card["thinking"] = ThinkingConfig(steps=2, step_size=0.05).to_dict()
+    path = save_checkpoint(model, tmp_path / "tiny.safetensors")
+    assert main(["evaluate", "--checkpoint", str(path), "--tasks", "2", "--resolution", "40",
+                 "--update-card"]) == 0
+    out = capsys.readouterr().out
+    assert "NLL of y given x" in out and "MSE of y_hat" in out and "Thinking curve" in out
+    card = load_checkpoint(path).card
+    assert card["evaluation"]["family"] == "linear" and set(card["thinking_curve"]["mse"]) == {"4", "16"}
