@@ -22,6 +22,7 @@ from ... import landscape as L
 from ...checkpoints import checkpoint_bytes, read_card, save_checkpoint
 from ...errors import CheckpointError
 from ...model import EnergyTransformer
+from ...tasks import is_regression
 from .. import compute, share
 from .. import figures as P
 from .. import state as S
@@ -53,8 +54,14 @@ def render(ctx: AppContext) -> None:
     st.caption("Training runs in a low-priority process of its own for this browser session; the rest of "
                "the app stays usable. The film strip is drawn on the Density page's context.")
     show_flash()
+    model = ctx.model
+    if is_regression((model.card or {}).get("task")):
+        st.info("The sidebar's model is a regression model; live training here trains density models, so "
+                "fine-tuning it is off. Train regression models with "
+                "`python -m iclebm train --preset linreg`.")
+        model = None
     with guarded("Live training"):
-        training_panel(ctx.model, ctx.box)
+        training_panel(model, ctx.box)
     with guarded("Checkpoints"):
         checkpoints_panel()
     with guarded("Share link"):
