@@ -382,8 +382,10 @@ def test_clicks_during_a_rerun_are_not_lost(page) -> None:  # type: ignore[no-un
 
 
 def _train_step(pg) -> int:  # type: ignore[no-untyped-def]
-    m = re.search(r"step (\d+) · [\d.]+ steps/s", pg.inner_text("body"))
-    return int(m.group(1)) if m else -1
+    """The step the Train page's live view shows (the sidebar's status line, drawn once per full
+    run, comes first in the page and may be older: take the last match)."""
+    found = re.findall(r"step (\d+) · [\d.]+ steps/s", pg.inner_text("body"))
+    return int(found[-1]) if found else -1
 
 
 def _start_training(pg, batch: int = 4) -> None:  # type: ignore[no-untyped-def]
