@@ -11,7 +11,7 @@ import streamlit as st
 
 from iclebm import ui
 from iclebm.ui import sidebar
-from iclebm.ui.pages import density, inside, train
+from iclebm.ui.pages import density, inside, regression, train
 
 st.set_page_config(page_title="iclebm explorer", page_icon="⚡", layout="wide")
 
@@ -22,6 +22,7 @@ st.set_page_config(page_title="iclebm explorer", page_icon="⚡", layout="wide")
 PAGES = [
     ui.Page(density, "Density", ":material/blur_on:", "density"),
     ui.Page(inside, "Inside", ":material/visibility:", "inside"),
+    ui.Page(regression, "Regression", ":material/show_chart:", "regression"),
     ui.Page(train, "Train", ":material/model_training:", "train"),
 ]
 

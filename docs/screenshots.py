@@ -85,8 +85,18 @@ def prepare_inside(pg) -> None:  # type: ignore[no-untyped-def]
     print("saved docs/page-inside-c2w.png")
 
 
+def prepare_regression(pg) -> None:  # type: ignore[no-untyped-def]
+    """Draw a random task of the model's family (16 pairs) and wait for the redrawn canvas."""
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=120_000)
+    pg.locator(".st-key-reg_draw button").first.click()
+    pg.wait_for_function("() => /16 pairs/.test(document.body.innerText)", timeout=120_000)
+    wait_idle(pg)
+    pg.wait_for_timeout(500)
+
+
 # page title -> steps to run after opening it (pages without an entry are shot as they open)
-PREPARE: dict[str, Callable] = {"Density": prepare_density, "Inside": prepare_inside, "Train": prepare_train}
+PREPARE: dict[str, Callable] = {"Density": prepare_density, "Inside": prepare_inside, "Train": prepare_train,
+                                "Regression": prepare_regression}
 
 
 def slug(title: str) -> str:
@@ -142,11 +152,15 @@ def shoot(only: list[str] | None = None) -> list[Path]:
         for title in page_titles(pg):
             if only and title not in only:
                 continue
-            pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first.click()
-            wait_idle(pg)
-            if title in PREPARE:
-                PREPARE[title](pg)
-            pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+            try:
+                pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first.click()
+                wait_idle(pg)
+                if title in PREPARE:
+                    PREPARE[title](pg)
+                pg.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+            except Exception as e:  # noqa: BLE001 - one slow page must not cost the others their shots
+                print(f"skipped {title}: {type(e).__name__}: {e}", file=sys.stderr)
+                continue
             out = DOCS / f"page-{slug(title)}.png"
             pg.screenshot(path=str(out), full_page=False)
             saved.append(out)

@@ -36,7 +36,7 @@ from .devices import compile_model, describe, synchronize
 from .evaluate import grid_points
 from .model import EnergyTransformer
 from .sampling import SamplerConfig, langevin, uniform_init
-from .tasks import MixturePrior
+from .tasks import MixturePrior, prior_from_card
 from .training import (
     TrainConfig,
     Trainer,
@@ -423,6 +423,8 @@ def run_bench(
                 "< 200 ms",
             )
 
+        regression_bench(row, checks, repeats, quick)
+
         print_fn(format_bench(rows))
         for c in checks:
             print_fn(c)
@@ -443,6 +445,38 @@ def run_bench(
         "checks": checks,
         "threads": torch.get_num_threads(),
     }
+
+
+def regression_bench(row: Callable[..., None], checks: list[str], repeats: int, quick: bool,
+                     checkpoint: str | Path | None = None) -> None:
+    """(g) the Regression page's work on the shipped linear-regression model: the per-column
+    p(y | x, D) heatmap and a thinking run (y_hat at 100 x after the card's default steps)."""
+    from .checkpoints import CHECKPOINT_DIR
+    from .regression import column_energies, y_axis
+    from .thinking import ThinkingConfig, predict
+
+    path = Path(checkpoint) if checkpoint else CHECKPOINT_DIR / "linreg.safetensors"
+    if not path.exists():
+        checks.append(f"(g) skipped: no regression checkpoint at {path}")
+        return
+    model = load_checkpoint(path)
+    prior = prior_from_card(model.card["task"])
+    box = box_of(model)
+    g = torch.Generator().manual_seed(0)
+    res = 40 if quick else 100
+    n = 32
+    ctx = prior.sample_task(g).sample(n, g).double()[None]
+    ys, h = y_axis(box, res)
+    xs = ys[None]
+    t_h, e = _time(lambda: column_energies(model, xs, ctx, ys), repeats)
+    peak = float((torch.exp(-e - torch.logsumexp(-e, -1, keepdim=True)) / h).amax(-1).median())
+    row(f"(g) regression heatmap {res}x{res} p(y | x, D) per column, N={n}", t_h, None, repeats, None,
+        "report")
+    think = ThinkingConfig.from_dict(model.card.get("thinking"))
+    t_t, _ = _time(lambda: predict(model, xs, ctx), repeats)
+    row(f"(g) thinking: y_hat at {res} x, {think.steps} steps of size {think.step_size:g}, N={n}", t_t, None,
+        repeats, None, "report")
+    checks.append(f"(g) {path.name}: median peak of p(y | x, D) over the columns {peak:.3f}")
 
 
 def _fmt_t(s: float | None) -> str:

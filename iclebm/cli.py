@@ -20,7 +20,8 @@ from .errors import IclebmError
 from .mdn import MixtureConfig, MixtureTrainer
 from .model import EnergyTransformer
 from .presets import PRESETS, get_preset
-from .training import Trainer
+from .tasks import is_regression
+from .training import Trainer, make_trainer
 
 
 def _resume_path(out: Path) -> Path:
@@ -110,8 +111,9 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
     if isinstance(preset.model, MixtureConfig):  # exact NLL, single CPU process (checked above)
         trainer: Trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model)
     else:
-        trainer = Trainer(model=model, config=tcfg, model_config=preset.model, device=device, dist=info,
-                          amp=args.amp)
+        # energy models: CD for densities, RegressionTrainer for the regression families
+        trainer = make_trainer(model=model, config=tcfg, model_config=preset.model, device=device, dist=info,
+                               amp=args.amp)
         if args.compile:
             compile_model(trainer.model)
     prior_seconds = 0.0
@@ -134,7 +136,7 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
     deadline = t_start + 60 * args.minutes if args.minutes else None
 
     def card() -> dict:
-        return {
+        c = {
             "name": out.stem,
             "task": trainer.prior.to_card(),
             "box": list(preset.box),
@@ -149,6 +151,10 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
                 "config": tcfg.to_dict(), "events": trainer.events[-20:],
             },
         }
+        if preset.thinking is not None:
+            previous_thinking = (model.card or {}).get("thinking") if resumed else None  # type: ignore[union-attr]
+            c["thinking"] = previous_thinking or preset.thinking.to_dict()
+        return c
 
     def checkpoint() -> None:
         if info.is_main:  # rank 0 alone writes; both files are written atomically
@@ -185,6 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint).to(device)
+    if is_regression(model.card.get("task")):
+        return _evaluate_regression(model, args)
     table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
     print(format_nll_table(table))
     if args.json:
@@ -192,6 +200,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"wrote {args.json}")
     if args.update_card:
         model.card["evaluation"] = table
+        save_checkpoint(model, args.checkpoint, model.card)
+        print(f"updated the card of {args.checkpoint}")
+    return 0
+
+
+def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> int:
+    """Regression checkpoint: (optionally tune the thinking step size,) NLL/MSE tables, thinking curve."""
+    from .regression_eval import format_regression_tables, regression_table, thinking_curve, tune_thinking
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    if args.tune_thinking:
+        thinking, rows = tune_thinking(model)
+        for r in rows:
+            print("thinking candidate", r, flush=True)
+        model.card["thinking"] = thinking
+        model.card["thinking_tuning"] = {"rows": rows, "command": command}
+        print("thinking defaults", thinking, flush=True)
+    t0 = time.time()
+    table = regression_table(model, n_tasks=args.tasks, seed=args.seed, resolution=min(args.resolution, 400))
+    curve = thinking_curve(model, n_tasks=args.tasks, seed=args.seed)
+    print(format_regression_tables(table, curve))
+    table["command"] = command
+    table["seconds"] = round(time.time() - t0, 1)
+    if args.json:
+        out = {"evaluation": table, "thinking_curve": curve}
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.update_card:
+        model.card["evaluation"] = table
+        model.card["thinking_curve"] = curve
         save_checkpoint(model, args.checkpoint, model.card)
         print(f"updated the card of {args.checkpoint}")
     return 0
@@ -378,8 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
     e.add_argument("--json", default=None, help="write the table as JSON here")
     e.add_argument("--update-card", action="store_true", help="store the table in the checkpoint's card")
+    e.add_argument("--tune-thinking", action="store_true",
+                   help="regression: choose the default thinking step size and starts on validation tasks")
+    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     e.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
-    e.set_defaults(func=cmd_evaluate)
+    e.set_defaults(func=cmd_evaluate, argv=None)
 
     c = sub.add_parser("calibrate", help="fit per-length temperatures, choose the sampler, evaluate, save")
     c.add_argument("--checkpoint", required=True, help="an uncalibrated trained checkpoint")

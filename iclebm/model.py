@@ -14,7 +14,8 @@ prefix and running `energies`.
 
 The energy is  E = energy_scale * (f_theta(x | D) + |x|^2 / (2 base_std^2)):
 the network output f plus a fixed broad quadratic base, so that -grad E points
-inward far from the data, where the learned part goes flat. `energy_scale` is an
+inward far from the data, where the learned part goes flat (for regression,
+`base_axes="y"`: the base acts on y only). `energy_scale` is an
 inverse temperature calibrated after training (1.0 for an uncalibrated model).
 """
 
@@ -39,6 +40,8 @@ class EnergyConfig:
     # the model only saw training sequences up to this length)
     input_scale: float = 0.25  # coordinates are multiplied by this before embedding
     base_std: float = 3.0  # width of the fixed quadratic base term; <= 0 disables it
+    base_axes: str = "xy"  # coordinates the base term acts on: "xy" (densities) or "y" (regression:
+    # E(y | x, D) is normalised over y per x, so a base over x would only shift each column)
     energy_scale: float = 1.0  # calibrated inverse temperature
     # Optional calibrated inverse temperatures per context length, at n = 0, 1, 2, 4, ..., 2^(k-1)
     # (linear in log2(1 + n) in between, constant past the last knot); multiplies energy_scale.
@@ -52,6 +55,8 @@ class EnergyConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not self.energy_scale > 0:
             raise ValueError("energy_scale must be positive")
+        if self.base_axes not in ("xy", "y"):
+            raise ValueError(f"base_axes must be 'xy' or 'y', got {self.base_axes!r}")
         if self.length_scales is not None:
             self.length_scales = [float(v) for v in self.length_scales]
             if not self.length_scales or not all(v > 0 and math.isfinite(v) for v in self.length_scales):
@@ -250,6 +255,8 @@ class EnergyTransformer(nn.Module):
         """(..., 2) -> (...): the fixed quadratic base term (before energy_scale)."""
         if self.config.base_std <= 0:
             return x.new_zeros(x.shape[:-1])
+        if self.config.base_axes == "y":
+            x = x[..., 1:]
         return 0.5 * (x * x).sum(-1) / self.config.base_std**2
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:

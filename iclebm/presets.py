@@ -1,5 +1,6 @@
 """Named model + training settings. `mog2d` built the shipped model; `small` trains in minutes;
-`mdn2d` is the parametric peer (MixtureDensityTransformer, exact NLL)."""
+`mdn2d` is the parametric peer (MixtureDensityTransformer, exact NLL); `linreg` and `sinusoid` build the
+shipped regression models (E(y | x, D), thinking defaults)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import dataclass, field, replace
 from .mdn import MixtureConfig
 from .model import EnergyConfig
 from .sampling import SamplerConfig
-from .tasks import MixturePrior
+from .tasks import LinearPrior, MixturePrior, SinusoidPrior
+from .thinking import ThinkingConfig
 from .training import TrainConfig
 
 BOX = (-12.0, 12.0)
@@ -27,6 +29,7 @@ class Preset:
     steps: int
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     box: tuple[float, float] = BOX
+    thinking: ThinkingConfig | None = None  # regression presets: default prediction settings
 
 
 def get_preset(name: str) -> Preset:
@@ -87,4 +90,37 @@ def _mdn2d() -> Preset:
     )
 
 
-PRESETS = {"mog2d": _mog2d, "mog2d-wide": _mog2d_wide, "small": _small, "mdn2d": _mdn2d}
+LINREG_BOX = (-10.0, 10.0)
+LINREG_PRIOR = LinearPrior(x_range=(-6.0, 6.0), w_std=0.5, b_std=1.0, noise_std=0.5)
+SINUSOID_BOX = (-6.0, 6.0)
+SINUSOID_PRIOR = SinusoidPrior(x_range=(-5.0, 5.0), amplitude=(0.5, 3.0), frequency=(0.5, 1.5),
+                               phase=(0.0, 6.283185307179586), noise_std=0.3)
+
+
+def _regression(prior: LinearPrior | SinusoidPrior, box: tuple[float, float], input_scale: float,
+                steps: int, d_model: int) -> Preset:
+    # Sized for ~15 minutes on one shared CPU core: contexts of 34 points train n = 0..33.
+    return Preset(
+        model=EnergyConfig(n_layer=3, n_head=4, d_model=d_model, max_context=64, input_scale=input_scale,
+                           base_std=box[1] / 2, base_axes="y"),
+        train=TrainConfig(
+            batch_size=16, context_len=34, chains=4, langevin_steps=15, step_size=0.05, noise_std=0.316,
+            grad_clip_x=20.0, data_init_frac=0.5, alpha=1e-3, lr=2e-3, warmup=50, grad_clip=1.0, box=box,
+            task=prior.to_card(), objective="exact", y_grid=24,
+        ),
+        steps=steps,
+        box=box,
+        thinking=ThinkingConfig(start="zero", steps=20, step_size=0.1, grad_clip=10.0),
+    )
+
+
+def _linreg() -> Preset:
+    return _regression(LINREG_PRIOR, LINREG_BOX, input_scale=0.25, steps=1200, d_model=48)
+
+
+def _sinusoid() -> Preset:
+    return _regression(SINUSOID_PRIOR, SINUSOID_BOX, input_scale=0.4, steps=1200, d_model=64)
+
+
+PRESETS = {"mog2d": _mog2d, "mog2d-wide": _mog2d_wide, "small": _small, "mdn2d": _mdn2d, "linreg": _linreg,
+           "sinusoid": _sinusoid}

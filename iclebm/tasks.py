@@ -5,6 +5,10 @@ Gaussian-mixture prior (paper: mixtures of 3 isotropic Gaussians with uniform
 weights). The non-Gaussian shapes exist for probing how the frozen model reacts to
 data it never saw in training; they expose `sample` only (no exact density).
 
+Regression families (`linear`, `sinusoid`) are tasks over (x, y) pairs: x ~ U(x_lo, x_hi)
+and y = f(x) + N(0, noise_std^2); each task has the exact conditional `log_prob_y(y, x)`.
+`prior_from_card` rebuilds any prior from a checkpoint card's `"task"` entry.
+
 Everything takes an explicit `torch.Generator`, so a seed reproduces a task and
 its points exactly.
 """
@@ -281,3 +285,188 @@ PROBE_FAMILIES: dict[str, Task] = {
     "swiss roll": SwissRoll(),
     "uniform square": UniformSquare(),
 }
+
+
+# ---- Regression families: tokens are (x, y) pairs ------------------------------------
+
+
+def _check_x_range(x_range: tuple[float, float]) -> tuple[float, float]:
+    lo, hi = float(x_range[0]), float(x_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"x_range must be [lo, hi] with lo < hi, got {x_range!r}")
+    return lo, hi
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class RegressionTask:
+    """y = mean(x) + N(0, noise_std^2), x ~ U(x_range). Subclasses define `mean`."""
+
+    noise_std: float
+    x_range: tuple[float, float]
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample_x(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        lo, hi = self.x_range
+        return lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, 2) i.i.d. (x, y) pairs, float32."""
+        x = self.sample_x(n, generator)
+        y = self.mean(x) + self.noise_std * torch.randn(n, generator=generator, dtype=torch.float64)
+        return torch.stack([x, y], -1).float()
+
+    def log_prob_y(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Exact log p(y | x) (float64), broadcasting y against x."""
+        y = torch.as_tensor(y, dtype=torch.float64)
+        mu = self.mean(torch.as_tensor(x, dtype=torch.float64))
+        var = self.noise_std**2
+        return -0.5 * (y - mu) ** 2 / var - 0.5 * math.log(2 * math.pi * var)
+
+
+@dataclass(frozen=True)
+class LinearTask(RegressionTask):
+    w: float = 0.0
+    b: float = 0.0
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w * torch.as_tensor(x, dtype=torch.float64) + self.b
+
+
+@dataclass(frozen=True)
+class SinusoidTask(RegressionTask):
+    amplitude: float = 1.0
+    frequency: float = 1.0
+    phase: float = 0.0
+
+    def mean(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x, dtype=torch.float64)
+        return self.amplitude * torch.sin(self.frequency * x + self.phase)
+
+
+class _RegressionPrior:
+    """Shared sampling for the regression priors (frozen dataclasses with `sample_task`)."""
+
+    family = ""
+
+    def sample_task(self, generator: torch.Generator | None = None) -> RegressionTask:
+        raise NotImplementedError
+
+    def sample_batch(
+        self, n_tasks: int, n_points: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list[RegressionTask]]:
+        """(n_tasks, n_points, 2) (x, y) contexts, one fresh task per row, and the tasks."""
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        tasks = [self.sample_task(g) for _ in range(n_tasks)]
+        return torch.stack([t.sample(n_points, g) for t in tasks]), tasks
+
+
+@dataclass(frozen=True)
+class LinearPrior(_RegressionPrior):
+    """y = w x + b + eps, w ~ N(0, w_std^2), b ~ N(0, b_std^2), eps ~ N(0, noise_std^2)."""
+
+    x_range: tuple[float, float] = (-6.0, 6.0)
+    w_std: float = 0.5
+    b_std: float = 1.0
+    noise_std: float = 0.5
+    family = "linear"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "x_range", _check_x_range(self.x_range))
+        for name in ("w_std", "b_std", "noise_std"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+
+    @classmethod
+    def from_card(cls, task: dict) -> LinearPrior:
+        d = cls()
+        return cls(
+            x_range=tuple(task.get("x_range", d.x_range)),  # type: ignore[arg-type]
+            w_std=task.get("w_std", d.w_std), b_std=task.get("b_std", d.b_std),
+            noise_std=task.get("noise_std", d.noise_std),
+        )
+
+    def to_card(self) -> dict:
+        return {"family": "linear", "x_range": list(self.x_range), "w_std": self.w_std,
+                "b_std": self.b_std, "noise_std": self.noise_std}
+
+    def sample_task(self, generator: torch.Generator | None = None) -> LinearTask:
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        w, b = (torch.randn(2, generator=g, dtype=torch.float64) * torch.tensor([self.w_std, self.b_std],
+                dtype=torch.float64)).tolist()
+        return LinearTask(noise_std=self.noise_std, x_range=self.x_range, w=w, b=b)
+
+
+@dataclass(frozen=True)
+class SinusoidPrior(_RegressionPrior):
+    """y = A sin(omega x + phi) + eps with A, omega, phi uniform over their ranges."""
+
+    x_range: tuple[float, float] = (-5.0, 5.0)
+    amplitude: tuple[float, float] = (0.5, 3.0)
+    frequency: tuple[float, float] = (0.5, 1.5)
+    phase: tuple[float, float] = (0.0, 2 * math.pi)
+    noise_std: float = 0.3
+    family = "sinusoid"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "x_range", _check_x_range(self.x_range))
+        for name in ("amplitude", "frequency", "phase"):
+            r = _as_range(list(getattr(self, name)))
+            if not all(math.isfinite(v) for v in r):  # type: ignore[union-attr]
+                raise ValueError(f"{name} must be a finite [lo, hi] range")
+            object.__setattr__(self, name, r)
+        if self.amplitude[0] < 0 or self.frequency[0] < 0:
+            raise ValueError("amplitude and frequency ranges must be non-negative")
+        object.__setattr__(self, "noise_std", _positive("noise_std", self.noise_std))
+
+    @classmethod
+    def from_card(cls, task: dict) -> SinusoidPrior:
+        d = cls()
+        return cls(**{k: (tuple(task[k]) if isinstance(task.get(k), list) else task.get(k, getattr(d, k)))
+                      for k in ("x_range", "amplitude", "frequency", "phase", "noise_std")})
+
+    def to_card(self) -> dict:
+        return {"family": "sinusoid", "x_range": list(self.x_range), "amplitude": list(self.amplitude),
+                "frequency": list(self.frequency), "phase": list(self.phase), "noise_std": self.noise_std}
+
+    def sample_task(self, generator: torch.Generator | None = None) -> SinusoidTask:
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        a, f, p = (_draw(r, g) for r in (self.amplitude, self.frequency, self.phase))
+        return SinusoidTask(noise_std=self.noise_std, x_range=self.x_range, amplitude=a, frequency=f, phase=p)
+
+
+RegressionPrior = LinearPrior | SinusoidPrior
+REGRESSION_FAMILIES = {"linear": LinearPrior, "sinusoid": SinusoidPrior}
+DENSITY_FAMILIES = ("gaussian_mixture",)
+
+
+def task_family(task: dict | None) -> str:
+    """The family named by a card's "task" entry (old cards without one are Gaussian mixtures)."""
+    if not task:
+        return "gaussian_mixture"
+    return str(task.get("family", "gaussian_mixture"))
+
+
+def is_regression(task: dict | None) -> bool:
+    return task_family(task) in REGRESSION_FAMILIES
+
+
+def prior_from_card(task: dict | None) -> MixturePrior | LinearPrior | SinusoidPrior:
+    """The single entry point that rebuilds a task prior from a card's "task" entry."""
+    family = task_family(task)
+    if family == "gaussian_mixture":
+        return MixturePrior.from_card(task or {})
+    if family in REGRESSION_FAMILIES:
+        try:
+            return REGRESSION_FAMILIES[family].from_card(task or {})
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"invalid {family} task prior in the card: {e}") from None
+    known = sorted([*DENSITY_FAMILIES, *REGRESSION_FAMILIES])
+    raise ValueError(f"unknown task family {family!r}; known families: {known}")

@@ -32,7 +32,7 @@ from .distributed import DistInfo, DistributedError, all_true, check_batch_split
 from .errors import TrainingDivergedError
 from .model import EnergyConfig, EnergyTransformer
 from .sampling import langevin_cached
-from .tasks import MixturePrior
+from .tasks import MixturePrior, is_regression, prior_from_card
 
 STEP_STREAM = 2**32  # task_seed index of the per-step stream (tasks use 0 .. batch_size - 1)
 
@@ -68,6 +68,8 @@ class TrainConfig:
     box: tuple[float, float] = (-12.0, 12.0)
     seed: int = 0
     task: dict = field(default_factory=lambda: MixturePrior().to_card())
+    objective: str = "cd"  # regression: "cd" (y-only negatives) or "exact" (1-D quadrature likelihood)
+    y_grid: int = 64  # regression "exact": quadrature nodes over the box's y-range
 
     def __post_init__(self) -> None:
         self.box = (float(self.box[0]), float(self.box[1]))
@@ -228,7 +230,7 @@ class Trainer:
         self.model.train()
         check_amp(amp, self.device)
         self.amp = amp
-        self.prior = MixturePrior.from_card(self.config.task)
+        self.prior = prior_from_card(self.config.task)
         self.generator = torch.Generator().manual_seed(self.config.seed)  # reseeded every step
         self._chain_generators: list[torch.Generator] = []
         self.ddp: torch.nn.Module | None = None
@@ -389,3 +391,15 @@ class Trainer:
         self.generator.set_state(state["generator"])
         self.step_count = int(state["step_count"])
         self._good_state = copy.deepcopy(self.model.state_dict())
+
+
+def make_trainer(
+    model: EnergyTransformer | None = None, config: TrainConfig | None = None,
+    model_config: EnergyConfig | None = None, **kwargs,
+) -> Trainer:
+    """The trainer for the config's task family (regression families get RegressionTrainer)."""
+    if config is not None and is_regression(config.task):
+        from .regression import RegressionTrainer
+
+        return RegressionTrainer(model=model, config=config, model_config=model_config, **kwargs)
+    return Trainer(model=model, config=config, model_config=model_config, **kwargs)

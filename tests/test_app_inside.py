@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from test_app import _app, _ok, _open, ckpt_dir  # noqa: F401 - ckpt_dir is a fixture
+from test_mdn_app import mdn_dir  # noqa: F401 - a fixture
 
 from iclebm import ctx2weights
 
@@ -145,3 +146,10 @@ def test_a_diverging_fine_tune_shows_a_message_and_keeps_the_in_context_view(
     assert at.select_slider(key="in_snap").value == 1  # the last good snapshot (0, 1 kept; 2 diverged)
     assert len(at.get("plotly_chart")) >= 3
 
+
+
+def test_a_mixture_density_model_gets_a_message_not_a_traceback(mdn_dir: Path) -> None:  # noqa: F811
+    at = _inside(PTS)
+    at.selectbox(key="model_choice").set_value("file:tinymdn").run()
+    _ok(at)
+    assert "inspects energy transformers" in _texts(at, "info")

@@ -400,3 +400,42 @@ def test_inside_page_inspects_a_clicked_query(page) -> None:  # type: ignore[no-
     assert pg.locator(".st-key-in_grid .annotation-text").count() == 16
     assert pg.locator(".st-key-in_influence .js-plotly-plot").count() == 1
     pg.screenshot(path=str(ARTIFACTS / "page-inside-query.png"), full_page=True)
+
+
+def _reg_pairs(pg) -> int:  # type: ignore[no-untyped-def]
+    m = re.search(r"(\d+) pairs? \(max", pg.inner_text("body"))
+    return int(m.group(1)) if m else -1
+
+
+def _curve_signature(pg) -> float:  # type: ignore[no-untyped-def]
+    """Sum of the thinking curve's y values on the regression canvas."""
+    return float(pg.evaluate(
+        """() => { const gd = document.querySelector('.iclebm-canvas');
+            const tr = gd._fullData.find(t => (t.name || '').startsWith('ŷ'));
+            return Array.from(tr.y).reduce((s, v) => s + v, 0); }"""))
+
+
+def test_regression_click_adds_a_pair_and_redraws_the_curve(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    if not (ROOT / "checkpoints" / "linreg.safetensors").exists():
+        pytest.skip("no shipped regression checkpoint")
+    pg = page
+    pg.goto(f"{app_url}/regression?model=linreg")
+    pg.wait_for_function("() => /0 pairs \\(max/.test(document.body.innerText)", timeout=90_000)
+    pg.wait_for_function("() => document.querySelector('.iclebm-canvas')?.dataset.rendered !== undefined",
+                         timeout=30_000)
+    _wait_idle(pg)
+    before = _curve_signature(pg)
+    for i, (x, y) in enumerate([(2.0, 3.0), (-4.0, -1.5), (5.0, 4.0)]):
+        _click(pg, x, y)
+        _wait_idle(pg)
+        pg.wait_for_function("n => { const m = document.body.innerText.match(/(\\d+) pairs? \\(max/);"
+                             " return m && +m[1] === n; }", arg=i + 1, timeout=30_000)
+        m = re.search(r"last click added \((-?[\d.]+), (-?[\d.]+)\)", pg.inner_text("body"))
+        assert m, "the added pair is not shown on the page"
+        cx, cy = float(m.group(1)), float(m.group(2))
+        assert abs(cx - x) <= 0.01 * 20 and abs(cy - y) <= 0.01 * 20, (cx, cy)  # box [-10, 10]
+    assert _reg_pairs(pg) == 3
+    assert _curve_signature(pg) != before, "the thinking curve was not redrawn"
+    shared = parse_qs(urlparse(pg.url).query)["pts"][0].split(";")  # the link follows the context
+    assert len(shared) == 3
+    pg.screenshot(path=str(ARTIFACTS / "regression.png"), full_page=False)

@@ -26,7 +26,7 @@ from ...evaluate import nll_curve_for_task
 from ...mdn import MixtureDensityTransformer
 from ...model import EnergyTransformer
 from ...sampling import SamplerConfig
-from ...tasks import PROBE_FAMILIES, MixturePrior
+from ...tasks import PROBE_FAMILIES, MixturePrior, is_regression, task_family
 from .. import compute, share
 from .. import figures as P
 from .. import state as S
@@ -44,6 +44,12 @@ KEEP = "session"
 
 def render(ctx: AppContext) -> None:
     ss = st.session_state
+    if is_regression((ctx.model.card or {}).get("task")):
+        st.warning(f"The selected model ({ctx.option.split(':', 1)[1]}) is a regression model "
+                   f"(E(y | x, D), family {task_family(ctx.model.card.get('task'))}); the Density page "
+                   "needs a density model. Pick one in the sidebar (e.g. mog2d), or open the Regression "
+                   "page.")
+        return
     init_state()
     model, model_key, box, max_context = ctx.model, ctx.model_key, ctx.box, ctx.max_context
     ss["_box"], ss["_max_context"] = box, max_context

@@ -17,6 +17,7 @@ import torch
 from ... import ctx2weights as C
 from ... import inspector as I
 from ...model import EnergyTransformer
+from ...tasks import is_regression
 from .. import compute, share
 from .. import inside_figures as F
 from .. import inside_state as IS
@@ -42,6 +43,10 @@ MEAN = "mean"
 
 
 def render(ctx: AppContext) -> None:
+    if is_regression((ctx.model.card or {}).get("task")):
+        st.warning("The selected model is a regression model (E(y | x, D)); the Inside page explores density "
+                   "models. Pick one in the sidebar (e.g. mog2d), or open the Regression page.")
+        return
     init_state()
     restore_link(ctx)
     ss = st.session_state

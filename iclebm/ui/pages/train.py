@@ -19,6 +19,7 @@ from ... import landscape as L
 from ...checkpoints import checkpoint_bytes, read_card, save_checkpoint
 from ...errors import CheckpointError
 from ...model import EnergyTransformer
+from ...tasks import is_regression
 from .. import figures as P
 from .. import share
 from .. import state as S
@@ -41,8 +42,14 @@ def render(ctx: AppContext) -> None:
     st.caption("Contrastive divergence in a background thread of this browser session; the rest of the "
                "app stays usable. The landscape beside the loss is drawn on the Density page's context.")
     show_flash()
+    model = ctx.model
+    if is_regression((model.card or {}).get("task")):
+        st.info("The sidebar's model is a regression model; live training here trains density models, so "
+                "fine-tuning it is off. Train regression models with "
+                "`python -m iclebm train --preset linreg`.")
+        model = None
     with guarded("Live training"):
-        training_panel(ctx.model, ctx.box)
+        training_panel(model, ctx.box)
     with guarded("Checkpoints"):
         checkpoints_panel()
     with guarded("Share link"):

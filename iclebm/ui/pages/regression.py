@@ -1,0 +1,400 @@
+"""Regression: click (x, y) pairs and watch a frozen transformer's energy over y, E(y | x, D),
+reshape into a line or a sine wave; predictions come from minimising it ("thinking").
+
+The canvas shows p(y | x, D) normalised per column (or E), the prediction y_hat(x) after k
+thinking steps (a slider for k; the figure's play button animates the curve settling),
+the OLS line and the Bayes posterior mean +- 2 sd. A random linear or sinusoid task can be
+fed all at once or point by point. Below: the card's held-out NLL/MSE-vs-n tables with the
+baselines, and the thinking curve.
+
+Only checkpoints of a regression family (linear, sinusoid) are offered here; the sidebar's
+model is used when it is one.
+
+URL (share link): pts, view, k, ols, bayes, task, plus the shared model.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ...checkpoints import read_card
+from ...errors import CheckpointError
+from ...model import EnergyTransformer
+from ...regression import compute_regression_view
+from ...regression_eval import linear_predictive, ols_predict, sinusoid_posterior
+from ...tasks import LinearPrior, SinusoidPrior, is_regression, prior_from_card, task_family
+from ...thinking import ThinkingConfig
+from .. import share
+from .. import state as S
+from ..canvas import new_clicks, plotly_canvas
+from ..guard import flash, guarded, show_flash
+from ..models import AppContext, file_options, make_context, option_label, resolve_model
+from ..regression_figures import method_curves_figure, regression_figure, thinking_curve_figure
+from ..regression_state import MAX_STEPS, REG_VIEWS, RegState, decode_reg, draw_task, encode_reg
+
+PAGE = "regression"
+CANVAS_KEY = "reg_canvas"
+FEED_TICK_S = 0.8
+KEEP = "session"
+DEFAULT_PRIORS = {"linear": LinearPrior(), "sinusoid": SinusoidPrior()}
+
+
+def render(ctx: AppContext) -> None:
+    init_state()
+    st.markdown("### Regression in context: prediction by energy minimisation")
+    st.caption("Tokens are (x, y) pairs; a frozen transformer gives E(y | x, D). **Click the picture to add "
+               "a pair**; the heatmap is p(y | x, D) per column, the yellow curve is ŷ(x) after k steps of "
+               "gradient descent on E over y (thinking).")
+    rctx = regression_context(ctx)
+    if rctx is None:
+        return
+    ss = st.session_state
+    model, box, cap = rctx.model, rctx.box, rctx.max_context
+    ss["_reg_box"], ss["_reg_cap"], ss["_reg_task_card"] = box, cap, dict(model.card.get("task") or {})
+    restore_link(box, cap)
+    apply_table_edits()
+    if len(ss["reg_points"]) > cap:
+        pts, msg = S.cap_context(ss["reg_points"], cap)
+        set_points(pts, msg, "warning")
+    controls(model)
+    main_col, side_col = st.columns([1.55, 1], gap="medium")
+    with main_col:
+        show_flash()
+        with guarded("Drawing the regression canvas"):
+            canvas_panel(rctx)
+    with side_col:
+        with guarded("Context"):
+            context_panel(box, cap)
+        with guarded("Random task"):
+            task_panel(model, cap)
+    with guarded("Evaluation charts"):
+        charts_panel(model)
+    with guarded("Share link"):
+        share.publish(encode_reg(page_state()))
+
+
+# ---- which model: regression checkpoints only ----------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _file_family(path: str, mtime: float) -> str:
+    try:
+        return task_family(read_card(path).get("task"))
+    except CheckpointError:
+        return "unreadable"
+
+
+def regression_options() -> list[str]:
+    """Selector options whose card names a regression family (files on disk and session models)."""
+    out = [f"file:{name}" for name, p in sorted(file_options().items())
+           if _file_family(str(p), p.stat().st_mtime) in ("linear", "sinusoid")]
+    for name, entry in st.session_state.get("session_models", {}).items():
+        if is_regression((entry["model"].card or {}).get("task")):
+            out.append(f"session:{name}")
+    return out
+
+
+def regression_context(ctx: AppContext) -> AppContext | None:
+    ss = st.session_state
+    sidebar_is_reg = is_regression((ctx.model.card or {}).get("task"))
+    options = regression_options()
+    if sidebar_is_reg and ctx.option not in options:
+        options.insert(0, ctx.option)
+    if not options:
+        st.info("No regression checkpoints (family linear or sinusoid) were found in checkpoints/. Train one "
+                "with `python -m iclebm train --preset linreg` or upload one in the sidebar.")
+        return None
+    if not sidebar_is_reg:
+        st.info(f"The sidebar's model ({option_label(ctx.option)}) is a density model "
+                f"(family {task_family(ctx.model.card.get('task'))}); this page uses a regression model, "
+                "chosen below. The Density page keeps using the sidebar's model.")
+    if sidebar_is_reg and ss.get("_reg_follow") != ctx.option:
+        ss["reg_model"], ss["_reg_follow"] = ctx.option, ctx.option  # follow the sidebar's choice
+    if ss.get("reg_model") not in options:
+        ss["reg_model"] = options[0]
+    st.selectbox("Regression model", options, key="reg_model", format_func=option_label,
+                 help="Only checkpoints trained on a regression family are listed.")
+    option = ss["reg_model"]
+    if option == ctx.option:
+        return ctx
+    try:
+        model, key = resolve_model(option)
+    except CheckpointError as e:
+        st.error(f"Could not load {option_label(option)}: {e}")
+        return None
+    if not is_regression((model.card or {}).get("task")):
+        st.error(f"{option_label(option)} is not a regression model.")
+        return None
+    return make_context(model, key, option)
+
+
+# ---- state, link, callbacks -------------------------------------------------------------
+
+
+def init_state() -> None:
+    ss = st.session_state
+    ss.setdefault("reg_points", [])
+    ss.setdefault("reg_pts_version", 0)
+    ss.setdefault("reg_task", None)
+    ss.setdefault("reg_feed_queue", [])
+    ss.setdefault("reg_feeding", False)
+    ss.setdefault("reg_view", "density")
+    ss.setdefault("reg_k", 20)
+    ss.setdefault("reg_ols", True)
+    ss.setdefault("reg_bayes", True)
+
+
+def set_points(pts: list, note: str | None = None, level: str = "info") -> None:
+    ss = st.session_state
+    ss["reg_points"] = [(float(x), float(y)) for x, y in pts]
+    ss["reg_pts_version"] = ss.get("reg_pts_version", 0) + 1
+    if note:
+        flash(level, note)
+
+
+def restore_link(box: tuple[float, float], cap: int) -> None:
+    params = share.restore_once(PAGE)
+    if not params:
+        return
+    ss = st.session_state
+    link, warnings = decode_reg(params, box, cap)
+    for w in warnings:
+        flash("warning", w)
+    ss["reg_points"] = link.points
+    ss["reg_view"], ss["reg_k"], ss["reg_ols"], ss["reg_bayes"] = link.view, link.k, link.ols, link.bayes
+    ss["reg_task"] = link.task
+    if link.task:
+        ss["reg_family"], ss["reg_seed"], ss["reg_n"] = link.task["family"], link.task["seed"], link.task["n"]
+
+
+def page_state() -> RegState:
+    ss = st.session_state
+    return RegState(points=list(ss["reg_points"]), view=ss["reg_view"], k=int(ss["reg_k"]),
+                    ols=bool(ss["reg_ols"]), bayes=bool(ss["reg_bayes"]), task=ss.get("reg_task"))
+
+
+def on_canvas_click() -> None:
+    ss = st.session_state
+    box, cap = ss["_reg_box"], ss["_reg_cap"]
+    for click in new_clicks(CANVAS_KEY):
+        point, problem = S.click_to_point(click, box)
+        if problem:
+            flash("warning", problem)
+            continue
+        assert point is not None
+        pts, msg = S.add_point(ss["reg_points"], point[0], point[1], box, cap)
+        set_points(pts, msg, "warning")
+        ss["reg_last_added"] = point
+
+
+def on_undo() -> None:
+    set_points(S.undo_point(st.session_state["reg_points"]))
+
+
+def on_clear() -> None:
+    ss = st.session_state
+    ss["reg_feed_queue"], ss["reg_feeding"], ss["reg_task"] = [], False, None
+    set_points([])
+
+
+def table_key() -> str:
+    return f"reg-table-{st.session_state['reg_pts_version']}"
+
+
+def apply_table_edits() -> None:
+    ss = st.session_state
+    changes = ss.get(table_key())
+    if not isinstance(changes, dict) or not any(changes.get(k) for k in ("edited_rows", "added_rows",
+                                                                           "deleted_rows")):
+        return
+    result = S.apply_editor_changes(ss["reg_points"], changes, ss["_reg_box"], ss["_reg_cap"])
+    for m in result.messages:
+        flash("warning", m)
+    if result.changed:
+        set_points(result.points)
+    elif not result.pending:
+        ss["reg_pts_version"] += 1
+
+
+# ---- panels --------------------------------------------------------------------------------
+
+
+def controls(model: EnergyTransformer) -> None:
+    c1, c2, c3, c4 = st.columns([1.3, 2.4, 1, 1.3], vertical_alignment="center")
+    c1.segmented_control("Show", list(REG_VIEWS), key="reg_view", persist_state=KEEP, required=True,
+                         label_visibility="collapsed",
+                         format_func=lambda v: "p(y | x, D)" if v == "density" else "E(y | x, D)")
+    c2.slider("thinking steps k", 0, MAX_STEPS, key="reg_k", persist_state=KEEP,
+              help="ŷ(x) after k gradient steps on E(y | x, D) over y, from the card's default start.")
+    c3.toggle("OLS", key="reg_ols", persist_state=KEEP)
+    family = task_family(model.card.get("task"))
+    c4.toggle("Bayes ±2σ", key="reg_bayes", persist_state=KEEP,
+              help="The posterior predictive under the model's training prior "
+                   + ("(exact, Gaussian-conjugate)." if family == "linear" else "(importance sampling)."))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _view(model_key: str, _model: EnergyTransformer, points: tuple, box: tuple, res: int):
+    return compute_regression_view(_model, list(points), box, res, max_steps=MAX_STEPS)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _bayes_band(task: dict, points: tuple, xs: tuple) -> tuple[np.ndarray, np.ndarray]:
+    prior = prior_from_card(task)
+    ctx = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    x = np.asarray(xs)
+    if isinstance(prior, LinearPrior):
+        mean, var = linear_predictive(ctx, x, prior)
+        return mean, np.sqrt(var)
+    post = sinusoid_posterior(ctx, prior, np.random.default_rng(0), n_samples=20000, n_prior_samples=50000)
+    curves = post.curves(x)
+    w = np.exp(post.log_w)
+    mean = w @ curves
+    return mean, np.sqrt(w @ (curves - mean) ** 2 + prior.noise_std**2)
+
+
+def canvas_panel(rctx: AppContext) -> None:
+    ss = st.session_state
+    model, box = rctx.model, rctx.box
+    pts = list(ss["reg_points"])
+    view = _view(rctx.model_key, model, tuple(map(tuple, pts)), box, 100)
+    kind = ss["reg_view"]
+    z = np.exp(view.log_density) if kind == "density" else view.energy
+    label = "p(y | x, D)" if kind == "density" else "E(y | x, D)"
+    arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    ols = ols_predict(arr, view.xs) if ss["reg_ols"] else None
+    task_card = dict(model.card.get("task") or {})
+    bayes = _bayes_band(task_card, tuple(map(tuple, pts)), tuple(view.xs)) if ss["reg_bayes"] else None
+    truth = None
+    if ss.get("reg_task"):
+        t = ss["reg_task"]
+        task, _ = draw_task(_task_prior_card(task_card, t["family"]), t["seed"], 0, box)
+        truth = task.mean(view.xs).numpy()
+    fig = regression_figure(view.xs, z, label, kind, box, view.steps, view.curves, int(ss["reg_k"]),
+                            points=arr if pts else None, ols=ols, bayes=bayes, truth=truth)
+    plotly_canvas(fig, key=CANVAS_KEY, height=620, clickable=True, revision=int(ss["reg_pts_version"]),
+                  on_click=on_canvas_click)
+    thinking = ThinkingConfig.from_dict(model.card.get("thinking"))
+    last = ss.get("reg_last_added")
+    info = f"{len(pts)} pair{'s' if len(pts) != 1 else ''} (max {rctx.max_context})"
+    if last is not None:
+        info += f" · last click added ({last[0]:.3f}, {last[1]:.3f})"
+    info += (f" · thinking: start {thinking.start}, step size {thinking.step_size:g} (card default "
+             f"{thinking.steps} steps) · computed in {view.seconds * 1000:.0f} ms")
+    st.caption(info)
+
+
+def _task_prior_card(model_task: dict, family: str) -> dict:
+    """The prior for drawing a task of `family`: the model's own if it matches, else the default."""
+    if task_family(model_task) == family:
+        return model_task
+    return DEFAULT_PRIORS[family].to_card()
+
+
+def context_panel(box: tuple[float, float], cap: int) -> None:
+    ss = st.session_state
+    c1, c2 = st.columns(2)
+    c1.button("↶ Undo", on_click=on_undo, disabled=not ss["reg_points"], width="stretch", key="reg_undo")
+    c2.button("✕ Clear", on_click=on_clear, width="stretch", key="reg_clear",
+              disabled=not ss["reg_points"] and not ss["reg_feed_queue"])
+    pts = ss["reg_points"]
+    df = pd.DataFrame({"#": pd.Series(range(1, len(pts) + 1), dtype="Int64"),
+                       "x": pd.Series([p[0] for p in pts], dtype=float),
+                       "y": pd.Series([p[1] for p in pts], dtype=float)})
+    lo, hi = box
+    st.data_editor(
+        df, key=table_key(), num_rows="dynamic", height=230, width="stretch", hide_index=True, disabled=["#"],
+        column_config={
+            "#": st.column_config.NumberColumn("#", width="small", help="order in the context"),
+            "x": st.column_config.NumberColumn("x", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
+            "y": st.column_config.NumberColumn("y", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
+        },
+    )
+    st.caption(f"Values must be finite numbers inside [{lo:g}, {hi:g}]; the model reads at most {cap} pairs.")
+
+
+def task_panel(model: EnergyTransformer, cap: int) -> None:
+    ss = st.session_state
+    st.markdown("**Random task** · from the model's training prior when the family matches")
+    family = task_family(model.card.get("task"))
+    ss.setdefault("reg_family", family if family in DEFAULT_PRIORS else "linear")
+    c1, c2, c3 = st.columns([1.4, 1, 1])
+    c1.selectbox("family", list(DEFAULT_PRIORS), key="reg_family", persist_state=KEEP)
+    c2.number_input("seed", 0, 10**6, 0, key="reg_seed", persist_state=KEEP)
+    c3.number_input("points", 1, cap, min(16, cap), key="reg_n", persist_state=KEEP)
+    st.radio("feed", ["all at once", "point by point"], key="reg_mode", horizontal=True, persist_state=KEEP,
+             label_visibility="collapsed")
+    d1, d2, d3 = st.columns(3)
+    d1.button("Draw", on_click=on_draw_task, key="reg_draw", type="primary", width="stretch")
+    queue = ss["reg_feed_queue"]
+    if ss["reg_feeding"]:
+        d2.button("❚❚ Pause", on_click=lambda: ss.update(reg_feeding=False), key="reg_pause", width="stretch")
+    else:
+        d2.button("▶ Play", on_click=lambda: ss.update(reg_feeding=True), key="reg_play", width="stretch",
+                  disabled=not queue)
+    d3.button("Step", on_click=feed_one, key="reg_step", width="stretch", disabled=not queue)
+    if queue:
+        state = " · playing" if ss["reg_feeding"] else " · paused"
+        st.caption(f"{len(queue)} pair(s) still to feed{state}")
+    if ss["reg_feeding"] and queue:
+        feed_ticker()
+    elif ss["reg_feeding"]:
+        ss["reg_feeding"] = False
+
+
+def on_draw_task() -> None:
+    ss = st.session_state
+    fam = ss.get("reg_family", "linear")
+    t = {"family": fam, "seed": int(ss.get("reg_seed", 0)), "n": int(ss.get("reg_n", 16))}
+    _, pts = draw_task(_task_prior_card(ss["_reg_task_card"], fam), t["seed"], t["n"], ss["_reg_box"])
+    ss["reg_task"] = t
+    if ss.get("reg_mode", "all at once") == "all at once":
+        ss["reg_feed_queue"], ss["reg_feeding"] = [], False
+        set_points(pts)
+    else:
+        set_points([])
+        ss["reg_feed_queue"], ss["reg_feeding"] = pts, True
+        ss["_reg_last_feed"] = time.monotonic()
+
+
+def feed_one() -> None:
+    ss = st.session_state
+    if not ss["reg_feed_queue"]:
+        return
+    x, y = ss["reg_feed_queue"].pop(0)
+    pts, msg = S.add_point(ss["reg_points"], x, y, ss["_reg_box"], ss["_reg_cap"])
+    set_points(pts, msg, "warning")
+    ss["_reg_last_feed"] = time.monotonic()
+
+
+@st.fragment(run_every=FEED_TICK_S)
+def feed_ticker() -> None:
+    ss = st.session_state
+    if not ss.get("reg_feeding") or not ss.get("reg_feed_queue"):
+        return
+    if time.monotonic() - ss.get("_reg_last_feed", 0.0) < 0.9 * FEED_TICK_S:
+        return
+    feed_one()
+    st.rerun()
+
+
+def charts_panel(model: EnergyTransformer) -> None:
+    card = model.card or {}
+    table, curve = card.get("evaluation"), card.get("thinking_curve")
+    if not table or "mse" not in table:
+        st.caption("This checkpoint's card has no regression evaluation yet: run "
+                   "`python -m iclebm evaluate --checkpoint PATH --update-card`.")
+        return
+    st.caption(f"Held-out evaluation from the card: {table.get('n_tasks')} tasks from the training prior "
+               f"({table.get('family')}); {table.get('notes', '')}.")
+    c1, c2, c3 = st.columns(3)
+    c1.plotly_chart(method_curves_figure(table["ns"], table["nll"], "NLL (nats / point)", "NLL of y given x"),
+                    width="stretch", key="reg_nll_chart")
+    c2.plotly_chart(method_curves_figure(table["ns"], table["mse"], "MSE", "MSE of ŷ"), width="stretch",
+                    key="reg_mse_chart")
+    if curve:
+        c3.plotly_chart(thinking_curve_figure(curve), width="stretch", key="reg_think_chart")
