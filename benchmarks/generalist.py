@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from iclebm.checkpoints import load_checkpoint  # noqa: E402
-from iclebm.evaluate import format_nll_table, in_context_nll, nll_curve_for_task  # noqa: E402
+from iclebm.evaluate import VAR_FLOOR, format_nll_table, in_context_nll, nll_curve_for_task  # noqa: E402
 from iclebm.presets import WIDE_PRIOR  # noqa: E402
 from iclebm.tasks import PROBE_FAMILIES, ConcentricRings, GaussianMixture  # noqa: E402
 
@@ -57,6 +57,38 @@ SHAPES = {
 }
 
 
+def em_bic_log_prob(points: np.ndarray, x: np.ndarray, seed: int, max_k: int = 6) -> np.ndarray:
+    """scikit-learn GaussianMixture (full covariances, reg_covar = VAR_FLOOR, 3 inits), K = 1..max_k
+    (capped at the number of distinct points) chosen by BIC; log p(x) (S,)."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    n_distinct = len(np.unique(points, axis=0))
+    best, best_bic = None, math.inf
+    for k in range(1, min(max_k, n_distinct) + 1):
+        gm = SkGMM(k, covariance_type="full", reg_covar=VAR_FLOOR, n_init=3, random_state=seed).fit(points)
+        bic = gm.bic(points)
+        if bic < best_bic:
+            best, best_bic = gm, bic
+    return best.score_samples(x)
+
+
+def em_bic_column(table: dict, prior, n_tasks: int, seed: int, n_test: int) -> list[float]:
+    """EM-with-BIC NLL per n on exactly the tasks and points of in_context_nll(seed=seed)."""
+    g = torch.Generator().manual_seed(seed)
+    ns = table["ns"]
+    tasks = [prior.sample_task(g) for _ in range(n_tasks)]
+    context = torch.stack([t.sample(max(ns), g) for t in tasks]).double().numpy()
+    test = torch.stack([t.sample(n_test, g) for t in tasks]).double().numpy()
+    col = []
+    for n in ns:
+        if n < 2:  # scikit-learn fits need two points
+            col.append(table["nll"]["prior_predictive"][0] if n == 0 else math.nan)
+            continue
+        col.append(float(np.mean([-em_bic_log_prob(context[i, :n], test[i], seed + i).mean()
+                                  for i in range(n_tasks)])))
+    return col
+
+
 def shape_table(model, task, ns, seeds: int, n_test: int, resolution: int) -> dict[str, list[float]]:
     """Mean over `seeds` contexts of the model's and baselines' NLL curves for one shape."""
     acc: dict[str, list[np.ndarray]] = {}
@@ -87,6 +119,7 @@ def main() -> None:
         if not args.skip_prior:
             table = in_context_nll(model, n_tasks=args.tasks, seed=777, ns=[0, 1, 2, *ns], prior=WIDE_PRIOR,
                                    resolution=args.resolution)
+            table["nll"]["em_bic"] = em_bic_column(table, WIDE_PRIOR, args.tasks, 777, table["n_test"])
             res["wide_prior"] = table
             print(f"## {name} on held-out tasks of the wide prior\n")
             print(format_nll_table(table), "\n", flush=True)

@@ -338,7 +338,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("no checkpoints given and none shipped under checkpoints/")
     if args.threads:
         torch.set_num_threads(args.threads)
-    models = {Path(p).stem: load_checkpoint(p) for p in paths}
+    device = resolve_device(args.device)
+    models = {Path(p).stem: load_checkpoint(p).to(device) for p in paths}
     if len(models) != len(paths):
         raise ValueError("two checkpoints share a file name; rename one")
     first = next(iter(models.values()))
@@ -480,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--quick", action="store_true", help="tiny setting (2 tasks, n = 0, 2, 8): a smoke test")
     cp.add_argument("--json", default=None, help="write the tables as JSON here")
     cp.add_argument("--threads", type=int, default=None)
+    cp.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
     cp.set_defaults(func=cmd_compare, argv=None)
 
     i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")

@@ -35,9 +35,18 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("ICLEBM_CHECKPOINT_DIR", str(CHECKPOINT_DIR)))
 
 
+# The app opens on the generalist when it is there: it was trained on 1-6 rotated elliptical
+# components of many sizes, so free clicking (5 clusters, a ring, a line, a wide blob) gets a
+# better landscape than from the 3-narrow-component specialist (README: "The generalist").
+APP_DEFAULT = "mog2d-wide.safetensors"
+
+
 def default_path() -> Path:
-    """The shipped checkpoint (ICLEBM_CHECKPOINT), selected when nothing else is."""
-    return Path(os.environ.get("ICLEBM_CHECKPOINT", str(checkpoint_dir() / DEFAULT_CHECKPOINT.name)))
+    """The app's default checkpoint (ICLEBM_CHECKPOINT; else the generalist, else the shipped mog2d)."""
+    if os.environ.get("ICLEBM_CHECKPOINT"):
+        return Path(os.environ["ICLEBM_CHECKPOINT"])
+    wide = checkpoint_dir() / APP_DEFAULT
+    return wide if wide.exists() else checkpoint_dir() / DEFAULT_CHECKPOINT.name
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
