@@ -87,6 +87,12 @@ class TrainConfig:
     grid_resolution: int = 32  # density "exact": cells per axis of the jittered grid
     exact_positions: int = 0  # density "exact": random positions per step (0: all context_len)
     y_grid: int = 64  # regression "exact": quadrature nodes over the box's y-range
+    # density "exact" with importance points (0: the plain jittered grid): per position, this many
+    # extra points from a kernel mixture around the prefix (see `proposal_points`); the grid then
+    # only has to catch mass far from the data and can be coarse
+    kernel_points: int = 0
+    kernel_std: float = 0.5  # std of the Gaussian around each prefix point
+    broad_std: float = 3.0  # std of the one broad Gaussian at the origin (the only kernel at n = 0)
 
     def __post_init__(self) -> None:
         self.box = (float(self.box[0]), float(self.box[1]))
@@ -96,6 +102,10 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if not 2 <= int(self.grid_resolution) <= 512:
             raise ValueError("grid_resolution must lie in [2, 512]")
+        if not 0 <= int(self.kernel_points) <= 4096:
+            raise ValueError("kernel_points must lie in [0, 4096]")
+        if not (self.kernel_std > 0 and self.broad_std > 0):
+            raise ValueError("kernel_std and broad_std must be positive")
         for name in ("batch_size", "context_len", "chains"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -186,6 +196,89 @@ def exact_nll_loss(
     e_real = model._total(cache.learned[:, pos], x, pos[None, :])  # (B, P)
     e_grid = model.energy_cached(grid[:, None], cache, pos)  # (B, P, G)
     log_z = torch.logsumexp(-e_grid, dim=-1) + math.log(cell_area)  # (B, P)
+    loss = (e_real + log_z).mean()
+    return loss, {"nll": loss.item(), "e_real": e_real.mean().item(), "log_z": log_z.mean().item()}
+
+
+def kernel_log_density(
+    x: torch.Tensor, seq: torch.Tensor, positions: torch.Tensor, kernel_std: float, broad_std: float
+) -> torch.Tensor:
+    """log q_p(x) of the kernel proposal of each position: x (B, P, M, 2) -> (B, P, M).
+
+    q_p = (N(0, broad_std^2 I) + sum_{i < n_p} N(x_i, kernel_std^2 I)) / (n_p + 1), n_p = positions[p]:
+    a kernel density of the prefix plus one broad Gaussian, so every point of the plane is covered.
+    """
+    n = seq.shape[1]
+    d2 = ((x[:, :, :, None, :] - seq[:, None, None, :, :]) ** 2).sum(-1)  # (B, P, M, N)
+    log_k = -0.5 * d2 / kernel_std**2 - math.log(2 * math.pi * kernel_std**2)
+    hidden = torch.arange(n, device=x.device)[None, :] >= positions[:, None]  # (P, N): not in the prefix
+    log_k = log_k.masked_fill(hidden[None, :, None, :], float("-inf"))
+    log_b = -0.5 * (x * x).sum(-1) / broad_std**2 - math.log(2 * math.pi * broad_std**2)  # (B, P, M)
+    log_sum = torch.logsumexp(torch.cat([log_b[..., None], log_k], -1), -1)
+    return log_sum - torch.log1p(positions.to(x.dtype))[None, :, None]
+
+
+def proposal_points(
+    seq: torch.Tensor, positions: torch.Tensor, m: int, kernel_std: float, broad_std: float,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """m draws from each position's kernel proposal (see `kernel_log_density`) for one task.
+
+    seq: (1, N, 2) on the CPU; returns (1, P, m, 2). A draw picks one of the n_p + 1 kernels
+    uniformly (index 0: the broad one) and adds its Gaussian noise.
+    """
+    p = positions.shape[0]
+    u = torch.rand(p, m, generator=generator, dtype=seq.dtype)
+    pick = (u * (positions[:, None] + 1).to(seq.dtype)).long().clamp_max(positions[:, None])  # (P, m)
+    centre = seq[0][(pick - 1).clamp_min(0)]  # (P, m, 2); pick 0 -> the broad kernel at the origin
+    broad = (pick == 0)[..., None]
+    centre = torch.where(broad, torch.zeros_like(centre), centre)
+    std = torch.where(broad, torch.full_like(centre, broad_std), torch.full_like(centre, kernel_std))
+    return (centre + std * torch.randn(p, m, 2, generator=generator, dtype=seq.dtype))[None]
+
+
+def importance_log_z(
+    e_grid: torch.Tensor, grid: torch.Tensor, e_kern: torch.Tensor, kern: torch.Tensor, seq: torch.Tensor,
+    positions: torch.Tensor, box: tuple[float, float], kernel_std: float, broad_std: float,
+) -> torch.Tensor:
+    """Unbiased-in-Z estimate of log Z_p = log of the integral over the box of exp(-E(x | x_<n_p)).
+
+    e_grid (B, P, G) at the jittered grid (B, G, 2), one point per cell; e_kern (B, P, M) at the
+    kernel draws kern (B, P, M, 2). Multiple importance sampling with the balance heuristic: each
+    grid cell is a technique with one uniform draw (density 1/cell area inside its cell), the kernel
+    mixture one technique with M draws, so every point x is weighed by
+        1 / (G / |box| + M q_p(x)),
+    and the sum of exp(-E) times these weights is an unbiased estimate of Z_p. Kernel draws that
+    fall outside the box contribute 0. With M = 0 this is the plain grid sum times the cell area.
+    """
+    lo, hi = box
+    g, m = grid.shape[1], kern.shape[2]
+    log_g = math.log(g / (hi - lo) ** 2)
+    if m == 0:
+        return torch.logsumexp(-e_grid, dim=-1) - log_g
+    log_m = math.log(m)
+    grid_p = grid[:, None].expand(-1, positions.shape[0], -1, -1)
+    den_grid = torch.logaddexp(torch.full_like(e_grid, log_g),
+                               log_m + kernel_log_density(grid_p, seq, positions, kernel_std, broad_std))
+    den_kern = torch.logaddexp(torch.full_like(e_kern, log_g),
+                               log_m + kernel_log_density(kern, seq, positions, kernel_std, broad_std))
+    inside = ((kern >= lo) & (kern < hi)).all(-1)  # (B, P, M)
+    terms_kern = (-e_kern - den_kern).masked_fill(~inside, float("-inf"))
+    return torch.logsumexp(torch.cat([-e_grid - den_grid, terms_kern], -1), dim=-1)
+
+
+def exact_is_loss(
+    model: EnergyTransformer, seq: torch.Tensor, grid: torch.Tensor, kern: torch.Tensor,
+    positions: torch.Tensor, box: tuple[float, float], kernel_std: float, broad_std: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The exact NLL with Z_p from a coarse jittered grid plus kernel draws around the prefix
+    (`importance_log_z`). seq (B, N, 2), grid (B, G, 2), kern (B, P, M, 2), positions (P,)."""
+    cache = model.encode_context(seq)
+    pos = positions.to(seq.device)
+    e_real = model._total(cache.learned[:, pos], seq[:, pos], pos[None, :])  # (B, P)
+    e_grid = model.energy_cached(grid[:, None], cache, pos)  # (B, P, G)
+    e_kern = model.energy_cached(kern, cache, pos)  # (B, P, M)
+    log_z = importance_log_z(e_grid, grid, e_kern, kern, seq, pos, box, kernel_std, broad_std)
     loss = (e_real + log_z).mean()
     return loss, {"nll": loss.item(), "e_real": e_real.mean().item(), "log_z": log_z.mean().item()}
 
@@ -369,13 +462,25 @@ class Trainer:
             if 0 < c.exact_positions < c.context_len:
                 perm = torch.randperm(c.context_len, generator=self.generator)
                 pos = perm[: c.exact_positions].sort().values
+            if c.kernel_points > 0:
+                pos = torch.arange(c.context_len) if pos is None else pos
+                seq_cpu = seq.cpu()
+                kern = torch.cat([
+                    proposal_points(seq_cpu[i : i + 1], pos, c.kernel_points, c.kernel_std, c.broad_std, g)
+                    for i, g in enumerate(self._chain_generators)
+                ])
+                return seq, grid.to(seq.device), area, pos, kern.to(seq.device)
             return seq, grid.to(seq.device), area, pos
         with autocast(self.device, self.amp):
             return seq, sample_negatives(self.model, seq, init, self.config, self._chain_generators)
 
     def loss(self, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.mdn)."""
-        if self.config.objective == "exact":
+        c = self.config
+        if c.objective == "exact" and len(batch) == 5:
+            seq, grid, _, pos, kern = batch
+            return exact_is_loss(self.model, seq, grid, kern, pos, c.box, c.kernel_std, c.broad_std)
+        if c.objective == "exact":
             seq, grid, area, pos = batch
             return exact_nll_loss(self.model, seq, grid, area, pos)
         seq, negatives = batch

@@ -10,7 +10,16 @@ from lib_helpers import random_model
 
 from iclebm.evaluate import grid_points, model_log_z
 from iclebm.model import EnergyConfig
-from iclebm.training import TrainConfig, Trainer, exact_nll_loss, jittered_grid
+from iclebm.training import (
+    TrainConfig,
+    Trainer,
+    exact_is_loss,
+    exact_nll_loss,
+    importance_log_z,
+    jittered_grid,
+    kernel_log_density,
+    proposal_points,
+)
 
 BOX = (-6.0, 6.0)
 
@@ -94,3 +103,87 @@ def test_trainer_with_exact_objective_steps_and_validates():
     with pytest.raises(ValueError, match="grid_resolution"):
         TrainConfig(objective="exact", grid_resolution=1)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ---- importance points around the context (kernel_points > 0) ---------------------------------
+
+
+def test_kernel_log_density_is_the_mixture_it_samples_from():
+    """Brute force: q_p(x) = (N(0, S^2) + sum_{i < n_p} N(x_i, s^2)) / (n_p + 1), and it integrates to 1."""
+    g = torch.Generator().manual_seed(0)
+    seq = 2 * torch.randn(1, 5, 2, generator=g, dtype=torch.float64)
+    pos = torch.tensor([0, 2, 5])
+    x = 3 * torch.randn(1, 3, 7, 2, generator=g, dtype=torch.float64)
+    got = kernel_log_density(x, seq, pos, 0.4, 2.5)
+
+    def normal(x, mu, s):
+        return math.exp(-((x - mu) ** 2).sum().item() / (2 * s * s)) / (2 * math.pi * s * s)
+
+    for p, n in enumerate(pos.tolist()):
+        for m in range(7):
+            q = normal(x[0, p, m], torch.zeros(2, dtype=torch.float64), 2.5)
+            q += sum(normal(x[0, p, m], seq[0, i], 0.4) for i in range(n))
+            assert got[0, p, m].item() == pytest.approx(math.log(q / (n + 1)), abs=1e-12)
+    # draws follow that density: their mean is the mixture mean (broad kernel at the origin)
+    draws = proposal_points(seq, pos, 20000, 0.4, 2.5, torch.Generator().manual_seed(1))
+    for p, n in enumerate(pos.tolist()):
+        mean = seq[0, :n].sum(0) / (n + 1)
+        assert torch.allclose(draws[0, p].mean(0), mean, atol=0.06)
+
+
+def test_importance_log_z_is_unbiased_for_z():
+    """Averaged over many draws, exp(log Z_hat) is the fine-grid Z of a trained-like energy; with no
+    kernel points it is the plain grid sum."""
+    model = random_model(seed=5, base_std=2.0)
+    g = torch.Generator().manual_seed(2)
+    seq = 2 * torch.randn(1, 4, 2, generator=g, dtype=torch.float64)
+    pos = torch.tensor([0, 3])
+    z_ref = torch.exp(model_log_z(model, seq, [0, 3], BOX, 400))[0]  # (2,)
+    cache = model.encode_context(seq)
+    est = []
+    for _ in range(300):
+        grid, _ = jittered_grid(BOX, 4, torch.rand(1, 2, generator=g, dtype=torch.float64))
+        kern = proposal_points(seq, pos, 8, 0.5, 3.0, g)
+        with torch.no_grad():
+            e_grid = model.energy_cached(grid[:, None], cache, pos)
+            e_kern = model.energy_cached(kern, cache, pos)
+        est.append(torch.exp(importance_log_z(e_grid, grid, e_kern, kern, seq, pos, BOX, 0.5, 3.0))[0])
+    mean = torch.stack(est).mean(0)
+    assert torch.allclose(mean, z_ref, rtol=0.03), (mean, z_ref)
+    grid, area = jittered_grid(BOX, 9, torch.full((1, 2), 0.5, dtype=torch.float64))
+    with torch.no_grad():
+        e_grid = model.energy_cached(grid[:, None], cache, pos)
+    plain = importance_log_z(e_grid, grid, e_grid[:, :, :0], grid[:, None, :0].expand(-1, 2, -1, -1),
+                             seq, pos, BOX, 0.5, 3.0)
+    assert torch.allclose(plain, torch.logsumexp(-e_grid, -1) + math.log(area), atol=1e-12)
+
+
+def test_importance_loss_matches_brute_force_and_trains():
+    model = random_model(seed=6, base_std=2.0)
+    g = torch.Generator().manual_seed(3)
+    seq = 2 * torch.randn(2, 5, 2, generator=g, dtype=torch.float64)
+    pos = torch.tensor([1, 4])
+    grid, _ = jittered_grid(BOX, 5, torch.rand(2, 2, generator=g, dtype=torch.float64))
+    kern = torch.cat([proposal_points(seq[b : b + 1], pos, 6, 0.5, 3.0, g) for b in range(2)])
+    kern[0, 0, 0] = torch.tensor([50.0, 0.0], dtype=torch.float64)  # outside the box: contributes 0
+    loss, _ = exact_is_loss(model, seq, grid, kern, pos, BOX, 0.5, 3.0)
+    terms = []
+    for b in range(2):
+        e_real = model.energies(seq[b : b + 1])[0]
+        for p, n in enumerate(pos.tolist()):
+            total = 0.0
+            pts = list(grid[b]) + [k for k in kern[b, p] if bool(((k >= BOX[0]) & (k < BOX[1])).all())]
+            for x in pts:
+                e = model.energy(x[None, None], seq[b : b + 1, :n])[0, 0]
+                q = kernel_log_density(x[None, None, None], seq[b : b + 1], torch.tensor([n]), 0.5, 3.0).exp()
+                total += torch.exp(-e) / (25 / (BOX[1] - BOX[0]) ** 2 + 6 * q[0, 0, 0])
+            terms.append(e_real[n] + torch.log(total))
+    assert loss.item() == pytest.approx(float(torch.stack(terms).mean()), abs=1e-9)
+    cfg = TrainConfig(batch_size=2, context_len=6, objective="exact", grid_resolution=4, exact_positions=3,
+                      kernel_points=5, warmup=1, seed=1)
+    trainer = Trainer(config=cfg, model_config=EnergyConfig(n_layer=1, n_head=2, d_model=8, max_context=8))
+    for _ in range(2):
+        m = trainer.step()
+        assert math.isfinite(m["loss"]) and not m["skipped"]
+    with pytest.raises(ValueError, match="kernel_points"):
+        TrainConfig(kernel_points=-1)
