@@ -43,6 +43,13 @@ class EnergyConfig:
     base_axes: str = "xy"  # coordinates the base term acts on: "xy" (densities) or "y" (regression:
     # E(y | x, D) is normalised over y per x, so a base over x would only shift each column)
     energy_scale: float = 1.0  # calibrated inverse temperature
+    # Fourier features of the input (0: the plain linear embedding): the embedding also sees
+    # sin/cos(w . x) for F fixed frequencies w, with |w| log-spaced in fourier_freqs (radians per
+    # unit) and golden-angle directions. A dot product of two such feature vectors is a
+    # shift-invariant kernel of x - x', so attention can weigh context points by distance from
+    # the first layer on; with a linear embedding that takes a layer of MLP first.
+    fourier_features: int = 0
+    fourier_freqs: tuple[float, float] = (0.25, 4.0)
     # Optional calibrated inverse temperatures per context length, at n = 0, 1, 2, 4, ..., 2^(k-1)
     # (linear in log2(1 + n) in between, constant past the last knot); multiplies energy_scale.
     length_scales: list[float] | None = None
@@ -55,6 +62,9 @@ class EnergyConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not self.energy_scale > 0:
             raise ValueError("energy_scale must be positive")
+        self.fourier_freqs = (float(self.fourier_freqs[0]), float(self.fourier_freqs[1]))
+        if int(self.fourier_features) < 0 or not 0 < self.fourier_freqs[0] <= self.fourier_freqs[1]:
+            raise ValueError("fourier_features must be >= 0 and fourier_freqs a range 0 < lo <= hi")
         if self.base_axes not in ("xy", "y"):
             raise ValueError(f"base_axes must be 'xy' or 'y', got {self.base_axes!r}")
         if self.length_scales is not None:
@@ -82,7 +92,9 @@ class EnergyConfig:
         return self.energy_scale * (v0 + (v1 - v0) * (x - x0) / (x1 - x0))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["fourier_freqs"] = list(self.fourier_freqs)  # as JSON stores it
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> EnergyConfig:
@@ -201,7 +213,10 @@ class EnergyTransformer(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.embed = nn.Linear(2, d)
+        f = config.fourier_features
+        self.embed = nn.Linear(2 + 2 * f, d)
+        if f > 0:
+            self.register_buffer("fourier_w", fourier_frequencies(f, *config.fourier_freqs))  # (F, 2)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
@@ -260,7 +275,12 @@ class EnergyTransformer(nn.Module):
         return 0.5 * (x * x).sum(-1) / self.config.base_std**2
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(x * self.config.input_scale)
+        """(..., 2) -> (..., D)."""
+        scaled = x * self.config.input_scale
+        if self.config.fourier_features == 0:
+            return self.embed(scaled)
+        phase = x @ self.fourier_w.T  # (..., F), raw coordinates: the frequencies are per unit
+        return self.embed(torch.cat([scaled, phase.sin(), phase.cos()], -1))
 
     def _readout(self, h: torch.Tensor) -> torch.Tensor:
         return self.head(self.ln_f(h)).squeeze(-1)
@@ -397,6 +417,14 @@ class EnergyTransformer(nn.Module):
         """(B, M, 2), (B, N, 2) -> (B, N+1, M): E(q | context[:, :n]) for n = 0..N."""
         context = self._check_context(context)
         return self.energy_at_prefixes(query, context, torch.arange(context.shape[1] + 1))
+
+
+def fourier_frequencies(n: int, lo: float, hi: float) -> torch.Tensor:
+    """(n, 2) fixed frequency vectors: norms log-spaced from lo to hi, golden-angle directions."""
+    k = torch.arange(n, dtype=torch.float64)
+    norm = lo * (hi / lo) ** (k / max(1, n - 1))
+    angle = k * math.pi * (3 - math.sqrt(5))
+    return (norm[:, None] * torch.stack([angle.cos(), angle.sin()], -1)).float()
 
 
 def _chunk_size(p: int, n: int, cfg: EnergyConfig) -> int:

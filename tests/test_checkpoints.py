@@ -22,6 +22,7 @@ from iclebm.checkpoints import (
     read_card,
     save_checkpoint,
 )
+from iclebm.model import EnergyConfig, EnergyTransformer
 
 CARD = {
     "name": "tiny",
@@ -298,3 +299,11 @@ def test_old_checkpoint_without_hash_still_loads(tmp_path):
     assert_same_weights(model, loaded)
     assert checkpoints.HASH_KEY not in loaded.card
     assert "unverified" in checkpoints.integrity_note(loaded.card)
+
+
+def test_fourier_model_round_trips(tmp_path):
+    model = EnergyTransformer(EnergyConfig(n_layer=1, n_head=2, d_model=8, fourier_features=4))
+    loaded = load_checkpoint(save_checkpoint(model, tmp_path / "f.safetensors", CARD))
+    assert_same_weights(model, loaded) and loaded.config == model.config
+    q, ctx = torch.randn(1, 5, 2), torch.randn(1, 4, 2)
+    assert torch.equal(model.energy(q, ctx), loaded.energy(q, ctx))

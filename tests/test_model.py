@@ -283,3 +283,24 @@ def test_shared_queries_equal_expanded_queries():
     expanded = model.energy_cached(query.expand(-1, 4, -1, -1).contiguous(), cache, lengths)
     assert shared.shape == (2, 4, 9)
     assert torch.allclose(shared, expanded, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_fourier_embedding_cached_equals_naive_and_is_shift_invariant_kernel(n):
+    """With Fourier features the query path still equals the plain forward; the features' dot
+    product is sum_f cos(w_f . (x - x')), a function of x - x' only."""
+    model = random_model(seed=7, fourier_features=6, fourier_freqs=(0.5, 3.0))
+    q, ctx = points(2, 5, 2, seed=8), points(2, n, 2, seed=9)
+    assert torch.allclose(model.energy(q, ctx), naive(model, q, ctx), atol=TOL, rtol=0)
+    w = model.fourier_w.double()
+    assert w.shape == (6, 2) and float(w.norm(dim=1).min()) == pytest.approx(0.5, rel=1e-6)
+
+    def feats(x):
+        phase = x @ w.T
+        return torch.cat([phase.sin(), phase.cos()], -1)
+
+    x, y, shift = points(1, 4, 2, seed=10)[0], points(1, 4, 2, seed=11)[0], torch.tensor([0.7, -1.3])
+    k1 = (feats(x) * feats(y)).sum(-1)
+    k2 = (feats(x + shift) * feats(y + shift)).sum(-1)
+    assert torch.allclose(k1, k2, atol=1e-12)
+    assert torch.allclose(k1, torch.cos((x - y) @ w.T).sum(-1), atol=1e-12)
