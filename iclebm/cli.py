@@ -67,6 +67,9 @@ def _launch_command(argv: list[str], info: DistInfo) -> str:
     return f"torchrun --nnodes={nodes} --nproc_per_node={info.local_world_size} " + tail
 
 
+TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points")  # TrainConfig fields
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     steps = args.steps if args.steps is not None else preset.steps
@@ -75,6 +78,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         tcfg = replace(tcfg, lr=args.lr)
     if args.objective is not None:
         tcfg = replace(tcfg, objective=args.objective)
+    overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    tcfg = replace(tcfg, **overrides)
     info = read_env()
     check_batch_split(tcfg.batch_size, info.world_size)  # before any rendezvous or file
     mdn = isinstance(preset.model, MixtureConfig)
@@ -94,6 +99,7 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
     torch.set_num_threads(args.threads) if args.threads else None
     model: EnergyTransformer | None = None
     resumed = False
+    init_training = None
     if args.resume and out.exists():
         model = load_checkpoint(out)
         if type(model.config) is not type(preset.model):
@@ -105,6 +111,7 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
         resumed = True
     elif args.init:
         model = load_checkpoint(args.init)  # fine-tune: start from these weights, fresh optimiser
+        init_training = model.card.get("training")  # the init's own recipe, kept for reproducibility
         arch = ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", "input_scale", "base_std")
         if any(getattr(model.config, k) != getattr(preset.model, k) for k in arch):
             raise ValueError(f"--init {args.init}: its architecture differs from preset {args.preset!r}")
@@ -145,7 +152,7 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
             "sampler": preset.sampler.to_dict(),
             "training": {
                 "preset": args.preset, "command": command, "commands": commands,
-                **({"init": str(args.init)} if args.init else {}),
+                **({"init": str(args.init), "init_training": init_training} if args.init else {}),
                 "steps": trainer.step_count,
                 "seconds": round(prior_seconds + time.time() - t_start, 1),
                 "device": describe(device), "world_size": info.world_size,
@@ -418,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None)
     t.add_argument("--objective", choices=OBJECTIVES, default=None,
                    help="cd: contrastive divergence; exact: grid-normalised NLL (default: the preset's)")
+    t.add_argument("--batch-size", type=int, default=None, help="tasks per step (default: the preset's)")
+    t.add_argument("--grid-resolution", type=int, default=None,
+                   help="exact objective: cells per axis of the jittered grid")
+    t.add_argument("--exact-positions", type=int, default=None,
+                   help="exact objective: random positions per step (0: all)")
+    t.add_argument("--kernel-points", type=int, default=None,
+                   help="exact objective: importance points per position around the context (0: grid only)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
     t.add_argument("--log-every", type=int, default=0, help="print metrics as JSON every N steps")

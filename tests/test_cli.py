@@ -47,6 +47,21 @@ def test_train_resume_continues_the_step_count(tmp_path, capsys):
     assert len(training["commands"]) == 2 and "--resume" in training["commands"][1]
 
 
+def test_fine_tune_with_exact_overrides_records_recipe_and_init(trained, tmp_path, capsys):
+    out = tmp_path / "ft.safetensors"
+    args = ["train", "--preset", "small", "--init", str(trained), "--objective", "exact", "--steps", "2",
+            "--batch-size", "4", "--grid-resolution", "5", "--exact-positions", "3", "--kernel-points", "6",
+            "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    training = read_card(out)["training"]
+    cfg = training["config"]
+    assert (cfg["objective"], cfg["batch_size"], cfg["grid_resolution"]) == ("exact", 4, 5)
+    assert (cfg["exact_positions"], cfg["kernel_points"]) == (3, 6)
+    assert "--kernel-points 6" in training["command"]
+    # the init's own recipe travels with the fine-tuned card
+    assert training["init_training"]["steps"] == 3 and training["init_training"]["preset"] == "small"
+
+
 def test_evaluate_prints_table_and_writes_json(trained, tmp_path, capsys):
     js = tmp_path / "out.json"
     args = ["evaluate", "--checkpoint", str(trained), "--tasks", "2", "--resolution", "40", "--json", str(js)]
