@@ -58,6 +58,7 @@ def _small() -> Preset:
             batch_size=16, context_len=24, extra_points=8, chains=2, langevin_steps=10,
             step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
             lr=3e-3, warmup=20, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
+            grid_resolution=4, exact_positions=8, kernel_points=16,  # for --objective exact
         ),
         steps=1200,
         sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),
@@ -92,16 +93,18 @@ def _mdn2d() -> Preset:
 
 def _fast() -> Preset:
     """The live-training preset: `small`'s model, trained on 32-point contexts (the ICL curve's
-    largest n). Contrastive divergence by default; `--objective exact` (or the Train page's
-    switch) trains on the grid-normalised NLL of 4 random positions per task on a jittered
-    24 x 24 grid (see README, "Live training": the two measured side by side)."""
+    largest n) by the exact likelihood with importance points: per step 32 tasks, 8 random
+    positions each, Z from a 4 x 4 jittered grid plus 16 draws around the prefix. That closes
+    about 80 % of the prior-predictive -> oracle gap at n = 32 in 60 s on one core, against about
+    30 % for contrastive divergence (`objective="cd"`, the Train page's switch; README, "Live
+    training", has both measured side by side)."""
     return Preset(
         model=EnergyConfig(n_layer=2, n_head=4, d_model=32, max_context=64, base_std=3.0),
         train=TrainConfig(
-            batch_size=16, context_len=32, extra_points=8, chains=2, langevin_steps=10,
+            batch_size=32, context_len=32, extra_points=8, chains=2, langevin_steps=10,
             step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
             lr=3e-3, warmup=20, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
-            objective="cd", grid_resolution=24, exact_positions=4,
+            objective="exact", grid_resolution=4, exact_positions=8, kernel_points=16,
         ),
         steps=1200,
         sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),

@@ -119,13 +119,15 @@ def test_divergence_pauses_with_a_message_and_keeps_the_last_good_weights(monkey
         lt.step(1)
         lt.wait_idle(30)
         good = {k: v.clone() for k, v in lt.poll(with_model=True).model.state_dict().items()}
-        real = training.cd_loss
+        # the live default objective is the exact likelihood with importance points
+        loss_name = {"cd": "cd_loss", "exact": "exact_is_loss"}[lt.train_config.objective]
+        real = getattr(training, loss_name)
 
         def nan_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
             loss, stats = real(*args, **kwargs)
             return loss * float("nan"), stats
 
-        monkeypatch.setattr(training, "cd_loss", nan_loss)
+        monkeypatch.setattr(training, loss_name, nan_loss)
         lt.play()
         assert _wait(lambda: lt.status == "diverged", 30)
         snap = lt.poll(with_model=True)
@@ -133,7 +135,7 @@ def test_divergence_pauses_with_a_message_and_keeps_the_last_good_weights(monkey
         assert snap.step == 1
         for k, v in snap.model.state_dict().items():
             assert torch.equal(v, good[k])
-        monkeypatch.setattr(training, "cd_loss", real)
+        monkeypatch.setattr(training, loss_name, real)
         lt.step(1)  # stepping again clears the state and trains on
         assert lt.wait_idle(30) and lt.poll().step == 2 and lt.status == "paused"
     finally:

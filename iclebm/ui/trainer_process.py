@@ -59,7 +59,7 @@ STATES = ("waiting", "starting", "paused", "running", "diverged", "error", "stop
 @dataclass
 class PoolConfig:
     max_trainers: int = os.cpu_count() or 1  # live trainer processes at once
-    nice: int = 10  # added to the child's niceness: the app's page reruns come first
+    nice: int = 19  # added to the child's niceness (19: lowest priority): page reruns come first
     threads: int = 1  # torch threads per trainer process
     session_timeout: float = 600.0  # close a trainer nobody polled for this long (tab closed)
     idle_pause: float = 120.0  # a running trainer nobody polled for this long pauses
