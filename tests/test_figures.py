@@ -164,3 +164,9 @@ def test_ema_and_loss_figure() -> None:
     assert len(fig.data) == 6  # raw + smoothed for loss, e_real, e_neg
     assert list(fig.data[0].x) == list(range(5))
     assert len(P.loss_figure([]).data) == 6
+    # a long run is thinned for drawing, but smoothed over every step
+    long = [{"step": i, "loss": float(i % 7), "e_real": 1.0} for i in range(1000)]
+    fig = P.loss_figure(long, max_points=300)
+    assert len(fig.data[0].x) == 300 and fig.data[0].x[0] == 0 and fig.data[0].x[-1] == 999
+    full = P.ema([float(i % 7) for i in range(1000)])
+    assert fig.data[1].y[-1] == full[-1] and fig.data[0].y[-1] == 999 % 7

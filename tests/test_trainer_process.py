@@ -231,3 +231,14 @@ def test_icl_curve_of_the_current_weights() -> None:
         assert t.icl_curves() is None
     finally:
         pool.shutdown()
+
+
+def test_curves_come_less_often_when_they_are_slow() -> None:
+    """With several trainers per core a curve takes longer; its share of the trainer's time stays capped."""
+    from types import SimpleNamespace
+
+    from iclebm.ui.trainer_process import _Child
+
+    cfg = PoolConfig(curve_every=4.0, curve_share=0.2)
+    assert _Child.curve_interval(SimpleNamespace(cfg=cfg, curve_seconds=0.3)) == 4.0
+    assert _Child.curve_interval(SimpleNamespace(cfg=cfg, curve_seconds=2.0)) == pytest.approx(10.0)

@@ -429,21 +429,25 @@ def ema(values: Sequence[float], alpha: float = 0.1) -> np.ndarray:
     return out
 
 
-def loss_figure(history: Sequence[dict], height: int = 320) -> go.Figure:
+def loss_figure(history: Sequence[dict], height: int = 320, max_points: int = 300) -> go.Figure:
     """Live training chart: CD loss (raw + smoothed) and mean real vs negative energy."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=["loss (CD, or NLL for exact)", "mean energies"],
                         horizontal_spacing=0.1)
-    steps = [int(h.get("step", i)) for i, h in enumerate(history)]
+    # A long run is drawn from at most max_points evenly spaced steps (smoothing uses every step):
+    # the chart redraws every few seconds in every training session, so its size is kept flat.
+    keep = np.unique(np.linspace(0, len(history) - 1, min(len(history), max_points)).astype(int))
+    steps = [int(history[i].get("step", i)) for i in keep]
     for col, keys in ((1, ("loss",)), (2, ("e_real", "e_neg"))):
         for key in keys:
-            vals = [float(h.get(key, np.nan)) for h in history]
+            vals = np.array([float(h.get(key, np.nan)) for h in history])
             if key == "e_neg" and history and not any("e_neg" in h for h in history):
                 continue  # the exact objective has no negatives
             color = {"loss": "#ff4b4b", "e_real": "#1f77b4", "e_neg": "#ff7f0e"}[key]
-            fig.add_trace(go.Scatter(x=steps, y=vals, mode="lines", name=key, opacity=0.3,
+            fig.add_trace(go.Scatter(x=steps, y=vals[keep], mode="lines", name=key, opacity=0.3,
                                      line={"color": color, "width": 1}, showlegend=False), row=1, col=col)
-            fig.add_trace(go.Scatter(x=steps, y=ema(vals), mode="lines", name=f"{key} (smoothed)",
-                                     line={"color": color, "width": 2.2}), row=1, col=col)
+            fig.add_trace(go.Scatter(x=steps, y=np.asarray(ema(list(vals)))[keep], mode="lines",
+                                     name=f"{key} (smoothed)", line={"color": color, "width": 2.2}),
+                          row=1, col=col)
     fig.update_xaxes(title_text="step")
     fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 30, "b": 40},
                       legend={"orientation": "h", "y": -0.3}, uirevision="loss")

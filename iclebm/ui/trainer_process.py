@@ -69,6 +69,8 @@ class PoolConfig:
     curve_every: float = 4.0  # seconds between ICL curves of the current weights (0: none)
     curve_tasks: int = 8  # validation tasks of the ICL curve (fixed: drawn once per trainer)
     curve_resolution: int = 60  # grid cells per axis normalising its densities
+    curve_share: float = 0.2  # at most this share of a trainer's wall time goes to ICL curves: with
+    # several trainers on few cores a curve takes longer, so the curves come less often instead
 
     def __post_init__(self) -> None:
         if int(self.max_trainers) < 1:
@@ -112,6 +114,7 @@ class _Child:
         self.weights_dirty = True
         self.vset: ValidationSet | None = None
         self.last_curve = 0.0
+        self.curve_seconds = 0.0  # wall time the last curve took
         self.curve_step = -1
 
     # -- messages to the parent --
@@ -145,11 +148,17 @@ class _Child:
             ns = [n for n in CURVE_NS if n <= self.trainer.model.config.max_context]
             self.vset = ValidationSet.draw(prior, tcfg.box, n_tasks=int(cfg.curve_tasks), ns=ns)
         v = self.vset
+        t0 = time.monotonic()
         nll = v.model_curve(self.trainer.model, int(cfg.curve_resolution))
+        self.curve_seconds = time.monotonic() - t0
         self.out_q.put(("curve", {"step": self.trainer.step_count, "ns": v.ns, "nll": nll,
                                   "prior_predictive": v.prior_predictive, "oracle": v.oracle}))
         self.curve_step = self.trainer.step_count
         self.last_curve = time.monotonic()
+
+    def curve_interval(self) -> float:
+        """Seconds from one curve to the next: curve_every, or longer when curves are slow."""
+        return max(self.cfg.curve_every, self.curve_seconds / max(self.cfg.curve_share, 1e-3))
 
     def halt(self, status: str, message: str) -> None:
         self.running, self.pending = False, 0
@@ -249,7 +258,7 @@ class _Child:
             if self.weights_dirty and now - self.last_weights > self.cfg.weights_every:
                 self.send_weights()
             if (self.cfg.curve_every > 0 and self.curve_step != self.trainer.step_count
-                    and now - self.last_curve > self.cfg.curve_every):
+                    and now - self.last_curve > self.curve_interval()):
                 self.send_curve()
             if now - self.last_status > (self.cfg.status_every if self.running else 1.0):
                 self.send_status()

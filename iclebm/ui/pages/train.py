@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import numpy as np
 import streamlit as st
@@ -32,7 +33,8 @@ from ..models import AppContext, add_session_model, checkpoint_dir, default_path
 from ..trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 
 PAGE = "train"
-TRAIN_REFRESH_S = 2.0
+TRAIN_REFRESH_S = 3.0  # the live view's refresh; each costs app CPU in every training session
+STRIP_REFRESH_S = 6.0
 OBJECTIVE_LABELS = {"exact": "exact likelihood (grid-normalised NLL)", "cd": "contrastive divergence"}
 KEEP = "session"  # widgets keep their values while another page is shown
 MODE_LABELS = {"scratch": "scratch (small preset)", "finetune": "fine-tune the loaded model"}
@@ -190,7 +192,7 @@ def _training_view(box: tuple[float, float]) -> None:
     if tmodel is None:
         return
     pts = list(ss["points"])
-    step = trainer.weights_step
+    step = _strip_step(trainer, tuple(map(tuple, pts)))
     strip = compute.session_memo(
         "train_strip", (id(trainer), step, tuple(map(tuple, pts))),
         lambda: L.compute_film_strip(tmodel, np.asarray(pts, dtype=np.float64).reshape(-1, 2), box, 30))
@@ -200,6 +202,21 @@ def _training_view(box: tuple[float, float]) -> None:
     st.caption(f"The weights at step {step} on the Density page's context: p(x | first n points) for "
                f"n = {', '.join(map(str, strip.lengths))}." if pts else
                f"The weights at step {step} with an empty context; add points on the Density page.")
+
+
+def _strip_step(trainer: ProcessTrainer, context: tuple) -> int:
+    """The weights step the film strip shows: the newest, but while training runs at most one new
+    strip every STRIP_REFRESH_S (each costs a model pass and a figure in the app's own process, for
+    every session that trains); a new context or a pause shows the newest weights at once."""
+    ss = st.session_state
+    last = ss.get("_strip_shown")  # (trainer id, context, step, time)
+    now = time.monotonic()
+    step = trainer.weights_step
+    if (last is not None and last[0] == id(trainer) and last[1] == context and trainer.active
+            and now - last[3] < STRIP_REFRESH_S):
+        return last[2]
+    ss["_strip_shown"] = (id(trainer), context, step, now)
+    return step
 
 
 @st.fragment(run_every=TRAIN_REFRESH_S)
