@@ -13,7 +13,14 @@ import streamlit as st
 from .. import landscape as L
 from ..tasks import GaussianMixture
 from . import compute
-from .guard import flash
+from .point_editor import PointEditor
+
+# The Density page edits the shared context through these keys (its widgets included).
+POINTS = PointEditor(
+    points="points", version="pts_version", box="_box", cap="_max_context", canvas="canvas", table="table",
+    undo="undo", clear="clear", last_added="last_added", source="mixture", queue="feed_queue",
+    feeding="feeding", last_feed="_last_feed", also_set=(("scrub_all", True),),
+)
 
 
 def init_context() -> None:
@@ -30,12 +37,7 @@ def points() -> list[tuple[float, float]]:
 
 def set_points(pts: list, note: str | None = None, level: str = "info") -> None:
     """Replace the context; bumps the version that keys the table and canvas revision."""
-    ss = st.session_state
-    ss["points"] = [(float(x), float(y)) for x, y in pts]
-    ss["pts_version"] = ss.get("pts_version", 0) + 1
-    ss["scrub_all"] = True
-    if note:
-        flash(level, note)
+    POINTS.set_points(pts, note, level)
 
 
 def current_mixture() -> GaussianMixture | None:

@@ -13,10 +13,8 @@ mixture), plus the shared model; see `iclebm.ui.state.encode_share`.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
@@ -30,20 +28,18 @@ from ...tasks import PROBE_FAMILIES, MixturePrior, is_regression, task_family
 from .. import compute, share
 from .. import figures as P
 from .. import state as S
-from ..canvas import figure_payload, new_clicks, plotly_canvas
-from ..context import current_mixture, set_points, true_density_grid
+from ..canvas import figure_payload, plotly_canvas
+from ..context import POINTS, current_mixture, set_points, true_density_grid
 from ..guard import flash, guarded, show_flash
 from ..models import AppContext
 
 PAGE = "density"
-CANVAS_KEY = "canvas"
 FEED_TICK_S = 0.8
 # Widgets keep their values while another page is shown.
 KEEP = "session"
 
 
 def render(ctx: AppContext) -> None:
-    ss = st.session_state
     if is_regression((ctx.model.card or {}).get("task")):
         st.warning(f"The selected model ({ctx.option.split(':', 1)[1]}) is a regression model "
                    f"(E(y | x, D), family {task_family(ctx.model.card.get('task'))}); the Density page "
@@ -52,12 +48,10 @@ def render(ctx: AppContext) -> None:
         return
     init_state()
     model, model_key, box, max_context = ctx.model, ctx.model_key, ctx.box, ctx.max_context
-    ss["_box"], ss["_max_context"] = box, max_context
+    POINTS.remember(box, max_context)
     restore_link(box, max_context)
-    apply_table_edits()
-    if len(ss["points"]) > max_context:  # e.g. a smaller model was selected
-        pts, msg = S.cap_context(ss["points"], max_context)
-        set_points(pts, msg, "warning")
+    POINTS.apply_table_edits()
+    POINTS.enforce_cap()
 
     st.markdown("### ⚡ In-context energy landscapes")
     st.caption("A frozen transformer reads your points as its context and outputs an energy E(x | context); "
@@ -140,56 +134,7 @@ def publish_link() -> None:
 
 
 # ---- callbacks (run before the script, so the page drawn next already shows the change) ----
-
-
-def on_canvas_click() -> None:
-    """Add every click not applied yet (clicks made during a busy run arrive together)."""
-    ss = st.session_state
-    box, cap = ss["_box"], ss["_max_context"]
-    for click in new_clicks(CANVAS_KEY):
-        point, problem = S.click_to_point(click, box)
-        if problem:
-            flash("warning", problem)
-            continue
-        assert point is not None
-        pts, msg = S.add_point(ss["points"], point[0], point[1], box, cap)
-        set_points(pts, msg, "warning")
-        ss["last_added"] = point
-
-
-def on_undo() -> None:
-    set_points(S.undo_point(st.session_state["points"]))
-
-
-def on_clear() -> None:
-    st.session_state["feed_queue"], st.session_state["feeding"] = [], False
-    st.session_state["mixture"] = None
-    set_points([])
-
-
-def table_key() -> str:
-    # The version in the key gives a fresh editor whenever the context changes elsewhere.
-    return f"table-{st.session_state['pts_version']}"
-
-
-def apply_table_edits() -> None:
-    """Apply the points table's pending edits before anything is drawn.
-
-    Done in the script body rather than an on_change callback so that edits seeded
-    through session state (AppTest) take the same path as edits from the browser.
-    """
-    ss = st.session_state
-    changes = ss.get(table_key())
-    if not isinstance(changes, dict) or not any(changes.get(k) for k in ("edited_rows", "added_rows",
-                                                                           "deleted_rows")):
-        return
-    result = S.apply_editor_changes(ss["points"], changes, ss["_box"], ss["_max_context"])
-    for m in result.messages:
-        flash("warning", m)
-    if result.changed:
-        set_points(result.points)
-    elif not result.pending:
-        ss["pts_version"] += 1  # redraw the table from the (unchanged) valid context
+# Clicks, undo / clear, the points table and feeding are `POINTS`'s (iclebm.ui.point_editor).
 
 
 def on_scrub() -> None:
@@ -232,12 +177,10 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
         points=np.asarray(pts, dtype=np.float64).reshape(-1, 2) if pts else None, n_shown=n_shown,
         true_log_density=true_lp, bayes=bayes, title=title, height=640,
     )
-    plotly_canvas(fig, key=CANVAS_KEY, height=640, clickable=True, revision=int(ss["pts_version"]),
-                  on_click=on_canvas_click)
-    last = ss.get("last_added")
+    plotly_canvas(fig, key=POINTS.canvas, height=640, clickable=True, revision=int(ss["pts_version"]),
+                  on_click=POINTS.on_canvas_click)
     info = f"{n} context point{'s' if n != 1 else ''} (max {model.config.max_context})"
-    if last is not None:
-        info += f" · last click added ({last[0]:.3f}, {last[1]:.3f})"
+    info += POINTS.last_click_note()
     info += f" · landscape {res}×{res} computed in {land.seconds * 1000:.0f} ms"
     st.caption(info, help="Click anywhere on the picture to add a context point there.")
 
@@ -253,27 +196,10 @@ def bayes_overlay(model: EnergyTransformer, shown: tuple, box: tuple[float, floa
 
 
 def context_panel(box: tuple[float, float], max_context: int) -> None:
-    ss = st.session_state
-    c1, c2 = st.columns(2)
-    c1.button("↶ Undo", on_click=on_undo, disabled=not ss["points"], width="stretch", key="undo")
-    c2.button("✕ Clear", on_click=on_clear, width="stretch", key="clear",
-              disabled=not ss["points"] and not ss["feed_queue"])
-    key = table_key()
-    pts = ss["points"]
-    df = pd.DataFrame({"#": pd.Series(range(1, len(pts) + 1), dtype="Int64"),
-                       "x": pd.Series([p[0] for p in pts], dtype=float),
-                       "y": pd.Series([p[1] for p in pts], dtype=float)})
     lo, hi = box
-    st.data_editor(
-        df, key=key, num_rows="dynamic", height=230, width="stretch", hide_index=True, disabled=["#"],
-        column_config={
-            "#": st.column_config.NumberColumn("#", width="small", help="order in the context"),
-            "x": st.column_config.NumberColumn("x", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
-            "y": st.column_config.NumberColumn("y", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
-        },
-    )
-    st.caption(f"Edit, add or delete rows; values must be finite numbers inside [{lo:g}, {hi:g}]. "
-               f"The model reads at most {max_context} points: beyond that the oldest are dropped.")
+    POINTS.context_panel(box, f"Edit, add or delete rows; values must be finite numbers inside "
+                              f"[{lo:g}, {hi:g}]. The model reads at most {max_context} points: beyond that "
+                              "the oldest are dropped.")
 
 
 def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
@@ -302,13 +228,8 @@ def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
               on_click=on_feed_play)
     b3.button("Pause", width="stretch", disabled=not ss["feeding"], key="mix_pause",
               on_click=on_feed_pause)
-    b4.button("Step ▸", width="stretch", disabled=not queue, key="mix_step", on_click=feed_one)
-    if queue:
-        st.caption(f"{len(queue)} point(s) still to feed" + (" · playing" if ss["feeding"] else " · paused"))
-    if ss["feeding"] and queue:
-        feed_ticker()
-    elif ss["feeding"]:
-        ss["feeding"] = False
+    b4.button("Step ▸", width="stretch", disabled=not queue, key="mix_step", on_click=POINTS.feed_one)
+    POINTS.feed_status("point", feed_ticker)
 
 
 def on_draw_mixture() -> None:
@@ -322,13 +243,7 @@ def on_draw_mixture() -> None:
                             int(ss.get("mix_n", 32)), mix["limit"])
     pts = np.clip(pts, box[0], box[1])  # the prior keeps means inside; a far tail point is clamped
     ss["mixture"] = mix
-    if ss.get("mix_mode", "all at once") == "all at once":
-        ss["feed_queue"], ss["feeding"] = [], False
-        set_points(pts.tolist())
-    else:
-        set_points([])
-        ss["feed_queue"], ss["feeding"] = pts.tolist(), True
-        ss["_last_feed"] = time.monotonic()
+    POINTS.feed(pts.tolist(), ss.get("mix_mode", "all at once") == "all at once")
 
 
 def on_feed_play() -> None:
@@ -339,30 +254,10 @@ def on_feed_pause() -> None:
     st.session_state["feeding"] = False
 
 
-def feed_one() -> None:
-    ss = st.session_state
-    if not ss["feed_queue"]:
-        return
-    x, y = ss["feed_queue"].pop(0)
-    pts, msg = S.add_point(ss["points"], x, y, ss["_box"], ss["_max_context"])
-    set_points(pts, msg, "warning")
-    ss["_last_feed"] = time.monotonic()
-
-
 @st.fragment(run_every=FEED_TICK_S)
 def feed_ticker() -> None:
-    """Feeds one point per tick while playing; a full rerun then redraws the canvas.
-
-    The fragment also runs inside every full run; the clock check keeps those runs
-    (including the one each feed triggers) from feeding a second point at once.
-    """
-    ss = st.session_state
-    if not ss.get("feeding") or not ss.get("feed_queue"):
-        return
-    if time.monotonic() - ss.get("_last_feed", 0.0) < 0.9 * FEED_TICK_S:
-        return
-    feed_one()
-    st.rerun()
+    """Feeds one point per tick while playing; a full rerun then redraws the canvas."""
+    POINTS.feed_tick(FEED_TICK_S)
 
 
 def probe_panel(max_context: int) -> None:

@@ -15,10 +15,7 @@ URL (share link): pts, view, k, ols, bayes, task, plus the shared model.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from ...checkpoints import read_card
@@ -29,18 +26,23 @@ from ...regression_eval import linear_predictive, ols_predict, sinusoid_posterio
 from ...tasks import LinearPrior, SinusoidPrior, is_regression, prior_from_card, task_family
 from ...thinking import ThinkingConfig
 from .. import share
-from .. import state as S
-from ..canvas import new_clicks, plotly_canvas
+from ..canvas import plotly_canvas
 from ..guard import flash, guarded, show_flash
 from ..models import AppContext, file_options, make_context, option_label, resolve_model
+from ..point_editor import PointEditor
 from ..regression_figures import method_curves_figure, regression_figure, thinking_curve_figure
 from ..regression_state import MAX_STEPS, REG_VIEWS, RegState, decode_reg, draw_task, encode_reg
 
 PAGE = "regression"
-CANVAS_KEY = "reg_canvas"
 FEED_TICK_S = 0.8
 KEEP = "session"
 DEFAULT_PRIORS = {"linear": LinearPrior(), "sinusoid": SinusoidPrior()}
+# The page's own context of (x, y) pairs, apart from the Density page's points.
+POINTS = PointEditor(
+    points="reg_points", version="reg_pts_version", box="_reg_box", cap="_reg_cap", canvas="reg_canvas",
+    table="reg-table", undo="reg_undo", clear="reg_clear", last_added="reg_last_added", source="reg_task",
+    queue="reg_feed_queue", feeding="reg_feeding", last_feed="_reg_last_feed",
+)
 
 
 def render(ctx: AppContext) -> None:
@@ -54,12 +56,11 @@ def render(ctx: AppContext) -> None:
         return
     ss = st.session_state
     model, box, cap = rctx.model, rctx.box, rctx.max_context
-    ss["_reg_box"], ss["_reg_cap"], ss["_reg_task_card"] = box, cap, dict(model.card.get("task") or {})
+    POINTS.remember(box, cap)
+    ss["_reg_task_card"] = dict(model.card.get("task") or {})
     restore_link(box, cap)
-    apply_table_edits()
-    if len(ss["reg_points"]) > cap:
-        pts, msg = S.cap_context(ss["reg_points"], cap)
-        set_points(pts, msg, "warning")
+    POINTS.apply_table_edits()
+    POINTS.enforce_cap()
     controls(model)
     main_col, side_col = st.columns([1.55, 1], gap="medium")
     with main_col:
@@ -148,14 +149,6 @@ def init_state() -> None:
     ss.setdefault("reg_bayes", True)
 
 
-def set_points(pts: list, note: str | None = None, level: str = "info") -> None:
-    ss = st.session_state
-    ss["reg_points"] = [(float(x), float(y)) for x, y in pts]
-    ss["reg_pts_version"] = ss.get("reg_pts_version", 0) + 1
-    if note:
-        flash(level, note)
-
-
 def restore_link(box: tuple[float, float], cap: int) -> None:
     params = share.restore_once(PAGE)
     if not params:
@@ -175,49 +168,6 @@ def page_state() -> RegState:
     ss = st.session_state
     return RegState(points=list(ss["reg_points"]), view=ss["reg_view"], k=int(ss["reg_k"]),
                     ols=bool(ss["reg_ols"]), bayes=bool(ss["reg_bayes"]), task=ss.get("reg_task"))
-
-
-def on_canvas_click() -> None:
-    ss = st.session_state
-    box, cap = ss["_reg_box"], ss["_reg_cap"]
-    for click in new_clicks(CANVAS_KEY):
-        point, problem = S.click_to_point(click, box)
-        if problem:
-            flash("warning", problem)
-            continue
-        assert point is not None
-        pts, msg = S.add_point(ss["reg_points"], point[0], point[1], box, cap)
-        set_points(pts, msg, "warning")
-        ss["reg_last_added"] = point
-
-
-def on_undo() -> None:
-    set_points(S.undo_point(st.session_state["reg_points"]))
-
-
-def on_clear() -> None:
-    ss = st.session_state
-    ss["reg_feed_queue"], ss["reg_feeding"], ss["reg_task"] = [], False, None
-    set_points([])
-
-
-def table_key() -> str:
-    return f"reg-table-{st.session_state['reg_pts_version']}"
-
-
-def apply_table_edits() -> None:
-    ss = st.session_state
-    changes = ss.get(table_key())
-    if not isinstance(changes, dict) or not any(changes.get(k) for k in ("edited_rows", "added_rows",
-                                                                           "deleted_rows")):
-        return
-    result = S.apply_editor_changes(ss["reg_points"], changes, ss["_reg_box"], ss["_reg_cap"])
-    for m in result.messages:
-        flash("warning", m)
-    if result.changed:
-        set_points(result.points)
-    elif not result.pending:
-        ss["reg_pts_version"] += 1
 
 
 # ---- panels --------------------------------------------------------------------------------
@@ -276,13 +226,11 @@ def canvas_panel(rctx: AppContext) -> None:
         truth = task.mean(view.xs).numpy()
     fig = regression_figure(view.xs, z, label, kind, box, view.steps, view.curves, int(ss["reg_k"]),
                             points=arr if pts else None, ols=ols, bayes=bayes, truth=truth)
-    plotly_canvas(fig, key=CANVAS_KEY, height=620, clickable=True, revision=int(ss["reg_pts_version"]),
-                  on_click=on_canvas_click)
+    plotly_canvas(fig, key=POINTS.canvas, height=620, clickable=True, revision=int(ss["reg_pts_version"]),
+                  on_click=POINTS.on_canvas_click)
     thinking = ThinkingConfig.from_dict(model.card.get("thinking"))
-    last = ss.get("reg_last_added")
     info = f"{len(pts)} pair{'s' if len(pts) != 1 else ''} (max {rctx.max_context})"
-    if last is not None:
-        info += f" · last click added ({last[0]:.3f}, {last[1]:.3f})"
+    info += POINTS.last_click_note()
     info += (f" · thinking: start {thinking.start}, step size {thinking.step_size:g} (card default "
              f"{thinking.steps} steps) · computed in {view.seconds * 1000:.0f} ms")
     st.caption(info)
@@ -296,25 +244,9 @@ def _task_prior_card(model_task: dict, family: str) -> dict:
 
 
 def context_panel(box: tuple[float, float], cap: int) -> None:
-    ss = st.session_state
-    c1, c2 = st.columns(2)
-    c1.button("↶ Undo", on_click=on_undo, disabled=not ss["reg_points"], width="stretch", key="reg_undo")
-    c2.button("✕ Clear", on_click=on_clear, width="stretch", key="reg_clear",
-              disabled=not ss["reg_points"] and not ss["reg_feed_queue"])
-    pts = ss["reg_points"]
-    df = pd.DataFrame({"#": pd.Series(range(1, len(pts) + 1), dtype="Int64"),
-                       "x": pd.Series([p[0] for p in pts], dtype=float),
-                       "y": pd.Series([p[1] for p in pts], dtype=float)})
     lo, hi = box
-    st.data_editor(
-        df, key=table_key(), num_rows="dynamic", height=230, width="stretch", hide_index=True, disabled=["#"],
-        column_config={
-            "#": st.column_config.NumberColumn("#", width="small", help="order in the context"),
-            "x": st.column_config.NumberColumn("x", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
-            "y": st.column_config.NumberColumn("y", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
-        },
-    )
-    st.caption(f"Values must be finite numbers inside [{lo:g}, {hi:g}]; the model reads at most {cap} pairs.")
+    POINTS.context_panel(box, f"Values must be finite numbers inside [{lo:g}, {hi:g}]; the model reads "
+                              f"at most {cap} pairs.")
 
 
 def task_panel(model: EnergyTransformer, cap: int) -> None:
@@ -336,14 +268,8 @@ def task_panel(model: EnergyTransformer, cap: int) -> None:
     else:
         d2.button("▶ Play", on_click=lambda: ss.update(reg_feeding=True), key="reg_play", width="stretch",
                   disabled=not queue)
-    d3.button("Step", on_click=feed_one, key="reg_step", width="stretch", disabled=not queue)
-    if queue:
-        state = " · playing" if ss["reg_feeding"] else " · paused"
-        st.caption(f"{len(queue)} pair(s) still to feed{state}")
-    if ss["reg_feeding"] and queue:
-        feed_ticker()
-    elif ss["reg_feeding"]:
-        ss["reg_feeding"] = False
+    d3.button("Step", on_click=POINTS.feed_one, key="reg_step", width="stretch", disabled=not queue)
+    POINTS.feed_status("pair", feed_ticker)
 
 
 def on_draw_task() -> None:
@@ -352,34 +278,12 @@ def on_draw_task() -> None:
     t = {"family": fam, "seed": int(ss.get("reg_seed", 0)), "n": int(ss.get("reg_n", 16))}
     _, pts = draw_task(_task_prior_card(ss["_reg_task_card"], fam), t["seed"], t["n"], ss["_reg_box"])
     ss["reg_task"] = t
-    if ss.get("reg_mode", "all at once") == "all at once":
-        ss["reg_feed_queue"], ss["reg_feeding"] = [], False
-        set_points(pts)
-    else:
-        set_points([])
-        ss["reg_feed_queue"], ss["reg_feeding"] = pts, True
-        ss["_reg_last_feed"] = time.monotonic()
-
-
-def feed_one() -> None:
-    ss = st.session_state
-    if not ss["reg_feed_queue"]:
-        return
-    x, y = ss["reg_feed_queue"].pop(0)
-    pts, msg = S.add_point(ss["reg_points"], x, y, ss["_reg_box"], ss["_reg_cap"])
-    set_points(pts, msg, "warning")
-    ss["_reg_last_feed"] = time.monotonic()
+    POINTS.feed(pts, ss.get("reg_mode", "all at once") == "all at once")
 
 
 @st.fragment(run_every=FEED_TICK_S)
 def feed_ticker() -> None:
-    ss = st.session_state
-    if not ss.get("reg_feeding") or not ss.get("reg_feed_queue"):
-        return
-    if time.monotonic() - ss.get("_reg_last_feed", 0.0) < 0.9 * FEED_TICK_S:
-        return
-    feed_one()
-    st.rerun()
+    POINTS.feed_tick(FEED_TICK_S)
 
 
 def charts_panel(model: EnergyTransformer) -> None:
