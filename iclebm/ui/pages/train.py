@@ -35,9 +35,9 @@ from ..trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 PAGE = "train"
 TRAIN_REFRESH_S = 3.0  # the live view's refresh; each costs app CPU in every training session
 STRIP_REFRESH_S = 6.0
-OBJECTIVE_LABELS = {"exact": "exact likelihood (grid-normalised NLL)", "cd": "contrastive divergence"}
+OBJECTIVE_LABELS = {"exact": "exact likelihood (normalised NLL)", "cd": "contrastive divergence"}
 KEEP = "session"  # widgets keep their values while another page is shown
-MODE_LABELS = {"scratch": "scratch (small preset)", "finetune": "fine-tune the loaded model"}
+MODE_LABELS = {"scratch": "scratch (fast preset)", "finetune": "fine-tune the loaded model"}
 # form widget key -> setting name (the names of FAST_DEFAULTS / BOUNDS / state.TRAIN_URL_KEYS)
 FORM = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains", "tr_lsteps": "langevin_steps",
         "tr_lstep": "step_size", "tr_lnoise": "noise_std", "tr_layers": "n_layer", "tr_d": "d_model"}
@@ -122,7 +122,8 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
     objective = st.radio("objective", list(OBJECTIVE_LABELS), key="tr_objective", horizontal=True,
                          format_func=OBJECTIVE_LABELS.get, persist_state=KEEP,
                          index=list(OBJECTIVE_LABELS).index(FAST_DEFAULTS["objective"]),
-                         help="Exact: the NLL normalised by a grid sum over the box (possible in 2-D); "
+                         help="Exact: the NLL normalised over the box (possible in 2-D), Z estimated "
+                              "from a coarse jittered grid plus importance points around the context; "
                               "CD: contrastive divergence with Langevin negatives (chains and Langevin "
                               "settings apply to CD only). Reset to apply.")
     settings = {"lr": lr, "batch_size": batch, "chains": chains, "langevin_steps": lsteps, "step_size": lstep,
