@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..tasks import REGRESSION_FAMILIES, RegressionTask, prior_from_card
-from .state import _first, _flag, _fmt, cap_context, parse_number, point_problem
+from .state import _choice, _first, _flag, decode_points, encode_points, parse_number
 
 Point = tuple[float, float]
 Box = tuple[float, float]
@@ -35,7 +35,7 @@ class RegState:
 def encode_reg(state: RegState) -> dict[str, str]:
     q: dict[str, str] = {}
     if state.points:
-        q["pts"] = ";".join(f"{_fmt(x)},{_fmt(y)}" for x, y in state.points)
+        q["pts"] = encode_points(state.points)
     q["view"] = state.view
     q["k"] = str(int(state.k))
     q["ols"] = "1" if state.ols else "0"
@@ -48,28 +48,8 @@ def encode_reg(state: RegState) -> dict[str, str]:
 def decode_reg(params: Mapping[str, Any], box: Box, max_context: int) -> tuple[RegState, list[str]]:
     """Lenient: bad parts fall back to defaults with a warning."""
     state = RegState()
-    warnings: list[str] = []
-    raw = _first(params.get("pts"))
-    if raw:
-        pts: list[Point] = []
-        bad = 0
-        for part in raw.split(";"):
-            xy = part.split(",")
-            if len(xy) != 2 or point_problem(xy[0], xy[1], box) is not None:
-                bad += 1
-                continue
-            pts.append((float(xy[0]), float(xy[1])))
-        if bad:
-            warnings.append(f"The link had {bad} unreadable or out-of-box point(s); they were skipped.")
-        state.points, cap = cap_context(pts, max_context)  # type: ignore[assignment]
-        if cap:
-            warnings.append(cap)
-    view = _first(params.get("view"))
-    if view is not None:
-        if view in REG_VIEWS:
-            state.view = view
-        else:
-            warnings.append(f"Unknown view {view!r} in the link; showing the density.")
+    state.points, warnings = decode_points(params.get("pts"), box, max_context)
+    state.view = _choice(params.get("view"), REG_VIEWS, state.view, "view", "showing the density", warnings)
     k = _first(params.get("k"))
     if k is not None:
         val = parse_number(k)

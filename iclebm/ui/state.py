@@ -214,11 +214,39 @@ def _fmt(v: float) -> str:
     return "0" if s in ("-0", "") else s
 
 
+def encode_points(points: Sequence[Point]) -> str:
+    """A link's pts parameter: x,y;x,y;... (URL_DIGITS decimals)."""
+    return ";".join(f"{_fmt(x)},{_fmt(y)}" for x, y in points)
+
+
+def decode_points(value: Any, box: Box, max_context: int) -> tuple[list[Point], list[str]]:
+    """A link's pts parameter (absent: no points) leniently: unreadable or out-of-box points
+    are skipped and the oldest beyond max_context dropped, with a warning for each."""
+    pts: list[Point] = []
+    warnings: list[str] = []
+    raw = _first(value)
+    if not raw:
+        return pts, warnings
+    bad = 0
+    for part in raw.split(";"):
+        xy = part.split(",")
+        if len(xy) != 2 or point_problem(xy[0], xy[1], box) is not None:
+            bad += 1
+            continue
+        pts.append((float(xy[0]), float(xy[1])))
+    if bad:
+        warnings.append(f"The link had {bad} unreadable or out-of-box point(s); they were skipped.")
+    pts, cap = cap_context(pts, max_context)
+    if cap:
+        warnings.append(cap)
+    return pts, warnings
+
+
 def encode_share(state: ShareState) -> dict[str, str]:
     """Flat str -> str query parameters; defaults are left out to keep links short."""
     q: dict[str, str] = {}
     if state.points:
-        q["pts"] = ";".join(f"{_fmt(x)},{_fmt(y)}" for x, y in state.points)
+        q["pts"] = encode_points(state.points)
     q["view"] = state.view
     q["log"] = "1" if state.log else "0"
     q["contours"] = "1" if state.contours else "0"
@@ -247,34 +275,25 @@ def _flag(v: str | None, default: bool) -> bool:
     return v.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _choice(value: Any, allowed: Sequence[str], default: str, what: str, fallback: str,
+            warnings: list[str]) -> str:
+    """A link's value among `allowed`; an unknown one keeps `default` and adds a warning."""
+    v = _first(value)
+    if v is None:
+        return default
+    if v in allowed:
+        return v
+    warnings.append(f"Unknown {what} {v!r} in the link; {fallback}.")
+    return default
+
+
 def decode_share(
     params: Mapping[str, Any], box: Box, max_context: int
 ) -> tuple[ShareState, list[str]]:
     """Parse query parameters leniently: bad parts fall back to defaults with a warning."""
     state = ShareState()
-    warnings: list[str] = []
-    raw = _first(params.get("pts"))
-    if raw:
-        pts: list[Point] = []
-        bad = 0
-        for part in raw.split(";"):
-            xy = part.split(",")
-            if len(xy) != 2 or point_problem(xy[0], xy[1], box) is not None:
-                bad += 1
-                continue
-            pts.append((float(xy[0]), float(xy[1])))
-        if bad:
-            warnings.append(f"The link had {bad} unreadable or out-of-box point(s); they were skipped.")
-        pts, cap = cap_context(pts, max_context)
-        if cap:
-            warnings.append(cap)
-        state.points = pts
-    view = _first(params.get("view"))
-    if view is not None:
-        if view in VIEWS:
-            state.view = view
-        else:
-            warnings.append(f"Unknown view {view!r} in the link; showing energy.")
+    state.points, warnings = decode_points(params.get("pts"), box, max_context)
+    state.view = _choice(params.get("view"), VIEWS, state.view, "view", "showing energy", warnings)
     state.log = _flag(_first(params.get("log")), state.log)
     state.contours = _flag(_first(params.get("contours")), state.contours)
     state.arrows = _flag(_first(params.get("arrows")), state.arrows)
@@ -343,12 +362,8 @@ def decode_train(
     """Parse a Train link leniently: a bad value keeps its default and adds a warning."""
     state = TrainState(settings={name: defaults[name] for name in TRAIN_URL_KEYS})
     warnings: list[str] = []
-    mode = _first(params.get("mode"))
-    if mode is not None:
-        if mode in TRAIN_MODES:
-            state.mode = mode
-        else:
-            warnings.append(f"Unknown training mode {mode!r} in the link; starting from scratch.")
+    state.mode = _choice(params.get("mode"), TRAIN_MODES, state.mode, "training mode",
+                         "starting from scratch", warnings)
     for name, key in TRAIN_URL_KEYS.items():
         raw = _first(params.get(key))
         if raw is None:
