@@ -109,3 +109,14 @@ def test_module_entry_point_runs_as_subprocess():
     assert proc.returncode == 0
     for cmd in ("train", "evaluate", "bench"):
         assert cmd in proc.stdout
+
+
+def test_bench_training_curve_quick_prints_both_objectives(capsys):
+    args = ["bench", "--training-curve", "--quick", "--seconds", "1", "--eval-every", "1",
+            "--presets", "fast", "--objectives", "cd,exact", "--threads", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "prior predictive" in out and "oracle" in out
+    rows = [line for line in out.splitlines() if line.startswith("| fast |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["cd", "exact"]
+    assert all("%" in r for r in rows)
