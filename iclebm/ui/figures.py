@@ -303,18 +303,7 @@ def langevin_figure(
         top = float(np.nanmax(tl))
         on = contour_mask(tl, np.arange(top - 9.0, top, 2.0))
         rgb[on] = (0.3 * rgb[on] + 0.7 * 255).astype(np.uint8)
-    lo, hi = box
-    fig = go.Figure()
-    fig.add_layout_image(source=png_data_url(rgb[::-1]), xref="x", yref="y", x=lo, y=hi, sizex=hi - lo,
-                         sizey=hi - lo, sizing="stretch", layer="below", xanchor="left", yanchor="top")
-    zmin, zmax = float(np.nanmin(z)), float(np.nanmax(z))
-    # An invisible marker carries the colour bar of the background image.
-    fig.add_trace(go.Scatter(
-        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="colour bar",
-        marker={"color": [zmin, zmax], "colorscale": _colorscale(kind), "cmin": zmin, "cmax": zmax,
-                "showscale": True, "colorbar": {"title": {"text": label, "side": "right"}, "thickness": 12,
-                                                "len": 0.9}},
-    ))
+    fig = image_figure(rgb, z, label, kind, box)
     if points is not None and len(points):
         fig.add_trace(context_trace(points))
     _square_axes(fig, box)
@@ -342,31 +331,57 @@ def langevin_figure(
             traces.insert(0, trail_idx)
         frames.append(go.Frame(data=data, traces=traces, name=str(int(step))))
     fig.frames = frames
+    fig.update_layout(margin={"l": 40, "r": 10, "t": 40, "b": 70},
+                      **animation_controls(steps, "▶ play", "Langevin step ", frame_ms=frame_ms))
+    return fig
+
+
+def image_figure(rgb: np.ndarray, z: np.ndarray, label: str, kind: str, box: Box) -> go.Figure:
+    """A figure whose background is the image rgb (R, R, 3) (row 0 = lowest y) stretched over the
+    box, below the traces; an invisible marker carries the colour bar of the values z it shows.
+
+    An image rather than a heatmap trace: plotly.js drops heatmap and contour layers while
+    animation frames play, a layout image is untouched by them."""
+    lo, hi = box
+    fig = go.Figure()
+    fig.add_layout_image(source=png_data_url(rgb[::-1]), xref="x", yref="y", x=lo, y=hi, sizex=hi - lo,
+                         sizey=hi - lo, sizing="stretch", layer="below", xanchor="left", yanchor="top")
+    zmin, zmax = float(np.nanmin(z)), float(np.nanmax(z))
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="colour bar",
+        marker={"color": [zmin, zmax], "colorscale": _colorscale(kind), "cmin": zmin, "cmax": zmax,
+                "showscale": True, "colorbar": {"title": {"text": label, "side": "right"}, "thickness": 12,
+                                                "len": 0.9}},
+    ))
+    return fig
+
+
+def animation_controls(steps: Sequence[int], play_label: str, slider_prefix: str, *, active: int = 0,
+                       frame_ms: int = 80) -> dict:
+    """Layout (updatemenus, sliders) for play / pause buttons and a slider over frames named
+    str(step); they run in the browser, without Streamlit reruns."""
+
+    def still() -> dict:  # jump to a frame, no transition
+        return {"frame": {"duration": 0, "redraw": False}, "mode": "immediate", "transition": {"duration": 0}}
+
     anim = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
             "fromcurrent": True, "mode": "immediate"}
-    fig.update_layout(
-        margin={"l": 40, "r": 10, "t": 40, "b": 70},
-        updatemenus=[{
+    return {
+        "updatemenus": [{
             "type": "buttons", "direction": "left", "x": 0.0, "y": 1.0, "xanchor": "left",
             "yanchor": "bottom", "pad": {"b": 4}, "showactive": False,
             "buttons": [
-                {"label": "▶ play", "method": "animate", "args": [None, anim]},
-                {"label": "❚❚ pause", "method": "animate",
-                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
-                                   "transition": {"duration": 0}}]},
+                {"label": play_label, "method": "animate", "args": [None, anim]},
+                {"label": "❚❚ pause", "method": "animate", "args": [[None], still()]},
             ],
         }],
-        sliders=[{
-            "active": 0, "x": 0.0, "len": 1.0, "y": -0.06, "yanchor": "top",
-            "currentvalue": {"prefix": "Langevin step ", "font": {"size": 12}},
-            "pad": {"t": 4},
-            "steps": [{"label": str(int(s)), "method": "animate",
-                       "args": [[str(int(s))], {"frame": {"duration": 0, "redraw": False},
-                                                "mode": "immediate", "transition": {"duration": 0}}]}
+        "sliders": [{
+            "active": active, "x": 0.0, "len": 1.0, "y": -0.06, "yanchor": "top",
+            "currentvalue": {"prefix": slider_prefix, "font": {"size": 12}}, "pad": {"t": 4},
+            "steps": [{"label": str(int(s)), "method": "animate", "args": [[str(int(s))], still()]}
                       for s in steps],
         }],
-    )
-    return fig
+    }
 
 
 def icl_curve_figure(curve: dict, title: str = "In-context NLL vs context size") -> go.Figure:

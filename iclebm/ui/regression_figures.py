@@ -7,7 +7,15 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import METHOD_COLORS, _colorscale, _square_axes, colormap, context_trace, png_data_url
+from .figures import (
+    METHOD_COLORS,
+    _colorscale,
+    _square_axes,
+    animation_controls,
+    colormap,
+    context_trace,
+    image_figure,
+)
 
 Box = tuple[float, float]
 CURVE_COLOR = "#ffd400"
@@ -27,19 +35,9 @@ def regression_figure(
 
     z: (R_y, R_x). The heatmap is a layout image (frames would drop a heatmap trace while
     playing); only the curve trace changes per frame."""
-    lo, hi = box
     xs = np.asarray(xs, dtype=np.float64)
     rgb = colormap(np.asarray(z, dtype=np.float32), _colorscale(kind))
-    fig = go.Figure()
-    fig.add_layout_image(source=png_data_url(rgb[::-1]), xref="x", yref="y", x=lo, y=hi, sizex=hi - lo,
-                         sizey=hi - lo, sizing="stretch", layer="below", xanchor="left", yanchor="top")
-    zmin, zmax = float(np.nanmin(z)), float(np.nanmax(z))
-    fig.add_trace(go.Scatter(
-        x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False, name="colour bar",
-        marker={"color": [zmin, zmax], "colorscale": _colorscale(kind), "cmin": zmin, "cmax": zmax,
-                "showscale": True, "colorbar": {"title": {"text": label, "side": "right"}, "thickness": 12,
-                                                "len": 0.9}},
-    ))
+    fig = image_figure(rgb, z, label, kind, box)
     if bayes is not None:
         mean, sd = bayes
         fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[mean + 2 * sd, (mean - 2 * sd)[::-1]],
@@ -62,8 +60,6 @@ def regression_figure(
     curve_idx = len(fig.data) - 1
     fig.frames = [go.Frame(data=[go.Scatter(x=xs, y=curves[i])], traces=[curve_idx], name=str(s))
                   for i, s in enumerate(steps)]
-    anim = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
-            "fromcurrent": True, "mode": "immediate"}
     _square_axes(fig, box)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(
@@ -71,23 +67,7 @@ def regression_figure(
         margin={"l": 40, "r": 10, "t": 40, "b": 70}, uirevision="reg-canvas",
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right",
                 "font": {"size": 11}, "bgcolor": "rgba(0,0,0,0)"},
-        updatemenus=[{
-            "type": "buttons", "direction": "left", "x": 0.0, "y": 1.0, "xanchor": "left",
-            "yanchor": "bottom", "pad": {"b": 4}, "showactive": False,
-            "buttons": [
-                {"label": "▶ think", "method": "animate", "args": [None, anim]},
-                {"label": "❚❚ pause", "method": "animate",
-                 "args": [[None], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
-                                   "transition": {"duration": 0}}]},
-            ],
-        }],
-        sliders=[{
-            "active": i0, "x": 0.0, "len": 1.0, "y": -0.06, "yanchor": "top",
-            "currentvalue": {"prefix": "thinking steps k = ", "font": {"size": 12}}, "pad": {"t": 4},
-            "steps": [{"label": str(s), "method": "animate",
-                       "args": [[str(s)], {"frame": {"duration": 0, "redraw": False}, "mode": "immediate",
-                                           "transition": {"duration": 0}}]} for s in steps],
-        }],
+        **animation_controls(steps, "▶ think", "thinking steps k = ", active=i0, frame_ms=frame_ms),
     )
     return fig
 
