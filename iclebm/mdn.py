@@ -33,14 +33,14 @@ grid), and -grad E is the score that Langevin and the arrow field use.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import ContextTooLongError
-from .model import Block, EnergyTransformer, _chunks
+from .model import BackboneConfig, Block, EnergyTransformer, _chunks, check_lengths, init_weights
 from .training import TrainConfig, Trainer
 
 LOG_2PI = math.log(2 * math.pi)
@@ -48,7 +48,7 @@ ARCH = "mixture_density_transformer"
 
 
 @dataclass
-class MixtureConfig:
+class MixtureConfig(BackboneConfig):
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 64
@@ -60,11 +60,7 @@ class MixtureConfig:
     init_std: float = 3.0  # component width at initialisation (about the prior predictive)
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_head != 0:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
-        for name in ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", "n_components"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        self._check_backbone("n_components")
         for name in ("input_scale", "min_std", "init_std"):
             v = float(getattr(self, name))
             if not (v > 0 and math.isfinite(v)):
@@ -74,14 +70,6 @@ class MixtureConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MixtureConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -148,10 +136,7 @@ class MixtureDensityTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, 6 * k)  # per component: logit, mean (2), raw a, raw b, shear
         self.card: dict = {}  # filled by load_checkpoint / the trainer
-        self.apply(EnergyTransformer._init_weights)
-        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
-            if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        init_weights(self, config.n_layer)
         nn.init.normal_(self.start, mean=0.0, std=0.02)
         self._init_head()
 
@@ -165,15 +150,9 @@ class MixtureDensityTransformer(nn.Module):
             # softplus(raw) = log(init_std / min_std) at raw = bias
             bias[:, 3:5] = math.log(math.expm1(math.log(cfg.init_std / cfg.min_std)))
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.embed.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.embed.weight.device
-
-    # Input checks are shared with the energy model (they only use dtype and config.max_context).
+    # Shared with the energy model (they only use self.embed, dtype and config.max_context).
+    dtype = EnergyTransformer.dtype
+    device = EnergyTransformer.device
     _check_points = EnergyTransformer._check_points
     _check_context = EnergyTransformer._check_context
 
@@ -225,10 +204,7 @@ class MixtureDensityTransformer(nn.Module):
             lengths = torch.full((1,), n, dtype=torch.long)
         else:
             lengths = torch.as_tensor(lengths).long()
-            if lengths.ndim != 1 or (p != 1 and lengths.shape[0] != p):
-                raise ValueError(f"lengths must have shape ({p},), got {tuple(lengths.shape)}")
-            if bool((lengths < 0).any()) or bool((lengths > n).any()):
-                raise ValueError(f"prefix lengths must lie in [0, {n}]")
+            check_lengths(lengths, p, n)
         params = cache.params.select(lengths.to(cache.params.means.device))  # (B, P, K...)
         # one more axis for the M queries: (B, P, 1, K...)
         params = params.map(lambda t, is_means: t.unsqueeze(-3 if is_means else -2))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Self
 
 import torch
 from torch import nn
@@ -30,8 +31,33 @@ from torch import nn
 from .errors import ContextTooLongError
 
 
+class BackboneConfig:
+    """What the transformer configs (EnergyConfig, iclebm.mdn.MixtureConfig) share: the backbone's
+    checks and a strict from_dict. Subclasses are dataclasses with n_layer, n_head, d_model,
+    mlp_ratio and max_context fields."""
+
+    n_layer: int
+    n_head: int
+    d_model: int
+
+    def _check_backbone(self, *more_counts: str) -> None:
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
+        for name in ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", *more_counts):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Self:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class EnergyConfig:
+class EnergyConfig(BackboneConfig):
     n_layer: int = 4
     n_head: int = 4
     d_model: int = 64
@@ -55,11 +81,7 @@ class EnergyConfig:
     length_scales: list[float] | None = None
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_head != 0:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head}")
-        for name in ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1")
+        self._check_backbone()
         if not self.energy_scale > 0:
             raise ValueError("energy_scale must be positive")
         self.fourier_freqs = (float(self.fourier_freqs[0]), float(self.fourier_freqs[1]))
@@ -95,14 +117,6 @@ class EnergyConfig:
         d = asdict(self)
         d["fourier_freqs"] = list(self.fourier_freqs)  # as JSON stores it
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EnergyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
@@ -221,16 +235,7 @@ class EnergyTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, 1)
         self.card: dict = {}  # filled by load_checkpoint / the trainer
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2 style scaled init of residual projections
-            if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            nn.init.zeros_(module.bias)
+        init_weights(self, config.n_layer)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -318,11 +323,8 @@ class EnergyTransformer(nn.Module):
         hidden = None
         if lengths is not None:
             lengths = torch.as_tensor(lengths, device=query.device)
-            if lengths.ndim != 1 or (p != 1 and lengths.shape[0] != p):
-                raise ValueError(f"lengths must have shape ({p},), got {tuple(lengths.shape)}")
+            check_lengths(lengths, p, n)
             p = lengths.shape[0]  # a (B, 1, M, 2) query is shared by all P prefix groups
-            if bool((lengths < 0).any()) or bool((lengths > n).any()):
-                raise ValueError(f"prefix lengths must lie in [0, {n}]")
             if bool((lengths < n).any()):
                 hidden = torch.arange(n, device=query.device)[None, :] >= lengths[:, None]  # (P, N)
         h = self._embed(query)
@@ -417,6 +419,28 @@ class EnergyTransformer(nn.Module):
         """(B, M, 2), (B, N, 2) -> (B, N+1, M): E(q | context[:, :n]) for n = 0..N."""
         context = self._check_context(context)
         return self.energy_at_prefixes(query, context, torch.arange(context.shape[1] + 1))
+
+
+def _init_linear(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        nn.init.zeros_(module.bias)
+
+
+def init_weights(model: nn.Module, n_layer: int) -> None:
+    """N(0, 0.02) Linear weights and zero biases, then GPT-2's scaled init of the residual projections."""
+    model.apply(_init_linear)
+    for name, p in model.named_parameters():
+        if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
+            nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+
+def check_lengths(lengths: torch.Tensor, p: int, n: int) -> None:
+    """Prefix lengths for P query groups (or for one group shared by all) over a context of n points."""
+    if lengths.ndim != 1 or (p != 1 and lengths.shape[0] != p):
+        raise ValueError(f"lengths must have shape ({p},), got {tuple(lengths.shape)}")
+    if bool((lengths < 0).any()) or bool((lengths > n).any()):
+        raise ValueError(f"prefix lengths must lie in [0, {n}]")
 
 
 def fourier_frequencies(n: int, lo: float, hi: float) -> torch.Tensor:
