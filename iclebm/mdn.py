@@ -39,8 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ContextTooLongError
-from .model import BackboneConfig, Block, EnergyTransformer, _chunks, check_lengths, init_weights
+from .model import (
+    BackboneConfig,
+    Block,
+    EnergyTransformer,
+    _chunks,
+    check_batches,
+    check_lengths,
+    init_weights,
+)
 from .training import TrainConfig, Trainer
 
 LOG_2PI = math.log(2 * math.pi)
@@ -155,6 +162,7 @@ class MixtureDensityTransformer(nn.Module):
     device = EnergyTransformer.device
     _check_points = EnergyTransformer._check_points
     _check_context = EnergyTransformer._check_context
+    _check_sequence = EnergyTransformer._check_sequence
 
     # ---- the network ------------------------------------------------------------------
 
@@ -214,12 +222,7 @@ class MixtureDensityTransformer(nn.Module):
 
     def energies(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, N, 2) -> (B, N): E(x_n | x_<n) = -log p(x_n | x_<n) at every position."""
-        seq = self._check_points(seq, "seq")
-        if seq.shape[1] > self.config.max_context + 1:
-            raise ContextTooLongError(
-                f"sequence has {seq.shape[1]} points; this model reads at most "
-                f"{self.config.max_context} context points plus one"
-            )
+        seq = self._check_sequence(seq)
         params = self._mixture(self._hidden(seq[:, :-1]))  # (B, N): token n-1 predicts x_n
         return -params.log_prob(seq)
 
@@ -235,10 +238,7 @@ class MixtureDensityTransformer(nn.Module):
         """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): -log p(q | context[:, :lengths[p]])."""
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
-        if cache.params.means.shape[0] != query.shape[0]:
-            raise ValueError(
-                f"query batch ({query.shape[0]}) and context batch ({cache.params.means.shape[0]}) differ"
-            )
+        check_batches(query, cache.params.means.shape[0])
         lengths = torch.as_tensor(lengths, dtype=torch.long).reshape(-1)
         size = chunk or max(256, (1 << 22) // max(1, lengths.shape[0] * self.config.n_components))
         out = [self.energy_cached(q[:, None], cache, lengths) for q in _chunks(query, size)]

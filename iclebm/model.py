@@ -269,6 +269,16 @@ class EnergyTransformer(nn.Module):
             )
         return context
 
+    def _check_sequence(self, seq: torch.Tensor) -> torch.Tensor:
+        """A sequence scored position by position: at most max_context context points plus one."""
+        seq = self._check_points(seq, "seq")
+        if seq.shape[1] > self.config.max_context + 1:
+            raise ContextTooLongError(
+                f"sequence has {seq.shape[1]} points; this model reads at most "
+                f"{self.config.max_context} context points plus one"
+            )
+        return seq
+
     # ---- energy parts -----------------------------------------------------------------
 
     def base_energy(self, x: torch.Tensor) -> torch.Tensor:
@@ -343,12 +353,7 @@ class EnergyTransformer(nn.Module):
 
     def energies(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, N, 2) -> (B, N): E(x_n | x_<n) at every position (plain causal forward)."""
-        seq = self._check_points(seq, "seq")
-        if seq.shape[1] > self.config.max_context + 1:
-            raise ContextTooLongError(
-                f"sequence has {seq.shape[1]} points; this model reads at most "
-                f"{self.config.max_context} context points plus one"
-            )
+        seq = self._check_sequence(seq)
         lengths = torch.arange(seq.shape[1], device=seq.device)[None, :]  # position n sees n points
         return self._total(self.learned_energies(seq), seq, lengths)
 
@@ -366,10 +371,7 @@ class EnergyTransformer(nn.Module):
         """(B, M, 2), (B, N, 2) -> (B, M): E(q | context). N = 0 is the empty context."""
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
-        if cache.keys[0].shape[0] != query.shape[0]:
-            raise ValueError(
-                f"query batch ({query.shape[0]}) and context batch ({cache.keys[0].shape[0]}) differ"
-            )
+        check_batches(query, cache.keys[0].shape[0])
         out = [
             self.energy_cached(q[:, None], cache)[:, 0]
             for q in _chunks(query, chunk or _chunk_size(1, cache.length, self.config))
@@ -387,9 +389,7 @@ class EnergyTransformer(nn.Module):
         """
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
-        b = cache.keys[0].shape[0]
-        if b != query.shape[0]:
-            raise ValueError(f"query batch ({query.shape[0]}) and context batch ({b}) differ")
+        check_batches(query, cache.keys[0].shape[0])
         per_chunk: list[list[torch.Tensor]] = []
         for q in _chunks(query, chunk or _chunk_size(1, cache.length, self.config)):
             w: list[torch.Tensor] = []
@@ -404,10 +404,7 @@ class EnergyTransformer(nn.Module):
         """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): E(q | context[:, :lengths[p]])."""
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
-        if cache.keys[0].shape[0] != query.shape[0]:
-            raise ValueError(
-                f"query batch ({query.shape[0]}) and context batch ({cache.keys[0].shape[0]}) differ"
-            )
+        check_batches(query, cache.keys[0].shape[0])
         lengths = torch.as_tensor(lengths, dtype=torch.long, device=query.device).reshape(-1)
         p = lengths.shape[0]
         out = []
@@ -433,6 +430,11 @@ def init_weights(model: nn.Module, n_layer: int) -> None:
     for name, p in model.named_parameters():
         if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
             nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+
+def check_batches(query: torch.Tensor, context_batch: int) -> None:
+    if query.shape[0] != context_batch:
+        raise ValueError(f"query batch ({query.shape[0]}) and context batch ({context_batch}) differ")
 
 
 def check_lengths(lengths: torch.Tensor, p: int, n: int) -> None:
