@@ -14,16 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the iclebm package of this checkout
+from iclebm.ui.app_server import app_server  # noqa: E402
+
 DOCS = ROOT / "docs"
 CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
 NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
@@ -103,37 +101,6 @@ def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def app_server() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # only the server started here (its own session)
-        proc.wait(timeout=10)
-
-
 def page_titles(pg) -> list[str]:  # type: ignore[no-untyped-def]
     pg.wait_for_selector(NAV_LINKS, timeout=120_000)
     # a link reads "icon name\n\nTitle": keep the title
@@ -144,7 +111,7 @@ def shoot(only: list[str] | None = None) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
     saved = []
-    with app_server() as url, sync_playwright() as p:
+    with app_server(ROOT) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
         pg = browser.new_page(viewport=VIEWPORT)

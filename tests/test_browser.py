@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +16,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+
+from iclebm.ui.app_server import app_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"
@@ -33,12 +32,6 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url() -> Iterator[str]:
     if not Path(CHROMIUM).exists():
@@ -47,36 +40,11 @@ def app_url() -> Iterator[str]:
         import playwright.sync_api  # noqa: F401
     except ImportError as e:
         _skip(f"playwright is not installed: {e}")
-    port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        # Room for the classroom test's 4 trainers beside those of earlier tests' sessions, which
-        # hold their slots until Streamlit drops the closed sessions (default cap: one per core).
-        env={**os.environ, "PYTHONPATH": str(ROOT), "ICLEBM_MAX_TRAINERS": "8"},
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited early; see {ARTIFACTS / 'streamlit.log'}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # only the server we started (its own session)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    # Room for the classroom test's 4 trainers beside those of earlier tests' sessions, which
+    # hold their slots until Streamlit drops the closed sessions (default cap: one per core).
+    with app_server(ROOT, log=ARTIFACTS / "streamlit.log", env={"ICLEBM_MAX_TRAINERS": "8"}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@
     ui/navigation.py     Page(module, title, icon, url_path) -> st.navigation, the page wrapper
     ui/models.py         AppContext (model, key, box, ...), checkpoints, session models
     ui/context.py        the context points shared by the pages
+    ui/point_editor.py   PointEditor: clicks, undo/clear, points table, feeding (Density, Regression)
     ui/share.py          URL query <-> page state (share links), `model` shared by all pages
     ui/state.py          pure state updates and URL encodings (no Streamlit; unit-tested)
     ui/compute.py        memoised library calls (landscapes, film strips)
@@ -15,6 +16,7 @@
     ui/guard.py          guarded(...) panels and flash messages: never a traceback
     ui/live_training.py  training settings (bounds, defaults) and the in-process thread trainer
     ui/trainer_process.py  the Train page's trainers: one niced child process per session, capped
+    ui/app_server.py     `streamlit run app.py` on a free port (browser tests, docs/screenshots.py)
 
 Adding a page: write `iclebm/ui/pages/NAME.py` with `render(ctx: AppContext) -> None`
 (draw with st.*, numbers from the library via `compute`/`iclebm.*`, wrap panels in
