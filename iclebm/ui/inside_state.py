@@ -67,6 +67,18 @@ def _index(raw: str | None, size: int, what: str, warnings: list[str]) -> int | 
     return int(v) - 1
 
 
+def _integer(raw: str | None, bounds: tuple[float, float], what: str, default: int,
+             warnings: list[str]) -> int:
+    if raw is None:
+        return default
+    v = S.parse_number(raw)
+    lo, hi = bounds
+    if v is None or not float(v).is_integer() or not lo <= v <= hi:
+        warnings.append(f"Ignored the link's {what}={raw!r} (allowed: integers {lo:g} to {hi:g}).")
+        return default
+    return int(v)
+
+
 def decode_inside(
     params: Mapping[str, Any], box: S.Box, max_context: int, n_layer: int, n_head: int
 ) -> tuple[InsideState, list[str]]:
@@ -81,22 +93,10 @@ def decode_inside(
             warnings.append(f"Ignored the link's query {raw_q!r}: {problem}.")
         else:
             st.query = (float(xy[0]), float(xy[1]))
-    mode = S._first(params.get("mode"))
-    if mode is not None:
-        if mode in MODES:
-            st.mode = mode
-        else:
-            warnings.append(f"Unknown mode {mode!r} in the link; inspecting one query.")
+    st.mode = S._choice(params.get("mode"), MODES, st.mode, "mode", "inspecting one query", warnings)
     st.layer = _index(S._first(params.get("layer")), n_layer, "layer", warnings)
     st.head = _index(S._first(params.get("head")), n_head, "head", warnings)
-    raw = S._first(params.get("k"))
-    if raw is not None:
-        v = S.parse_number(raw)
-        lo, hi = BOUNDS["steps"]
-        if v is None or not float(v).is_integer() or not lo <= v <= hi:
-            warnings.append(f"Ignored the link's k={raw!r} (allowed: integers {lo:g} to {hi:g}).")
-        else:
-            st.k = int(v)
+    st.k = _integer(S._first(params.get("k")), BOUNDS["steps"], "k", st.k, warnings)
     raw = S._first(params.get("lr"))
     if raw is not None:
         v = S.parse_number(raw)
@@ -106,18 +106,7 @@ def decode_inside(
             warnings.append(f"Ignored the link's lr={raw!r} (allowed: {allowed}).")
         else:
             st.lr = match[0]
-    raw = S._first(params.get("short"))
-    if raw is not None:
-        v = S.parse_number(raw)
-        lo, hi = BOUNDS["short"]
-        if v is None or not float(v).is_integer() or not lo <= v <= hi:
-            warnings.append(f"Ignored the link's short={raw!r} (allowed: integers {lo:g} to {hi:g}).")
-        else:
-            st.short = int(v)
-    obj = S._first(params.get("obj"))
-    if obj is not None:
-        if obj in OBJECTIVES:
-            st.objective = obj
-        else:
-            warnings.append(f"Unknown objective {obj!r} in the link; using the exact NLL.")
+    st.short = _integer(S._first(params.get("short")), BOUNDS["short"], "short", st.short, warnings)
+    st.objective = S._choice(params.get("obj"), OBJECTIVES, st.objective, "objective", "using the exact NLL",
+                             warnings)
     return st, warnings
