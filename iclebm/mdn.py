@@ -244,10 +244,8 @@ class MixtureDensityTransformer(nn.Module):
         out = [self.energy_cached(q[:, None], cache, lengths) for q in _chunks(query, size)]
         return torch.cat(out, dim=2)
 
-    def energy_all_prefixes(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """(B, M, 2), (B, N, 2) -> (B, N+1, M): -log p(q | context[:, :n]) for n = 0..N."""
-        context = self._check_context(context)
-        return self.energy_at_prefixes(query, context, torch.arange(context.shape[1] + 1))
+    # every prefix n = 0..N through energy_at_prefixes, as in the energy model
+    energy_all_prefixes = EnergyTransformer.energy_all_prefixes
 
 
 # ---- training: exact negative log-likelihood of the next point -----------------------------
