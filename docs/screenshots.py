@@ -52,7 +52,14 @@ def prepare_train(pg) -> None:  # type: ignore[no-untyped-def]
     for _ in range(5):
         pg.locator(".st-key-tr_step button").first.click()
         wait_idle(pg)
-    pg.wait_for_timeout(500)
+    # the trainer process takes a few seconds to start; play until the ICL curve is drawn
+    pg.locator(".st-key-tr_play button").first.click()
+    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=120_000)
+    pg.locator(".st-key-train_icl .js-plotly-plot").wait_for(timeout=120_000)
+    pg.wait_for_timeout(20_000)  # about 20 s of training: the landscape starts to use its context
+    pg.locator(".st-key-tr_pause button").first.click()
+    wait_idle(pg)
+    pg.wait_for_timeout(1000)
 
 
 def prepare_inside(pg) -> None:  # type: ignore[no-untyped-def]
