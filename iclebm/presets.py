@@ -38,30 +38,36 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]()
 
 
+def _mixture_train(**settings) -> TrainConfig:
+    """The density presets' shared training settings (CD: data-started chains, Langevin at the
+    sampler's defaults) on the 3-component prior; `settings` set the rest."""
+    common = dict(extra_points=8, step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8,
+                  alpha=1e-2, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card())
+    return TrainConfig(**{**common, **settings})
+
+
+def _cd_sampler() -> SamplerConfig:  # fresh objects per preset: models keep (and calibration edits) theirs
+    return SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0)
+
+
+def _small_model() -> EnergyConfig:
+    return EnergyConfig(n_layer=2, n_head=4, d_model=32, max_context=64, base_std=3.0)
+
+
 def _mog2d() -> Preset:
     return Preset(
         model=EnergyConfig(n_layer=4, n_head=4, d_model=64, max_context=64, base_std=3.0),
-        train=TrainConfig(
-            batch_size=16, context_len=64, extra_points=8, chains=4, langevin_steps=15,
-            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
-            lr=1e-3, warmup=50, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
-        ),
-        steps=5000,
-        sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),
+        train=_mixture_train(batch_size=16, context_len=64, chains=4, langevin_steps=15, lr=1e-3, warmup=50),
+        steps=5000, sampler=_cd_sampler(),
     )
 
 
 def _small() -> Preset:
     return Preset(
-        model=EnergyConfig(n_layer=2, n_head=4, d_model=32, max_context=64, base_std=3.0),
-        train=TrainConfig(
-            batch_size=16, context_len=24, extra_points=8, chains=2, langevin_steps=10,
-            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
-            lr=3e-3, warmup=20, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
-            grid_resolution=4, exact_positions=8, kernel_points=16,  # for --objective exact
-        ),
-        steps=1200,
-        sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),
+        model=_small_model(),
+        train=_mixture_train(batch_size=16, context_len=24, chains=2, langevin_steps=10, lr=3e-3, warmup=20,
+                             grid_resolution=4, exact_positions=8, kernel_points=16),  # for --objective exact
+        steps=1200, sampler=_cd_sampler(),
     )
 
 
@@ -99,15 +105,10 @@ def _fast() -> Preset:
     30 % for contrastive divergence (`objective="cd"`, the Train page's switch; README, "Live
     training", has both measured side by side)."""
     return Preset(
-        model=EnergyConfig(n_layer=2, n_head=4, d_model=32, max_context=64, base_std=3.0),
-        train=TrainConfig(
-            batch_size=32, context_len=32, extra_points=8, chains=2, langevin_steps=10,
-            step_size=0.05, noise_std=0.316, grad_clip_x=20.0, data_init_frac=0.8, alpha=1e-2,
-            lr=3e-3, warmup=20, grad_clip=1.0, box=BOX, task=MOG_PRIOR.to_card(),
-            objective="exact", grid_resolution=4, exact_positions=8, kernel_points=16,
-        ),
-        steps=1200,
-        sampler=SamplerConfig(steps=200, step_size=0.05, noise_std=0.316, grad_clip=20.0),
+        model=_small_model(),
+        train=_mixture_train(batch_size=32, context_len=32, chains=2, langevin_steps=10, lr=3e-3, warmup=20,
+                             objective="exact", grid_resolution=4, exact_positions=8, kernel_points=16),
+        steps=1200, sampler=_cd_sampler(),
     )
 
 
