@@ -178,9 +178,19 @@ def jittered_grid(
     return lo + h * (cells[None] + offset[:, None, :]), h * h
 
 
+@dataclass
+class KernelDraws:
+    """Importance points around each prefix for the exact objective (see `proposal_points`)."""
+
+    points: torch.Tensor  # (B, P, M, 2): M draws for each of the P positions
+    box: tuple[float, float]
+    kernel_std: float
+    broad_std: float
+
+
 def exact_nll_loss(
     model: EnergyTransformer, seq: torch.Tensor, grid: torch.Tensor, cell_area: float,
-    positions: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None, kernel: KernelDraws | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Grid-normalised NLL, averaged over tasks and positions. seq (B, N, 2), grid (B, G, 2).
 
@@ -188,6 +198,8 @@ def exact_nll_loss(
     cached query path once, shared by all prefix groups (query token (n, g) sees x_<n).
     positions: (P,) distinct positions to average over (default all N); a uniformly random
     subset gives an unbiased estimate of the all-position mean at P/N of the grid cost.
+    kernel: importance points around each prefix; Z_n then comes from the grid and those points
+    together (`importance_log_z`), so the grid only has to catch mass far from the data.
     """
     n = seq.shape[1]
     cache = model.encode_context(seq)
@@ -195,7 +207,12 @@ def exact_nll_loss(
     x = seq[:, pos]  # (B, P, 2)
     e_real = model._total(cache.learned[:, pos], x, pos[None, :])  # (B, P)
     e_grid = model.energy_cached(grid[:, None], cache, pos)  # (B, P, G)
-    log_z = torch.logsumexp(-e_grid, dim=-1) + math.log(cell_area)  # (B, P)
+    if kernel is None:
+        log_z = torch.logsumexp(-e_grid, dim=-1) + math.log(cell_area)  # (B, P)
+    else:
+        e_kern = model.energy_cached(kernel.points, cache, pos)  # (B, P, M)
+        log_z = importance_log_z(e_grid, grid, e_kern, kernel.points, seq, pos, kernel.box,
+                                 kernel.kernel_std, kernel.broad_std)
     loss = (e_real + log_z).mean()
     return loss, {"nll": loss.item(), "e_real": e_real.mean().item(), "log_z": log_z.mean().item()}
 
@@ -265,22 +282,6 @@ def importance_log_z(
     inside = ((kern >= lo) & (kern < hi)).all(-1)  # (B, P, M)
     terms_kern = (-e_kern - den_kern).masked_fill(~inside, float("-inf"))
     return torch.logsumexp(torch.cat([-e_grid - den_grid, terms_kern], -1), dim=-1)
-
-
-def exact_is_loss(
-    model: EnergyTransformer, seq: torch.Tensor, grid: torch.Tensor, kern: torch.Tensor,
-    positions: torch.Tensor, box: tuple[float, float], kernel_std: float, broad_std: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The exact NLL with Z_p from a coarse jittered grid plus kernel draws around the prefix
-    (`importance_log_z`). seq (B, N, 2), grid (B, G, 2), kern (B, P, M, 2), positions (P,)."""
-    cache = model.encode_context(seq)
-    pos = positions.to(seq.device)
-    e_real = model._total(cache.learned[:, pos], seq[:, pos], pos[None, :])  # (B, P)
-    e_grid = model.energy_cached(grid[:, None], cache, pos)  # (B, P, G)
-    e_kern = model.energy_cached(kern, cache, pos)  # (B, P, M)
-    log_z = importance_log_z(e_grid, grid, e_kern, kern, seq, pos, box, kernel_std, broad_std)
-    loss = (e_real + log_z).mean()
-    return loss, {"nll": loss.item(), "e_real": e_real.mean().item(), "log_z": log_z.mean().item()}
 
 
 def cd_loss_reference(
@@ -450,8 +451,8 @@ class Trainer:
 
     def next_batch(self) -> tuple:
         """The data of one update: sequences (B, N, 2) and their Langevin negatives (B, N, C, 2);
-        for the exact objective, sequences, this step's jittered grid (B, G, 2), its cell area and
-        the positions to average over (None: all)."""
+        for the exact objective, sequences, this step's jittered grid (B, G, 2), its cell area, the
+        positions to average over (None: all) and the kernel draws (None without kernel_points)."""
         c = self.config
         seq, init = self.sample_batch()
         if c.objective == "exact":
@@ -462,27 +463,24 @@ class Trainer:
             if 0 < c.exact_positions < c.context_len:
                 perm = torch.randperm(c.context_len, generator=self.generator)
                 pos = perm[: c.exact_positions].sort().values
+            kernel = None
             if c.kernel_points > 0:
                 pos = torch.arange(c.context_len) if pos is None else pos
                 seq_cpu = seq.cpu()
-                kern = torch.cat([
+                points = torch.cat([
                     proposal_points(seq_cpu[i : i + 1], pos, c.kernel_points, c.kernel_std, c.broad_std, g)
                     for i, g in enumerate(self._chain_generators)
                 ])
-                return seq, grid.to(seq.device), area, pos, kern.to(seq.device)
-            return seq, grid.to(seq.device), area, pos
+                kernel = KernelDraws(points.to(seq.device), c.box, c.kernel_std, c.broad_std)
+            return seq, grid.to(seq.device), area, pos, kernel
         with autocast(self.device, self.amp):
             return seq, sample_negatives(self.model, seq, init, self.config, self._chain_generators)
 
     def loss(self, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
         """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.mdn)."""
-        c = self.config
-        if c.objective == "exact" and len(batch) == 5:
-            seq, grid, _, pos, kern = batch
-            return exact_is_loss(self.model, seq, grid, kern, pos, c.box, c.kernel_std, c.broad_std)
-        if c.objective == "exact":
-            seq, grid, area, pos = batch
-            return exact_nll_loss(self.model, seq, grid, area, pos)
+        if self.config.objective == "exact":
+            seq, grid, area, pos, kernel = batch
+            return exact_nll_loss(self.model, seq, grid, area, pos, kernel)
         seq, negatives = batch
         return cd_loss(self.model, seq, negatives, self.config.alpha)
 

@@ -11,9 +11,9 @@ from lib_helpers import random_model
 from iclebm.evaluate import grid_points, model_log_z
 from iclebm.model import EnergyConfig
 from iclebm.training import (
+    KernelDraws,
     TrainConfig,
     Trainer,
-    exact_is_loss,
     exact_nll_loss,
     importance_log_z,
     jittered_grid,
@@ -163,10 +163,10 @@ def test_importance_loss_matches_brute_force_and_trains():
     g = torch.Generator().manual_seed(3)
     seq = 2 * torch.randn(2, 5, 2, generator=g, dtype=torch.float64)
     pos = torch.tensor([1, 4])
-    grid, _ = jittered_grid(BOX, 5, torch.rand(2, 2, generator=g, dtype=torch.float64))
+    grid, area = jittered_grid(BOX, 5, torch.rand(2, 2, generator=g, dtype=torch.float64))
     kern = torch.cat([proposal_points(seq[b : b + 1], pos, 6, 0.5, 3.0, g) for b in range(2)])
     kern[0, 0, 0] = torch.tensor([50.0, 0.0], dtype=torch.float64)  # outside the box: contributes 0
-    loss, _ = exact_is_loss(model, seq, grid, kern, pos, BOX, 0.5, 3.0)
+    loss, _ = exact_nll_loss(model, seq, grid, area, pos, KernelDraws(kern, BOX, 0.5, 3.0))
     terms = []
     for b in range(2):
         e_real = model.energies(seq[b : b + 1])[0]

@@ -119,8 +119,8 @@ def test_divergence_pauses_with_a_message_and_keeps_the_last_good_weights(monkey
         lt.step(1)
         lt.wait_idle(30)
         good = {k: v.clone() for k, v in lt.poll(with_model=True).model.state_dict().items()}
-        # the live default objective is the exact likelihood with importance points
-        loss_name = {"cd": "cd_loss", "exact": "exact_is_loss"}[lt.train_config.objective]
+        # the live default objective is the exact likelihood (with importance points)
+        loss_name = {"cd": "cd_loss", "exact": "exact_nll_loss"}[lt.train_config.objective]
         real = getattr(training, loss_name)
 
         def nan_loss(*args, **kwargs):  # type: ignore[no-untyped-def]
