@@ -460,7 +460,7 @@ def loss_figure(history: Sequence[dict], height: int = 320, max_points: int = 30
             color = {"loss": "#ff4b4b", "e_real": "#1f77b4", "e_neg": "#ff7f0e"}[key]
             fig.add_trace(go.Scatter(x=steps, y=vals[keep], mode="lines", name=key, opacity=0.3,
                                      line={"color": color, "width": 1}, showlegend=False), row=1, col=col)
-            fig.add_trace(go.Scatter(x=steps, y=np.asarray(ema(list(vals)))[keep], mode="lines",
+            fig.add_trace(go.Scatter(x=steps, y=ema(vals)[keep], mode="lines",
                                      name=f"{key} (smoothed)", line={"color": color, "width": 2.2}),
                           row=1, col=col)
     fig.update_xaxes(title_text="step")
