@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from iclebm.bayes import GibbsConfig, mixture_log_predictive_batch
+from iclebm.evaluation.bayes import GibbsConfig, mixture_log_predictive_batch
 from iclebm.tasks import MixturePrior
 
 PRIOR = MixturePrior()

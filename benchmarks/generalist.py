@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from iclebm.checkpoints import load_checkpoint  # noqa: E402
-from iclebm.evaluate import VAR_FLOOR, format_nll_table, in_context_nll, nll_curve_for_task  # noqa: E402
-from iclebm.presets import WIDE_PRIOR  # noqa: E402
-from iclebm.tasks import PROBE_FAMILIES, ConcentricRings, GaussianMixture  # noqa: E402
+from iclebm.checkpoints import load_checkpoint
+from iclebm.evaluation.density import VAR_FLOOR, format_nll_table, in_context_nll, nll_curve_for_task
+from iclebm.tasks import PROBE_FAMILIES, ConcentricRings, GaussianMixture
+from iclebm.training.presets import WIDE_PRIOR
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import iclebm
-from iclebm.inspector import grid_attention, grid_influence, inspect_query
+from iclebm.probes.inspector import grid_attention, grid_influence, inspect_query
 from iclebm.tasks import MixturePrior
 
 

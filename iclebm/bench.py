@@ -31,21 +31,25 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import DEFAULT_CHECKPOINT, box_of, load_checkpoint
-from .devices import compile_model, describe, synchronize
-from .evaluate import grid_points
-from .model import EnergyTransformer
-from .sampling import SamplerConfig, langevin, uniform_init
-from .tasks import MixturePrior, prior_from_card
-from .training import (
-    TrainConfig,
-    Trainer,
+from iclebm.card import box_of, prior_from_card
+from iclebm.checkpoints import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, load_checkpoint
+from iclebm.devices import compile_model, describe, synchronize
+from iclebm.dynamics.langevin import SamplerConfig, langevin, uniform_init
+from iclebm.dynamics.thinking import ThinkingConfig, predict
+from iclebm.grid import grid_points, y_axis
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.regression import column_energies
+from iclebm.objectives.cd import (
     cd_loss,
     cd_loss_reference,
     chain_init,
     sample_negatives,
     sample_negatives_reference,
 )
+from iclebm.tasks import MixturePrior
+from iclebm.training.config import TrainConfig
+from iclebm.training.presets import get_preset
+from iclebm.training.trainer import Trainer
 
 
 @dataclass
@@ -104,7 +108,6 @@ def get_model(checkpoint: str | Path | None = None) -> tuple[EnergyTransformer, 
     if checkpoint is not None or path.exists():
         model = load_checkpoint(path)
         return model, f"checkpoint {path.name} (step {model.card.get('training', {}).get('steps', '?')})"
-    from .presets import get_preset
 
     preset = get_preset("mog2d")
     torch.manual_seed(0)
@@ -451,9 +454,6 @@ def regression_bench(row: Callable[..., None], checks: list[str], repeats: int, 
                      checkpoint: str | Path | None = None) -> None:
     """(g) the Regression page's work on the shipped linear-regression model: the per-column
     p(y | x, D) heatmap and a thinking run (y_hat at 100 x after the card's default steps)."""
-    from .checkpoints import CHECKPOINT_DIR
-    from .regression import column_energies, y_axis
-    from .thinking import ThinkingConfig, predict
 
     path = Path(checkpoint) if checkpoint else CHECKPOINT_DIR / "linreg.safetensors"
     if not path.exists():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import struct
 import tempfile
@@ -31,9 +30,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import CheckpointError
-from .mdn import MixtureConfig, MixtureDensityTransformer
-from .model import EnergyConfig, EnergyTransformer
+from iclebm.errors import CheckpointError
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
+from iclebm.models.mixture import MixtureConfig, MixtureDensityTransformer
 
 CARD_KEY = "iclebm_card"
 FORMAT = "iclebm-checkpoint/1"
@@ -278,9 +277,3 @@ def list_checkpoints(folder: str | os.PathLike = CHECKPOINT_DIR) -> list[Path]:
     return sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".trainstate.safetensors"))
 
 
-def box_of(model: Model, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
-    box = model.card.get("box", default) if model.card else default
-    lo, hi = float(box[0]), float(box[1])
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        return default
-    return lo, hi

@@ -11,51 +11,47 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from .checkpoints import load_checkpoint, save_checkpoint
-from .devices import DEVICE_CHOICES, compile_model, describe, resolve_device
-from .distributed import DistInfo, any_true, barrier, check_batch_split, init_from_env, read_env, shutdown
-from .errors import IclebmError
-from .mdn import MixtureConfig, MixtureTrainer
-from .model import EnergyTransformer
-from .presets import PRESETS, get_preset
-from .tasks import is_regression
-from .training import OBJECTIVES, Trainer, make_trainer
-
-
-def _resume_path(out: Path) -> Path:
-    return out.with_name(out.stem + ".trainstate.safetensors")
-
-
-def save_train_state(trainer: Trainer, path: Path) -> None:
-    """Optimiser moments and RNG state as safetensors (no pickle), for --resume."""
-    tensors: dict[str, torch.Tensor] = {"generator": trainer.generator.get_state()}
-    opt = trainer.optimizer.state_dict()
-    for idx, st in opt["state"].items():
-        for key, val in st.items():
-            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(val).detach().clone()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"step_count": str(trainer.step_count)})
-    tmp.replace(path)
-
-
-def load_train_state(trainer: Trainer, path: Path) -> None:
-    from safetensors import safe_open
-
-    tensors = load_file(str(path))
-    with safe_open(str(path), "pt") as f:
-        step_count = int(f.metadata()["step_count"])
-    opt = trainer.optimizer.state_dict()
-    state: dict[int, dict] = {}
-    for name, val in tensors.items():
-        if name.startswith("opt."):
-            _, idx, key = name.split(".", 2)
-            state.setdefault(int(idx), {})[key] = val
-    opt["state"] = state
-    trainer.optimizer.load_state_dict(opt)
-    trainer.generator.set_state(tensors["generator"])
-    trainer.step_count = step_count
+from iclebm.bench import run_bench
+from iclebm.card import box_of, is_regression
+from iclebm.checkpoints import load_checkpoint, save_checkpoint
+from iclebm.devices import DEVICE_CHOICES, compile_model, describe, resolve_device
+from iclebm.errors import IclebmError
+from iclebm.evaluation.calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
+from iclebm.evaluation.compare import QUICK, compare, format_compare
+from iclebm.evaluation.density import format_nll_table, guidance_fraction, in_context_nll
+from iclebm.evaluation.icl_curve import run_training_curves
+from iclebm.evaluation.regression import (
+    format_regression_tables,
+    regression_table,
+    thinking_curve,
+    tune_thinking,
+)
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.mixture import MixtureConfig
+from iclebm.objectives import OBJECTIVES
+from iclebm.probes.ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
+from iclebm.probes.inspector import (
+    check_in_box,
+    format_attention_tables,
+    format_influence_table,
+    inspect_query,
+    parse_points,
+    parse_query,
+)
+from iclebm.tasks import MixturePrior
+from iclebm.training.distributed import (
+    DistInfo,
+    any_true,
+    barrier,
+    check_batch_split,
+    init_from_env,
+    read_env,
+    shutdown,
+)
+from iclebm.training.presets import PRESETS, get_preset
+from iclebm.training.resume import _resume_path, load_train_state, save_train_state
+from iclebm.training.trainer import MixtureTrainer, Trainer, make_trainer
 
 
 def _launch_command(argv: list[str], info: DistInfo) -> str:
@@ -196,7 +192,6 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import format_nll_table, in_context_nll
 
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint).to(device)
@@ -216,7 +211,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> int:
     """Regression checkpoint: (optionally tune the thinking step size,) NLL/MSE tables, thinking curve."""
-    from .regression_eval import format_regression_tables, regression_table, thinking_curve, tune_thinking
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -248,8 +242,6 @@ def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit per-length temperatures, pick the default sampler, evaluate, write the checkpoint."""
-    from .calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
-    from .evaluate import format_nll_table, guidance_fraction, in_context_nll
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -287,10 +279,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_bench
 
     if args.training_curve:
-        from .icl_curve import run_training_curves
 
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -304,15 +294,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Per-layer, per-head attention of one query over a context, and leave-one-out influence."""
-    from .checkpoints import box_of
-    from .inspector import (
-        check_in_box,
-        format_attention_tables,
-        format_influence_table,
-        inspect_query,
-        parse_points,
-        parse_query,
-    )
 
     points = parse_points(args.points)
     query = parse_query(args.query)
@@ -335,9 +316,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """NLL vs n of several checkpoints, Bayes and baselines, on the training prior and out-of-family data."""
-    from .checkpoints import box_of
-    from .compare import QUICK, compare, format_compare
-    from .tasks import MixturePrior
 
     paths = args.checkpoints or [p for p in ("checkpoints/mog2d.safetensors", "checkpoints/mdn2d.safetensors")
                                  if Path(p).exists()]
@@ -371,9 +349,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_ctx2weights(args: argparse.Namespace) -> int:
     """In context vs in weights on one drawn task: distances and NLLs at each snapshot k."""
-    from .checkpoints import box_of
-    from .ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
-    from .tasks import MixturePrior
 
     if args.threads:
         torch.set_num_threads(args.threads)

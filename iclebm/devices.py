@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from .errors import IclebmError
+from iclebm.errors import IclebmError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

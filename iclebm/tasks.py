@@ -447,26 +447,7 @@ REGRESSION_FAMILIES = {"linear": LinearPrior, "sinusoid": SinusoidPrior}
 DENSITY_FAMILIES = ("gaussian_mixture",)
 
 
-def task_family(task: dict | None) -> str:
-    """The family named by a card's "task" entry (old cards without one are Gaussian mixtures)."""
-    if not task:
-        return "gaussian_mixture"
-    return str(task.get("family", "gaussian_mixture"))
 
 
-def is_regression(task: dict | None) -> bool:
-    return task_family(task) in REGRESSION_FAMILIES
 
 
-def prior_from_card(task: dict | None) -> MixturePrior | LinearPrior | SinusoidPrior:
-    """The single entry point that rebuilds a task prior from a card's "task" entry."""
-    family = task_family(task)
-    if family == "gaussian_mixture":
-        return MixturePrior.from_card(task or {})
-    if family in REGRESSION_FAMILIES:
-        try:
-            return REGRESSION_FAMILIES[family].from_card(task or {})
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"invalid {family} task prior in the card: {e}") from None
-    known = sorted([*DENSITY_FAMILIES, *REGRESSION_FAMILIES])
-    raise ValueError(f"unknown task family {family!r}; known families: {known}")

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from iclebm.model import EnergyConfig, EnergyTransformer
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
 
 
 def random_model(

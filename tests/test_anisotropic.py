@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from iclebm.evaluate import _anisotropic_prior_predictive, grid_points, prior_predictive_log_prob
+from iclebm.evaluation.density import _anisotropic_prior_predictive, prior_predictive_log_prob
+from iclebm.grid import grid_points
 from iclebm.tasks import GaussianMixture, MixturePrior
 
 WIDE = MixturePrior(n_components=(1, 6), mean_std=3.0, component_std=(0.2, 1.5), aspect_ratio=(1.0, 4.0))

@@ -12,7 +12,7 @@ import pytest
 from test_app import _app, _ok, _open, ckpt_dir  # noqa: F401 - ckpt_dir is a fixture
 from test_mdn_app import mdn_dir  # noqa: F401 - a fixture
 
-from iclebm import ctx2weights
+from iclebm.probes import ctx2weights
 
 PTS = [(1.0, 2.0), (3.0, 1.0), (-2.0, 0.5), (0.5, -1.5)]
 

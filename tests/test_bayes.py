@@ -10,9 +10,10 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from iclebm import bayes
-from iclebm.bayes import GibbsConfig, mixture_log_predictive, mixture_log_predictive_batch
-from iclebm.evaluate import grid_points, prior_predictive_log_prob
+from iclebm.evaluation import bayes
+from iclebm.evaluation.bayes import GibbsConfig, mixture_log_predictive, mixture_log_predictive_batch
+from iclebm.evaluation.density import prior_predictive_log_prob
+from iclebm.grid import grid_points
 from iclebm.tasks import MixturePrior
 
 PRIOR = MixturePrior()  # the shipped model's training prior: K = 3, mean_std 3, std U(0.33, 0.5)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
+from conftest import skip_or_fail
 from iclebm.ui.app_server import app_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.browser
 
 def _skip(reason: str) -> None:
     print(f"\nSKIPPING browser tests: {reason}", file=sys.stderr)
-    pytest.skip(reason)
+    skip_or_fail(reason)  # fails instead when CI=true
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from lib_helpers import naive_energy, random_model, zero_head_model
 
-from iclebm.calibration import fit_length_scales
-from iclebm.model import EnergyConfig
+from iclebm.evaluation.calibration import fit_length_scales
+from iclebm.models.energy import EnergyConfig
 from iclebm.tasks import MixturePrior
 
 

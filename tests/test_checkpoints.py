@@ -12,8 +12,8 @@ from lib_helpers import random_model
 from safetensors.torch import save as st_save
 
 from iclebm import CheckpointError, checkpoints
+from iclebm.card import box_of
 from iclebm.checkpoints import (
-    box_of,
     card_path,
     checkpoint_bytes,
     list_checkpoints,
@@ -22,7 +22,7 @@ from iclebm.checkpoints import (
     read_card,
     save_checkpoint,
 )
-from iclebm.model import EnergyConfig, EnergyTransformer
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
 
 CARD = {
     "name": "tiny",

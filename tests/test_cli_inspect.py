@@ -10,7 +10,7 @@ import pytest
 
 import iclebm
 from iclebm.cli import main
-from iclebm.inspector import inspect_query
+from iclebm.probes.inspector import inspect_query
 
 ROOT = Path(__file__).resolve().parents[1]
 

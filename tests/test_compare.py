@@ -10,8 +10,8 @@ import torch
 from lib_helpers import random_model
 
 from iclebm.cli import main
-from iclebm.compare import compare, families, format_compare
-from iclebm.evaluate import grid_points
+from iclebm.evaluation.compare import compare, families, format_compare
+from iclebm.grid import grid_points
 from iclebm.tasks import MixturePrior
 
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from lib_helpers import random_model
 
-from iclebm import ctx2weights
-from iclebm.ctx2weights import (
+from iclebm.grid import grid_points
+from iclebm.probes import ctx2weights
+from iclebm.probes.ctx2weights import (
     FineTuneConfig,
-    FineTuneJob,
     Reference,
     Snapshot,
     distances,
@@ -22,7 +22,7 @@ from iclebm.ctx2weights import (
     in_context_reference,
     symmetric_kl,
 )
-from iclebm.evaluate import grid_points
+from iclebm.ui.jobs.finetune import FineTuneJob
 
 BOX = (-6.0, 6.0)
 

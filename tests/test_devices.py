@@ -16,10 +16,17 @@ from safetensors.torch import load_file
 
 from iclebm.cli import main
 from iclebm.devices import DeviceError, check_amp, resolve_device
-from iclebm.distributed import DistInfo, DistributedError, check_batch_split, init_from_env, read_env
-from iclebm.model import EnergyConfig, EnergyTransformer
-from iclebm.sampling import langevin
-from iclebm.training import TrainConfig, Trainer, task_seed
+from iclebm.dynamics.langevin import langevin
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
+from iclebm.training.config import TrainConfig, task_seed
+from iclebm.training.distributed import (
+    DistInfo,
+    DistributedError,
+    check_batch_split,
+    init_from_env,
+    read_env,
+)
+from iclebm.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--preset", "small", "--threads", "1", "--quiet", "--save-every", "1e9"]

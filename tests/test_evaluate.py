@@ -12,15 +12,15 @@ from lib_helpers import random_model, zero_head_model
 from scipy import integrate, stats
 from scipy.special import erf
 
-from iclebm.calibration import calibrate_temperature
-from iclebm.evaluate import (
+from iclebm.dynamics.langevin import SamplerConfig
+from iclebm.evaluation.calibration import calibrate_temperature
+from iclebm.evaluation.density import (
     BASELINES,
     FALLBACK_BANDWIDTH,
     baseline_log_probs,
     fit_gmm,
     format_nll_table,
     gaussian_log_prob,
-    grid_points,
     guidance_fraction,
     in_context_nll,
     kde_scipy_log_prob,
@@ -31,7 +31,7 @@ from iclebm.evaluate import (
     prior_predictive_log_prob,
     scott_bandwidth,
 )
-from iclebm.sampling import SamplerConfig
+from iclebm.grid import grid_points
 from iclebm.tasks import PROBE_FAMILIES, MixturePrior
 
 PRIOR = MixturePrior()

@@ -8,18 +8,18 @@ import pytest
 import torch
 from lib_helpers import random_model
 
-from iclebm.evaluate import grid_points, model_log_z
-from iclebm.model import EnergyConfig
-from iclebm.training import (
+from iclebm.evaluation.density import model_log_z
+from iclebm.grid import grid_points, jittered_grid
+from iclebm.models.energy import EnergyConfig
+from iclebm.objectives.exact import (
     KernelDraws,
-    TrainConfig,
-    Trainer,
     exact_nll_loss,
     importance_log_z,
-    jittered_grid,
     kernel_log_density,
     proposal_points,
 )
+from iclebm.training.config import TrainConfig
+from iclebm.training.trainer import Trainer
 
 BOX = (-6.0, 6.0)
 

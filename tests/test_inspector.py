@@ -10,7 +10,7 @@ import torch
 from lib_helpers import random_model
 
 from iclebm import ContextTooLongError
-from iclebm.inspector import (
+from iclebm.probes.inspector import (
     check_in_box,
     dominant_point,
     format_attention_tables,
@@ -156,7 +156,7 @@ def test_grid_maps_equal_pointwise_calls():
     infl = grid_influence(model, pts, box, r)
     assert att.shape == (2, 2, r, r, 6) and infl.shape == (r, r, 5)
     # cell (row 2 = y, column 5 = x)
-    from iclebm.evaluate import grid_axis
+    from iclebm.grid import grid_axis
 
     xs = grid_axis(box, r)
     insp = inspect_query(model, pts, (xs[5], xs[2]))
@@ -188,7 +188,7 @@ def test_parse_points_and_query():
 
 
 def test_inspector_refuses_a_model_without_query_attention():
-    from iclebm.mdn import MixtureConfig, MixtureDensityTransformer
+    from iclebm.models.mixture import MixtureConfig, MixtureDensityTransformer
 
     mdn = MixtureDensityTransformer(MixtureConfig(n_layer=1, n_head=2, d_model=16, n_components=2))
     with pytest.raises(ValueError, match="needs an energy transformer"):

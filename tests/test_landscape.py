@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from iclebm import landscape as L
 from iclebm.errors import ContextTooLongError
-from iclebm.evaluate import cell_area
-from iclebm.model import EnergyConfig, EnergyTransformer
+from iclebm.grid import cell_area
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
+from iclebm.probes import landscape as L
 from iclebm.tasks import PROBE_FAMILIES
 
 BOX = (-12.0, 12.0)

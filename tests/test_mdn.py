@@ -10,13 +10,16 @@ from lib_helpers import naive_energy as naive
 
 from iclebm import CheckpointError, ContextTooLongError
 from iclebm.checkpoints import load_checkpoint, load_checkpoint_bytes, save_checkpoint
-from iclebm.evaluate import grid_points, in_context_nll
-from iclebm.landscape import compute_landscape
-from iclebm.mdn import MixtureConfig, MixtureDensityTransformer, MixtureTrainer, nll_loss
-from iclebm.model import EnergyTransformer
-from iclebm.sampling import langevin
+from iclebm.dynamics.langevin import langevin
+from iclebm.evaluation.density import in_context_nll
+from iclebm.grid import grid_points
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.mixture import MixtureConfig, MixtureDensityTransformer
+from iclebm.objectives.mixture import nll_loss
+from iclebm.probes.landscape import compute_landscape
 from iclebm.tasks import MixturePrior
-from iclebm.training import TrainConfig
+from iclebm.training.config import TrainConfig
+from iclebm.training.trainer import MixtureTrainer
 
 TOL = 1e-9
 TINY = {"n_layer": 2, "n_head": 2, "d_model": 16, "mlp_ratio": 2, "max_context": 16, "n_components": 3}

@@ -11,7 +11,7 @@ from test_app import _app, _ok, _open
 from test_mdn import random_mdn
 
 from iclebm.checkpoints import DEFAULT_CHECKPOINT, save_checkpoint
-from iclebm.mdn import MixtureDensityTransformer
+from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.tasks import MixturePrior
 
 

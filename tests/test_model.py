@@ -10,7 +10,7 @@ from lib_helpers import naive_energy as naive
 from lib_helpers import random_model
 
 from iclebm import ContextTooLongError
-from iclebm.model import EnergyConfig
+from iclebm.models.energy import EnergyConfig
 
 TOL = 1e-9
 

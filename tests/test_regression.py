@@ -9,16 +9,9 @@ import pytest
 import torch
 from lib_helpers import naive_energy, random_model
 
-from iclebm.model import EnergyConfig
-from iclebm.regression import (
-    RegressionTrainer,
-    conditional_log_density,
-    conditional_nll,
-    exact_nll_loss,
-    y_axis,
-    y_negatives,
-)
-from iclebm.regression_eval import (
+from iclebm.card import is_regression, prior_from_card
+from iclebm.dynamics.thinking import ThinkingConfig, minimise, predict
+from iclebm.evaluation.regression import (
     bayes_predictive,
     format_regression_tables,
     linear_posterior,
@@ -30,9 +23,14 @@ from iclebm.regression_eval import (
     sinusoid_posterior,
     thinking_curve,
 )
-from iclebm.tasks import LinearPrior, MixturePrior, SinusoidPrior, is_regression, prior_from_card
-from iclebm.thinking import ThinkingConfig, minimise, predict
-from iclebm.training import TrainConfig, make_trainer
+from iclebm.grid import y_axis
+from iclebm.models.energy import EnergyConfig
+from iclebm.models.regression import conditional_log_density, conditional_nll
+from iclebm.objectives.regression import regression_nll_loss as exact_nll_loss
+from iclebm.objectives.regression import y_negatives
+from iclebm.tasks import LinearPrior, MixturePrior, SinusoidPrior
+from iclebm.training.config import TrainConfig
+from iclebm.training.trainer import RegressionTrainer, make_trainer
 
 BOX = (-8.0, 8.0)
 LIN = LinearPrior(x_range=(-4.0, 4.0), w_std=0.5, b_std=1.0, noise_std=0.5)
@@ -214,7 +212,7 @@ def test_predict_on_a_quadratic_model_and_multiple_starts():
     g = torch.Generator().manual_seed(0)
     y1 = predict(model, x, ctx, steps=0, step_size=0.1, starts=8, start="context_mean", generator=g)
     g = torch.Generator().manual_seed(0)
-    from iclebm.thinking import start_values
+    from iclebm.dynamics.thinking import start_values
 
     cands = start_values("context_mean", ctx, 4, 8, BOX, g)
     torch.testing.assert_close(y1, cands.gather(-1, cands.abs().argmin(-1, keepdim=True))[..., 0])

@@ -12,9 +12,9 @@ from streamlit.testing.v1 import AppTest
 from test_app import APP, TIMEOUT, _ok, _open
 
 from iclebm.checkpoints import DEFAULT_CHECKPOINT, save_checkpoint
-from iclebm.regression_eval import regression_table, thinking_curve
+from iclebm.dynamics.thinking import ThinkingConfig
+from iclebm.evaluation.regression import regression_table, thinking_curve
 from iclebm.tasks import LinearPrior
-from iclebm.thinking import ThinkingConfig
 from iclebm.ui.regression_state import RegState, decode_reg, draw_task, encode_reg
 
 BOX = (-10.0, 10.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from lib_helpers import random_model, zero_head_model
 
-from iclebm.sampling import SamplerConfig, clip_norm, langevin, langevin_cached, uniform_init
+from iclebm.dynamics.langevin import SamplerConfig, clip_norm, langevin, langevin_cached, uniform_init
 
 
 def test_zero_head_model_is_the_quadratic_base():

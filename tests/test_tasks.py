@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from iclebm.evaluate import grid_points
+from iclebm.grid import grid_points
 from iclebm.tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
 
 

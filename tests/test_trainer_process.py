@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from iclebm.model import EnergyConfig, EnergyTransformer
-from iclebm.training import Trainer
-from iclebm.ui.live_training import make_configs
-from iclebm.ui.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
+from iclebm.training.trainer import Trainer
+from iclebm.ui.jobs.live_settings import make_configs
+from iclebm.ui.jobs.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 
 TINY = {"n_layer": 1, "d_model": 8, "batch_size": 2, "context_len": 4, "chains": 1, "langevin_steps": 2}
 START = 120.0  # seconds allowed for a spawned child to import torch on a loaded machine
@@ -219,7 +219,7 @@ def test_icl_curve_of_the_current_weights() -> None:
         assert c["ns"] == [0, 1, 2, 4, 8, 16, 32] and len(c["curves"][-1][1]) == len(c["ns"])
         assert c["prior_predictive"] > c["oracle"]
         # The child's numbers equal the page-side computation on the same weights and tasks.
-        from iclebm.icl_curve import ValidationSet
+        from iclebm.evaluation.icl_curve import ValidationSet
         from iclebm.tasks import MixturePrior
 
         cfg = t.train_config
@@ -237,7 +237,7 @@ def test_curves_come_less_often_when_they_are_slow() -> None:
     """With several trainers per core a curve takes longer; its share of the trainer's time stays capped."""
     from types import SimpleNamespace
 
-    from iclebm.ui.trainer_process import _Child
+    from iclebm.ui.jobs.trainer_process import _Child
 
     cfg = PoolConfig(curve_every=4.0, curve_share=0.2)
     assert _Child.curve_interval(SimpleNamespace(cfg=cfg, curve_seconds=0.3)) == 4.0

@@ -10,19 +10,20 @@ import pytest
 import torch
 from lib_helpers import random_model
 
-from iclebm import TrainingDivergedError, training
-from iclebm.evaluate import in_context_nll
-from iclebm.model import EnergyConfig, EnergyTransformer
-from iclebm.tasks import MixturePrior
-from iclebm.training import (
-    TrainConfig,
-    Trainer,
+from iclebm import TrainingDivergedError
+from iclebm.evaluation.density import in_context_nll
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
+from iclebm.objectives.cd import (
     cd_loss,
     cd_loss_reference,
     chain_init,
     sample_negatives,
     sample_negatives_reference,
 )
+from iclebm.tasks import MixturePrior
+from iclebm.training import trainer as training
+from iclebm.training.config import TrainConfig
+from iclebm.training.trainer import Trainer
 
 TINY_MODEL = EnergyConfig(n_layer=1, n_head=2, d_model=8, mlp_ratio=2, max_context=16)
 

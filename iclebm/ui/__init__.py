@@ -26,7 +26,7 @@ Give every widget a key prefixed by the page (e.g. "ins_") and `persist_state="s
 so its value survives a visit to another page.
 """
 
-from .models import AppContext
-from .navigation import Page, navigation, run, setup_session
+from iclebm.ui.models import AppContext
+from iclebm.ui.navigation import Page, navigation, run, setup_session
 
 __all__ = ["AppContext", "Page", "navigation", "run", "setup_session"]

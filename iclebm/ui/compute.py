@@ -1,6 +1,6 @@
 """Memoised library calls for the pages, keyed by (model key, context, settings).
 
-The numbers come from `iclebm.landscape`; this module only caches them, so a widget that
+The numbers come from `iclebm.probes.landscape`; this module only caches them, so a widget that
 does not touch a landscape never recomputes it. `model_key` (from `AppContext`) stands for
 the weights: the model itself is not hashed (leading underscore).
 """
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from .. import landscape as L
-from ..model import EnergyTransformer
+from iclebm.models.energy import EnergyTransformer
+from iclebm.probes import landscape as L
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

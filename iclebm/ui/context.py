@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from .. import landscape as L
-from ..tasks import GaussianMixture
-from . import compute
-from .point_editor import PointEditor
+from iclebm.probes import landscape as L
+from iclebm.tasks import GaussianMixture
+from iclebm.ui import compute
+from iclebm.ui.point_editor import PointEditor
 
 # The Density page edits the shared context through these keys (its widgets included).
 POINTS = PointEditor(

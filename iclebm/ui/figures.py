@@ -1,7 +1,7 @@
 """Plotly figure builders for the explorer: arrays in, figures out (no torch, no Streamlit).
 
 Conventions: a square box (lo, hi) shared by both axes; grids are (R, R) arrays with
-rows = y and columns = x (cell centres `xs`), as produced by `iclebm.landscape`.
+rows = y and columns = x (cell centres `xs`), as produced by `iclebm.probes.landscape`.
 Heatmaps use Viridis with bright = likely: density as is, energy reversed (low energy
 bright), so both views read the same way.
 """

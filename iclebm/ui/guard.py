@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
-from ..errors import IclebmError
+from iclebm.errors import IclebmError
 
 
 @contextmanager

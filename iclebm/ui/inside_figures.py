@@ -12,7 +12,7 @@ import plotly.colors as pcolors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .figures import CONTEXT_COLOR, LOG_DENSITY_SPAN, _square_axes, landscape_figure
+from iclebm.ui.figures import CONTEXT_COLOR, LOG_DENSITY_SPAN, _square_axes, landscape_figure
 
 Box = tuple[float, float]
 

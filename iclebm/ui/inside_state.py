@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ctx2weights import BOUNDS, OBJECTIVES
-from . import state as S
+from iclebm.probes.ctx2weights import BOUNDS, OBJECTIVES
+from iclebm.ui import state as S
 
 MODES = ("query", "attention", "influence")
 LR_CHOICES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)

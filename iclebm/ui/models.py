@@ -14,9 +14,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..checkpoints import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, box_of, list_checkpoints, load_checkpoint
-from ..errors import CheckpointError
-from ..model import EnergyTransformer
+from iclebm.card import box_of
+from iclebm.checkpoints import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, list_checkpoints, load_checkpoint
+from iclebm.errors import CheckpointError
+from iclebm.models.energy import EnergyTransformer
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from types import ModuleType
 import streamlit as st
 import torch
 
-from .context import init_context
-from .guard import guarded, last_resort, show_flash
-from .models import AppContext
-from .sidebar import missing_model_page
+from iclebm.ui.context import init_context
+from iclebm.ui.guard import guarded, last_resort, show_flash
+from iclebm.ui.models import AppContext
+from iclebm.ui.sidebar import missing_model_page
 
 _CTX_KEY = "_app_context"
 

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from . import state as S
-from .canvas import new_clicks
-from .guard import flash
+from iclebm.ui import state as S
+from iclebm.ui.canvas import new_clicks
+from iclebm.ui.guard import flash
 
 EDIT_KINDS = ("edited_rows", "added_rows", "deleted_rows")
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import (
+from iclebm.ui.figures import (
     METHOD_COLORS,
     _colorscale,
     _square_axes,

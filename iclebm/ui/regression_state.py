@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..tasks import REGRESSION_FAMILIES, RegressionTask, prior_from_card
-from .state import _choice, _first, _flag, decode_points, encode_points, parse_number
+from iclebm.card import prior_from_card
+from iclebm.tasks import REGRESSION_FAMILIES, RegressionTask
+from iclebm.ui.state import _choice, _first, _flag, decode_points, encode_points, parse_number
 
 Point = tuple[float, float]
 Box = tuple[float, float]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..checkpoints import integrity_note, load_checkpoint_bytes
-from ..errors import CheckpointError
-from ..mdn import MixtureDensityTransformer
-from ..model import EnergyTransformer
-from . import share
-from .guard import flash, guarded
-from .models import (
+from iclebm.checkpoints import integrity_note, load_checkpoint_bytes
+from iclebm.errors import CheckpointError
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.mixture import MixtureDensityTransformer
+from iclebm.ui import share
+from iclebm.ui.guard import flash, guarded
+from iclebm.ui.models import (
     AppContext,
     add_session_model,
     checkpoint_dir,

@@ -324,7 +324,7 @@ def decode_share(
 # ---- the Train page's settings in a link ------------------------------------------------------
 
 TRAIN_MODES = ("scratch", "finetune")
-# setting -> URL key; the values are the Train page's form (see iclebm.ui.live_training.BOUNDS).
+# setting -> URL key; the values are the Train page's form (see iclebm.ui.jobs.live_settings.BOUNDS).
 TRAIN_URL_KEYS = {"lr": "lr", "batch_size": "batch", "chains": "chains", "langevin_steps": "lsteps",
                   "step_size": "lstep", "noise_std": "lnoise", "n_layer": "layers", "d_model": "d"}
 TRAIN_INTS = frozenset({"batch_size", "chains", "langevin_steps", "n_layer", "d_model"})

@@ -18,20 +18,21 @@ import numpy as np
 import streamlit as st
 import torch
 
-from ... import landscape as L
-from ...bayes import predictive_grid
-from ...evaluate import nll_curve_for_task
-from ...mdn import MixtureDensityTransformer
-from ...model import EnergyTransformer
-from ...sampling import SamplerConfig
-from ...tasks import PROBE_FAMILIES, MixturePrior, is_regression, task_family
-from .. import compute, share
-from .. import figures as P
-from .. import state as S
-from ..canvas import figure_payload, plotly_canvas
-from ..context import POINTS, current_mixture, set_points, true_density_grid
-from ..guard import flash, guarded, show_flash
-from ..models import AppContext
+from iclebm.card import is_regression, task_family
+from iclebm.dynamics.langevin import SamplerConfig
+from iclebm.evaluation.bayes import predictive_grid
+from iclebm.evaluation.density import nll_curve_for_task
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.mixture import MixtureDensityTransformer
+from iclebm.probes import landscape as L
+from iclebm.tasks import PROBE_FAMILIES, MixturePrior
+from iclebm.ui import compute, share
+from iclebm.ui import figures as P
+from iclebm.ui import state as S
+from iclebm.ui.canvas import figure_payload, plotly_canvas
+from iclebm.ui.context import POINTS, current_mixture, set_points, true_density_grid
+from iclebm.ui.guard import flash, guarded, show_flash
+from iclebm.ui.models import AppContext
 
 PAGE = "density"
 FEED_TICK_S = 0.8
@@ -157,7 +158,7 @@ def view_controls() -> None:
                  format_func=lambda r: f"{r}×{r}")
     c7.toggle("Bayes-optimal", key="show_bayes", persist_state=KEEP,
               help="Dotted cyan contours: the Bayes posterior predictive p(x | context) under the model's "
-                   "training prior, the best any in-context learner trained on it can do (iclebm.bayes).")
+                   "training prior, the best any in-context learner trained on it can do.")
 
 
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:

@@ -14,18 +14,18 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from ... import ctx2weights as C
-from ... import inspector as I
-from ...model import EnergyTransformer
-from ...tasks import is_regression
-from .. import compute, share
-from .. import inside_figures as F
-from .. import inside_state as IS
-from .. import state as S
-from ..canvas import new_clicks, plotly_canvas
-from ..context import current_mixture, set_points
-from ..guard import flash, guarded, show_flash
-from ..models import AppContext
+from iclebm.card import is_regression
+from iclebm.models.energy import EnergyTransformer
+from iclebm.probes import ctx2weights as C
+from iclebm.probes import inspector as I
+from iclebm.ui import compute, share
+from iclebm.ui import inside_figures as F
+from iclebm.ui import inside_state as IS
+from iclebm.ui import state as S
+from iclebm.ui.canvas import new_clicks, plotly_canvas
+from iclebm.ui.context import current_mixture, set_points
+from iclebm.ui.guard import flash, guarded, show_flash
+from iclebm.ui.models import AppContext
 
 PAGE = "inside"
 CANVAS_KEY = "inside_canvas"

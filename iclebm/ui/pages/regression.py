@@ -18,20 +18,21 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ...checkpoints import read_card
-from ...errors import CheckpointError
-from ...model import EnergyTransformer
-from ...regression import compute_regression_view
-from ...regression_eval import linear_predictive, ols_predict, sinusoid_posterior
-from ...tasks import LinearPrior, SinusoidPrior, is_regression, prior_from_card, task_family
-from ...thinking import ThinkingConfig
-from .. import share
-from ..canvas import plotly_canvas
-from ..guard import flash, guarded, show_flash
-from ..models import AppContext, file_options, make_context, option_label, resolve_model
-from ..point_editor import PointEditor
-from ..regression_figures import method_curves_figure, regression_figure, thinking_curve_figure
-from ..regression_state import MAX_STEPS, REG_VIEWS, RegState, decode_reg, draw_task, encode_reg
+from iclebm.card import is_regression, prior_from_card, task_family
+from iclebm.checkpoints import read_card
+from iclebm.dynamics.thinking import ThinkingConfig
+from iclebm.errors import CheckpointError
+from iclebm.evaluation.regression import linear_predictive, ols_predict, sinusoid_posterior
+from iclebm.models.energy import EnergyTransformer
+from iclebm.probes.regression_view import compute_regression_view
+from iclebm.tasks import LinearPrior, SinusoidPrior
+from iclebm.ui import share
+from iclebm.ui.canvas import plotly_canvas
+from iclebm.ui.guard import flash, guarded, show_flash
+from iclebm.ui.models import AppContext, file_options, make_context, option_label, resolve_model
+from iclebm.ui.point_editor import PointEditor
+from iclebm.ui.regression_figures import method_curves_figure, regression_figure, thinking_curve_figure
+from iclebm.ui.regression_state import MAX_STEPS, REG_VIEWS, RegState, decode_reg, draw_task, encode_reg
 
 PAGE = "regression"
 FEED_TICK_S = 0.8

@@ -1,5 +1,5 @@
 """Train: train a small model live, or fine-tune a copy of the selected one, in a trainer
-process of this browser session (`iclebm.ui.trainer_process`: niced, capped, never blocking
+process of this browser session (`iclebm.ui.jobs.trainer_process`: niced, capped, never blocking
 the page); watch the loss, the ICL curve of the current weights (with its history) and the
 film strip on the current context; switch every page to the result, save it to
 checkpoints/ or download it. Below: the checkpoints on disk.
@@ -19,18 +19,25 @@ import time
 import numpy as np
 import streamlit as st
 
-from ... import landscape as L
-from ...checkpoints import checkpoint_bytes, read_card, save_checkpoint
-from ...errors import CheckpointError
-from ...model import EnergyTransformer
-from ...tasks import is_regression
-from .. import compute, share
-from .. import figures as P
-from .. import state as S
-from ..guard import flash, guarded, show_flash
-from ..live_training import BOUNDS, FAST_DEFAULTS
-from ..models import AppContext, add_session_model, checkpoint_dir, default_path, file_options, switch_model
-from ..trainer_process import PoolConfig, ProcessTrainer, TrainerPool
+from iclebm.card import is_regression
+from iclebm.checkpoints import checkpoint_bytes, read_card, save_checkpoint
+from iclebm.errors import CheckpointError
+from iclebm.models.energy import EnergyTransformer
+from iclebm.probes import landscape as L
+from iclebm.ui import compute, share
+from iclebm.ui import figures as P
+from iclebm.ui import state as S
+from iclebm.ui.guard import flash, guarded, show_flash
+from iclebm.ui.jobs.live_settings import BOUNDS, FAST_DEFAULTS
+from iclebm.ui.jobs.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
+from iclebm.ui.models import (
+    AppContext,
+    add_session_model,
+    checkpoint_dir,
+    default_path,
+    file_options,
+    switch_model,
+)
 
 PAGE = "train"
 TRAIN_REFRESH_S = 3.0  # the live view's refresh; each costs app CPU in every training session

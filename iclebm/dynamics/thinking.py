@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .model import EnergyTransformer
+from iclebm.card import box_of
+from iclebm.models.energy import EnergyTransformer
 
 STARTS = ("zero", "context_mean")
 
@@ -133,7 +134,6 @@ def predict(
     box's y-range (uniform draws with a generator); the candidate of lowest final energy is kept.
     Returns y_hat (B, M), or with return_trajectory the prediction after every step k (the
     lowest-energy candidate at step k, equal to predict with steps=k), (steps + 1, B, M)."""
-    from .checkpoints import box_of
 
     cfg = ThinkingConfig.from_dict((model.card or {}).get("thinking"))
     steps = cfg.steps if steps is None else int(steps)

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from .model import ContextCache, EnergyTransformer
+from iclebm.models.backbone import ContextCache
+from iclebm.models.energy import EnergyTransformer
 
 
 @dataclass
@@ -158,3 +159,28 @@ def uniform_init(n: int, box: tuple[float, float], generator: torch.Generator | 
     shape = (n, 2) if batch is None else (batch, n, 2)
     lo, hi = box
     return lo + (hi - lo) * torch.rand(shape, generator=generator)
+
+
+def langevin_y(
+    model: EnergyTransformer, cache: ContextCache, x: torch.Tensor, y: torch.Tensor, steps: int,
+    step_size: float, noise_std: float, grad_clip: float | None, lengths: torch.Tensor | None,
+    y_box: tuple[float, float], generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Langevin on y with x held fixed: x, y (B, P, C) -> y (B, P, C).
+
+    y <- y - step_size * clip(dE/dy) + noise_std * eps, clamped to y_box; group p sees the
+    context prefix lengths[p]."""
+    cache = cache.detach()
+    x = x.detach().to(model.dtype)
+    y = y.detach().to(model.dtype).clone()
+    with torch.enable_grad():
+        for _ in range(int(steps)):
+            y.requires_grad_(True)
+            e = model.energy_cached(torch.stack([x, y], -1), cache, lengths)
+            (g,) = torch.autograd.grad(e.sum(), y)
+            with torch.no_grad():
+                if grad_clip is not None:
+                    g = g.clamp(-grad_clip, grad_clip)
+                noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+                y = (y - step_size * g + noise_std * noise).clamp(*y_box)
+    return y.detach()

@@ -39,15 +39,15 @@ from typing import Any
 
 import torch
 
-from ..checkpoints import checkpoint_bytes, load_checkpoint_bytes
-from ..errors import TrainingDivergedError
-from ..icl_curve import CURVE_NS, ValidationSet
-from ..mdn import MixtureDensityTransformer, MixtureTrainer
-from ..model import EnergyTransformer
-from ..presets import get_preset
-from ..tasks import MixturePrior
-from ..training import Trainer
-from .live_training import LIVE_PRESET, MODES, Snapshot, make_configs
+from iclebm.checkpoints import checkpoint_bytes, load_checkpoint_bytes
+from iclebm.errors import TrainingDivergedError
+from iclebm.evaluation.icl_curve import CURVE_NS, ValidationSet
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.mixture import MixtureDensityTransformer
+from iclebm.tasks import MixturePrior
+from iclebm.training.presets import get_preset
+from iclebm.training.trainer import MixtureTrainer, Trainer
+from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, Snapshot, make_configs
 
 HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
 # A trainer's lifecycle as the page sees it:
@@ -306,7 +306,7 @@ def _context() -> Any:
     The server is started from no thread of ours, so forking it is safe."""
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["iclebm.ui.trainer_process"])
+        ctx.set_forkserver_preload(["iclebm.ui.jobs.trainer_process"])
         return ctx
     return mp.get_context("spawn")
 

@@ -39,16 +39,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import (
+from iclebm.models.backbone import (
     BackboneConfig,
     Block,
-    EnergyTransformer,
     _chunks,
     check_batches,
     check_lengths,
     init_weights,
 )
-from .training import TrainConfig, Trainer
+from iclebm.models.energy import EnergyTransformer
 
 LOG_2PI = math.log(2 * math.pi)
 ARCH = "mixture_density_transformer"
@@ -251,38 +250,5 @@ class MixtureDensityTransformer(nn.Module):
 # ---- training: exact negative log-likelihood of the next point -----------------------------
 
 
-def nll_loss(model: MixtureDensityTransformer, seq: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean -log p(x_n | x_<n) over all B x N positions of seq (B, N, 2): one causal pass."""
-    nll = model.energies(seq)  # (B, N)
-    loss = nll.mean()
-    # e_real (the mean energy of real points) is the NLL itself: the live chart's real-energy line
-    stats = {"nll": loss.item(), "e_real": loss.item(), "nll_first": nll[:, 0].mean().item(),
-             "nll_last": nll[:, -1].mean().item()}
-    return loss, stats
 
 
-class MixtureTrainer(Trainer):
-    """The Trainer (schedule, NaN guard, snapshots, resume state) with the exact-NLL objective.
-
-    Of the TrainConfig it uses batch_size, context_len, lr, lr_min_frac, total_steps, warmup,
-    grad_clip, seed and task; the Langevin fields are unused (no negatives).
-    """
-
-    def __init__(
-        self, model: MixtureDensityTransformer | None = None, config: TrainConfig | None = None,
-        model_config: MixtureConfig | None = None, max_bad_steps: int = 20,
-    ) -> None:
-        config = config or TrainConfig()
-        if model is None:
-            with torch.random.fork_rng():  # seeded init without reseeding the caller's global RNG
-                torch.manual_seed(config.seed)
-                model = MixtureDensityTransformer(model_config or MixtureConfig())
-        super().__init__(model=model, config=config, max_bad_steps=max_bad_steps)  # type: ignore[arg-type]
-
-    def next_batch(self) -> tuple[torch.Tensor, ...]:
-        c = self.config
-        seq, _ = self.prior.sample_batch(c.batch_size, c.context_len, self.generator)
-        return (seq.to(self.model.dtype),)
-
-    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
-        return nll_loss(self.model, batch[0])  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ Baselines (all normalised densities on R^2, evaluated at the test points directl
 float64 numpy), each fitted on the first n context points:
 
 - ``oracle``: the task's exact log density (needs ``task.log_prob``).
-- ``bayes``: the posterior predictive under the task prior (``iclebm.bayes``): the best any
+- ``bayes``: the posterior predictive under the task prior (``iclebm.evaluation.bayes``): the best any
   in-context learner trained on that prior can do, and the headline comparison.
 - ``kde_scott``: isotropic Gaussian KDE, bandwidth h = n^(-1/6) * pooled std (Scott's
   rule in 2-D; pooled std = sqrt of the mean of the two per-axis variances, ddof=1).
@@ -48,11 +48,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from .bayes import bayes_point_nll
-from .bayes import log_diff_ndtr as _log_diff_ndtr
-from .bayes import quadrature as _quadrature
-from .model import EnergyTransformer
-from .tasks import MixturePrior
+from iclebm.card import box_of
+from iclebm.dynamics.langevin import SamplerConfig, langevin, uniform_init
+from iclebm.evaluation.bayes import bayes_point_nll
+from iclebm.evaluation.bayes import log_diff_ndtr as _log_diff_ndtr
+from iclebm.evaluation.bayes import quadrature as _quadrature
+from iclebm.grid import grid_points
+from iclebm.models.energy import EnergyTransformer
+from iclebm.tasks import MixturePrior
 
 DEFAULT_NS = (0, 1, 2, 4, 8, 16, 32)
 
@@ -79,23 +82,10 @@ COLUMNS = ("model", "bayes", "oracle", *BASELINES, "prior_predictive")
 LOG_2PI = math.log(2 * math.pi)
 
 
-def grid_axis(box: tuple[float, float], resolution: int) -> np.ndarray:
-    """Cell centres along one axis (R,): the midpoints of R equal cells over [lo, hi]."""
-    lo, hi = box
-    h = (hi - lo) / resolution
-    return lo + h * (np.arange(resolution) + 0.5)
 
 
-def cell_area(box: tuple[float, float], resolution: int) -> float:
-    h = (box[1] - box[0]) / resolution
-    return h * h
 
 
-def grid_points(box: tuple[float, float], resolution: int) -> tuple[torch.Tensor, float]:
-    """Cell centres (R*R, 2), row-major with x fastest, and the cell area."""
-    c = torch.from_numpy(grid_axis(box, resolution))
-    yy, xx = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([xx.reshape(-1), yy.reshape(-1)], -1), cell_area(box, resolution)
 
 
 def _cpu64(x: torch.Tensor) -> torch.Tensor:
@@ -479,7 +469,6 @@ def _prior_k(prior: MixturePrior | None, default: int = 3) -> int:
 
 
 def _resolve(model: EnergyTransformer, prior: MixturePrior | None, box: tuple[float, float] | None):
-    from .checkpoints import box_of
 
     if prior is None:
         prior = MixturePrior.from_card(model.card["task"]) if model.card.get("task") else MixturePrior()
@@ -537,9 +526,9 @@ def in_context_nll(
     is given); each gets a context of max(ns) points and n_test fresh test points, all
     from one torch.Generator seeded with `seed`. The model's density is normalised on a
     resolution x resolution grid over the box; baselines are exact densities on R^2.
-    `bayes` is the Bayes posterior predictive under the prior (`iclebm.bayes`), the best any
+    `bayes` is the Bayes posterior predictive under the prior (`iclebm.evaluation.bayes`), the best any
     in-context learner trained on it can do; bayes=False (or an anisotropic prior, which
-    `iclebm.bayes` does not cover) leaves that column out.
+    `iclebm.evaluation.bayes` does not cover) leaves that column out.
     Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
     error over tasks), n_tasks, n_test, resolution, seed, box.
     """
@@ -557,7 +546,7 @@ def in_context_nll(
     with eval_mode(model):
         model_pts = model_point_nll(model, context, test, ns, box, resolution, task_batch)  # (T, P, S)
     per: dict[str, list[np.ndarray]] = {"model": list(model_pts.mean(-1).numpy())}
-    if bayes and not prior.anisotropic:  # iclebm.bayes covers isotropic components only
+    if bayes and not prior.anisotropic:  # iclebm.evaluation.bayes covers isotropic components only
         per["bayes"] = list(bayes_point_nll(context, test, ns, prior).mean(-1))
     k = _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()
@@ -666,7 +655,7 @@ def format_nll_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-# ---- sampler guidance (temperature fits live in iclebm.calibration) -----------------------
+# ---- sampler guidance (temperature fits live in iclebm.evaluation.calibration) -----------------------
 
 
 def guidance_fraction(
@@ -686,7 +675,6 @@ def guidance_fraction(
     the card's sampler settings (or `sampler`, a SamplerConfig), clamped to the box; average
     the per-task fractions.
     """
-    from .sampling import SamplerConfig, langevin, uniform_init
 
     prior, box = _resolve(model, prior, box)
     if sampler is None:

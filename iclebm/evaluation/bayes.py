@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from scipy.special import log_ndtr
 
-from .tasks import MixturePrior
+from iclebm.tasks import MixturePrior
 
 LOG_2PI = math.log(2 * math.pi)
 TAIL_SD = 7.0  # truncation tails further than this many posterior sds are dropped (< 1.3e-12)

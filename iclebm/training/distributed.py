@@ -18,8 +18,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .devices import resolve_device
-from .errors import IclebmError
+from iclebm.devices import resolve_device
+from iclebm.errors import IclebmError
 
 ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 

@@ -1,6 +1,6 @@
 """Look inside the model: attention of a query over the context, and leave-one-out influence.
 
-- `model.attention(query, context)` (in iclebm.model) gives, per layer, the query's attention
+- `model.attention(query, context)` (in iclebm.models.energy) gives, per layer, the query's attention
   weights over the N context points and, last, over itself: (B, H, M, N + 1).
 - `influence(model, query, context)` -> (B, M, N): E(q | D without point j) - E(q | D).
   Positive: removing x_j raises the energy at q, i.e. x_j supports the density there.
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .evaluate import grid_axis, grid_points
-from .model import EnergyTransformer
+from iclebm.grid import grid_axis, grid_points
+from iclebm.models.energy import EnergyTransformer
 
 Box = tuple[float, float]
 

@@ -19,9 +19,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .evaluate import eval_mode, model_point_nll, prior_predictive_log_prob
-from .model import EnergyTransformer
-from .tasks import GaussianMixture, MixturePrior
+from iclebm.evaluation.density import eval_mode, model_point_nll, prior_predictive_log_prob
+from iclebm.models.energy import EnergyTransformer
+from iclebm.tasks import GaussianMixture, MixturePrior
+from iclebm.training.presets import get_preset
+from iclebm.training.trainer import Trainer
 
 CURVE_NS = (0, 1, 2, 4, 8, 16, 32)
 
@@ -132,8 +134,6 @@ def run_training_curves(
 ) -> list[dict]:
     """Print NLL at n = 32 against training-clock seconds for each preset and objective (from scratch),
     the share of the prior-predictive -> oracle gap closed, and the 3-separate-modes count at the end."""
-    from .presets import get_preset
-    from .training import Trainer
 
     first = get_preset(presets[0])
     vset = ValidationSet.draw(MixturePrior.from_card(first.train.task), first.box,

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .bayes import bayes_point_nll
-from .evaluate import (
+from iclebm.evaluation.bayes import bayes_point_nll
+from iclebm.evaluation.density import (
     _summary,
     component_var_floor,
     em_bic_log_prob,
@@ -37,7 +37,7 @@ from .evaluate import (
     model_point_nll,
     prior_predictive_log_prob,
 )
-from .tasks import PROBE_FAMILIES, MixturePrior, Task
+from iclebm.tasks import PROBE_FAMILIES, MixturePrior, Task
 
 LOG_2PI = math.log(2 * math.pi)
 QUICK = {"ns": (0, 2, 8), "n_tasks": 2, "n_test": 20, "resolution": 40}
@@ -108,7 +108,7 @@ def compare_family(
     for name, model in models.items():
         with eval_mode(model):
             per[name] = model_point_nll(model, context, test, ns, box, resolution).mean(-1).numpy()
-    if not prior.anisotropic:  # iclebm.bayes covers isotropic training priors
+    if not prior.anisotropic:  # iclebm.evaluation.bayes covers isotropic training priors
         per["bayes"] = bayes_point_nll(context, test, list(ns), prior).mean(-1)
     floor, k = component_var_floor(prior), _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()

@@ -11,7 +11,7 @@ caches and `iclebm.ui.figures` draws:
   a frame budget for the browser.
 - `draw_mixture`, `probe_points`, `true_log_density`, `sample_report`: task helpers.
 
-Grid convention (same as `iclebm.evaluate.grid_points`): cell centres, rows = y,
+Grid convention (same as `iclebm.grid.grid_points`): cell centres, rows = y,
 columns = x, so an (R, R) array is directly a Plotly heatmap `z`.
 """
 
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .evaluate import grid_axis, grid_points  # one grid definition for app and evaluation
-from .model import EnergyTransformer
-from .sampling import langevin
-from .tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
+from iclebm.dynamics.langevin import langevin
+from iclebm.grid import grid_axis, grid_points, log_normalise
+from iclebm.models.energy import EnergyTransformer
+from iclebm.tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
 
 Box = tuple[float, float]
 
@@ -65,13 +65,6 @@ def as_context(points: np.ndarray | list | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(arr.copy())[None]
 
 
-def log_normalise(energy: np.ndarray, cell_area: float) -> np.ndarray:
-    """log p = -E - log Z with Z = sum exp(-E) * cell area over the last two axes."""
-    e = energy.astype(np.float64)
-    neg = -e
-    peak = neg.max(axis=(-2, -1), keepdims=True)
-    log_z = peak + np.log(np.exp(neg - peak).sum(axis=(-2, -1), keepdims=True) * cell_area)
-    return (neg - log_z).astype(np.float32)
 
 
 def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[torch.Tensor, float]:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .mdn import MixtureConfig
-from .model import EnergyConfig
-from .sampling import SamplerConfig
-from .tasks import LinearPrior, MixturePrior, SinusoidPrior
-from .thinking import ThinkingConfig
-from .training import TrainConfig
+from iclebm.dynamics.langevin import SamplerConfig
+from iclebm.dynamics.thinking import ThinkingConfig
+from iclebm.models.energy import EnergyConfig
+from iclebm.models.mixture import MixtureConfig
+from iclebm.tasks import LinearPrior, MixturePrior, SinusoidPrior
+from iclebm.training.config import TrainConfig
 
 BOX = (-12.0, 12.0)
 MOG_PRIOR = MixturePrior(n_components=3, mean_std=3.0, component_std=(0.33, 0.5), mean_limit=8.0)

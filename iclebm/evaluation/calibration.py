@@ -21,10 +21,11 @@ import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
-from .evaluate import DEFAULT_NS, _resolve, eval_mode, grid_points, guidance_fraction
-from .model import EnergyConfig, EnergyTransformer
-from .sampling import SamplerConfig
-from .tasks import MixturePrior
+from iclebm.dynamics.langevin import SamplerConfig
+from iclebm.evaluation.density import DEFAULT_NS, _resolve, eval_mode, guidance_fraction
+from iclebm.grid import grid_points
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
+from iclebm.tasks import MixturePrior
 
 
 @torch.no_grad()

@@ -3,8 +3,8 @@
 For held-out tasks from the training prior and n = 0, 1, 2, 4, 8, 16, 32 context pairs,
 each method predicts y at fresh test x from the task:
 
-- ``model``: NLL of y under p(y | x, D) (1-D quadrature normalisation, `iclebm.regression`)
-  and the MSE of y_hat after the card's default thinking steps (`iclebm.thinking.predict`).
+- ``model``: NLL of y under p(y | x, D) (1-D quadrature normalisation, `iclebm.models.regression`)
+  and the MSE of y_hat after the card's default thinking steps (`iclebm.dynamics.thinking.predict`).
 - ``oracle``: the task's true conditional N(f(x), noise^2): NLL exact, prediction f(x).
 - ``ols``: least squares on features [x, 1], minimum-norm when n < 2 (n = 0 predicts 0).
 - ``ridge``: [x, 1] with the prior's penalties lambda_w = noise^2 / w_std^2 and
@@ -32,11 +32,12 @@ import torch
 from scipy.special import logsumexp
 from sklearn.neighbors import KNeighborsRegressor
 
-from .evaluate import DEFAULT_NS, eval_mode
-from .model import EnergyTransformer
-from .regression import conditional_nll
-from .tasks import LinearPrior, RegressionTask, SinusoidPrior, prior_from_card
-from .thinking import predict
+from iclebm.card import box_of, prior_from_card
+from iclebm.dynamics.thinking import ThinkingConfig, predict
+from iclebm.evaluation.density import DEFAULT_NS, eval_mode
+from iclebm.models.energy import EnergyTransformer
+from iclebm.models.regression import conditional_nll
+from iclebm.tasks import LinearPrior, RegressionTask, SinusoidPrior
 
 LOG_2PI = math.log(2 * math.pi)
 POINT_METHODS = ("ols", "ridge", "knn")
@@ -203,7 +204,6 @@ def _held_out(prior, n_tasks: int, n_ctx: int, n_test: int, seed: int):
 
 
 def _resolve(model: EnergyTransformer, prior, box):
-    from .checkpoints import box_of
 
     card_task = (model.card or {}).get("task")
     prior = prior if prior is not None else prior_from_card(card_task)
@@ -324,7 +324,6 @@ def tune_thinking(
     """Pick the default step size and number of starts: lowest validation MSE after `steps` steps,
     averaged over n_values. Validation tasks use their own seed (not the evaluation seed).
     Returns (thinking dict, rows)."""
-    from .thinking import ThinkingConfig
 
     prior, _ = _resolve(model, None, None)
     base = ThinkingConfig.from_dict((model.card or {}).get("thinking"))

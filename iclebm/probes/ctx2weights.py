@@ -29,17 +29,16 @@ from __future__ import annotations
 
 import copy
 import math
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .evaluate import grid_points
-from .model import EnergyTransformer
-from .sampling import langevin, uniform_init
+from iclebm.dynamics.langevin import langevin, uniform_init
+from iclebm.grid import grid_points
+from iclebm.models.energy import EnergyTransformer
 
 Box = tuple[float, float]
 OBJECTIVES = ("nll", "cd")
@@ -295,46 +294,3 @@ def fine_tune(
 # ---- background runs (for the app) -----------------------------------------------------------
 
 
-class FineTuneJob:
-    """`fine_tune` in a daemon thread. `poll()` returns a consistent copy of the progress; `stop()`
-    cancels after the current step. The thread never touches Streamlit."""
-
-    def __init__(self, model: EnergyTransformer, points: np.ndarray | list, config: FineTuneConfig, box: Box,
-                 **kwargs) -> None:
-        self.config = config
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._result = FineTuneResult()
-        args = (model, np.asarray(points, dtype=np.float64).copy(), config, box)
-        self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, daemon=True)
-        self._thread.start()
-
-    def _run(self, *args, **kwargs) -> None:
-        def on_progress(partial: FineTuneResult) -> None:
-            copied = replace(partial, snapshots=list(partial.snapshots), losses=list(partial.losses))
-            with self._lock:
-                self._result = copied
-
-        try:
-            result = fine_tune(*args, should_stop=self._stop.is_set, on_progress=on_progress, **kwargs)
-        except Exception as e:  # noqa: BLE001 - reported to the UI as a message, never a traceback
-            with self._lock:
-                self._result = replace(self._result, status="error", message=f"the fine-tune failed: {e}")
-            return
-        with self._lock:
-            self._result = result
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    def poll(self) -> FineTuneResult:
-        with self._lock:
-            r = self._result
-            return replace(r, snapshots=list(r.snapshots), losses=list(r.losses))

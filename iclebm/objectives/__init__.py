@@ -1,0 +1,3 @@
+"""Training objectives."""
+
+OBJECTIVES = ("cd", "exact")

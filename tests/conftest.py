@@ -1,0 +1,47 @@
+"""Shared test setup.
+
+- Markers: `slow` (browser, AppTest journeys, subprocesses, torchrun, trainer processes) and
+  `browser`. `python -m pytest -m "not slow"` is the quick inner loop; CI runs everything.
+- In CI (`CI=true`), a browser test that cannot start Chromium fails instead of skipping, so a
+  green CI always includes the browser tests.
+- `lib_helpers` (tiny random models) is importable because pyproject.toml puts tests/ on the
+  pytest pythonpath.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Whole modules that start servers, browsers, subprocesses or child trainers, or run AppTest
+# journeys: marked slow here, in one place, rather than test by test.
+SLOW_MODULES = {
+    "test_browser",
+    "test_app",
+    "test_app_inside",
+    "test_mdn_app",
+    "test_regression_app",
+    "test_trainer_process",
+    "test_cli",
+    "test_cli_inspect",
+    "test_devices",
+    "test_app_matrix",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+def skip_or_fail(reason: str) -> None:
+    """A missing prerequisite of a browser test: a skip on a developer's machine, a failure in CI."""
+    if in_ci():
+        pytest.fail(f"CI=true and the browser tests cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
