@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from iclebm.card import box_of, prior_from_card
+from iclebm.card import box_of, prior_from_card, prior_of
 from iclebm.checkpoints import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, load_checkpoint
 from iclebm.devices import compile_model, describe, synchronize
 from iclebm.dynamics.langevin import SamplerConfig, langevin, uniform_init
@@ -46,7 +46,7 @@ from iclebm.objectives.cd import (
     sample_negatives,
     sample_negatives_reference,
 )
-from iclebm.tasks import MixturePrior
+from iclebm.tasks import DENSITY, MixturePrior
 from iclebm.training.config import TrainConfig
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import Trainer
@@ -256,7 +256,7 @@ def run_bench(
     model.eval()
     model.to(device)
     box = box_of(model)
-    prior = MixturePrior.from_card(model.card["task"]) if model.card.get("task") else MixturePrior()
+    prior = prior_of(model, DENSITY, "the density bench")
     g = torch.Generator().manual_seed(0)
     cfg = model.config
     print_fn(

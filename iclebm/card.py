@@ -1,16 +1,29 @@
-"""What a checkpoint's card says, read in one place: its box, its task family and its prior."""
+"""What a checkpoint's card says, read in one place: its box, its task family, its prior and what
+that prior supports. Every page, trainer and evaluator asks here (or the family registry in
+`iclebm.tasks`); a family mismatch is a TaskFamilyError, never a silent Gaussian-mixture fallback."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import torch
+from iclebm.errors import TaskFamilyError
+from iclebm.grid import Box
+from iclebm.tasks import DEFAULT_FAMILY, REGRESSION, Capabilities, Family, Prior, get_family
 
-from iclebm.tasks import DENSITY_FAMILIES, REGRESSION_FAMILIES, LinearPrior, MixturePrior, SinusoidPrior
+DEFAULT_BOX: Box = (-12.0, 12.0)
 
 
-def box_of(model: torch.nn.Module, default: tuple[float, float] = (-12.0, 12.0)) -> tuple[float, float]:
-    box = model.card.get("box", default) if model.card else default
+def card_of(model_or_card: Any) -> dict:
+    """A model's card (`model.card`), or the card itself when given a dict; {} when there is none."""
+    if isinstance(model_or_card, dict):
+        return model_or_card
+    return getattr(model_or_card, "card", None) or {}
+
+
+def box_of(model: Any, default: Box = DEFAULT_BOX) -> Box:
+    """The card's box [lo, hi]; the default when the card has none or a broken one."""
+    box = card_of(model).get("box", default)
     lo, hi = float(box[0]), float(box[1])
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         return default
@@ -20,23 +33,45 @@ def box_of(model: torch.nn.Module, default: tuple[float, float] = (-12.0, 12.0))
 def task_family(task: dict | None) -> str:
     """The family named by a card's "task" entry (old cards without one are Gaussian mixtures)."""
     if not task:
-        return "gaussian_mixture"
-    return str(task.get("family", "gaussian_mixture"))
+        return DEFAULT_FAMILY
+    return str(task.get("family", DEFAULT_FAMILY))
+
+
+def family_of(model_or_card: Any) -> Family:
+    """The registered family of a model or card (a TaskFamilyError for an unknown one)."""
+    return get_family(task_family(card_of(model_or_card).get("task")))
 
 
 def is_regression(task: dict | None) -> bool:
-    return task_family(task) in REGRESSION_FAMILIES
+    """Whether a card's "task" entry names a regression family (unknown families are not)."""
+    name = task_family(task)
+    try:
+        return get_family(name).kind == REGRESSION
+    except TaskFamilyError:
+        return False
 
 
-def prior_from_card(task: dict | None) -> MixturePrior | LinearPrior | SinusoidPrior:
+def prior_from_card(task: dict | None) -> Prior:
     """The single entry point that rebuilds a task prior from a card's "task" entry."""
-    family = task_family(task)
-    if family == "gaussian_mixture":
-        return MixturePrior.from_card(task or {})
-    if family in REGRESSION_FAMILIES:
-        try:
-            return REGRESSION_FAMILIES[family].from_card(task or {})
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"invalid {family} task prior in the card: {e}") from None
-    known = sorted([*DENSITY_FAMILIES, *REGRESSION_FAMILIES])
-    raise ValueError(f"unknown task family {family!r}; known families: {known}")
+    family = get_family(task_family(task))
+    try:
+        return family.prior.from_card(task or {})
+    except (TypeError, ValueError) as e:
+        raise TaskFamilyError(f"invalid {family.name} task prior in the card: {e}") from None
+
+
+def prior_of(model_or_card: Any, kind: str | None = None, what: str = "this tool") -> Prior:
+    """The training prior of a model (or card). With `kind` (DENSITY or REGRESSION), a model of the
+    other kind is a TaskFamilyError that says which kind `what` needs."""
+    task = card_of(model_or_card).get("task")
+    family = get_family(task_family(task))
+    if kind is not None and family.kind != kind:
+        raise TaskFamilyError(f"{what} needs a {kind} model; this model was trained on {family.label} "
+                              f"tasks (family {family.name!r}, a {family.kind} model)")
+    return prior_from_card(task)
+
+
+def capabilities_of(model_or_card: Any) -> Capabilities:
+    """What the model's training prior supports (kind, Bayes predictive, anisotropy)."""
+    return prior_of(model_or_card).capabilities
+

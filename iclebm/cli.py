@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from iclebm.bench import run_bench
-from iclebm.card import box_of, is_regression
+from iclebm.card import box_of, is_regression, prior_of
 from iclebm.checkpoints import load_checkpoint, save_checkpoint
 from iclebm.devices import DEVICE_CHOICES, compile_model, describe, resolve_device
 from iclebm.errors import IclebmError
@@ -39,7 +39,7 @@ from iclebm.probes.inspector import (
     parse_points,
     parse_query,
 )
-from iclebm.tasks import MixturePrior
+from iclebm.tasks import DENSITY
 from iclebm.training.distributed import (
     DistInfo,
     any_true,
@@ -328,7 +328,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if len(models) != len(paths):
         raise ValueError("two checkpoints share a file name; rename one")
     first = next(iter(models.values()))
-    prior = MixturePrior.from_card(first.card["task"]) if first.card.get("task") else MixturePrior()
+    prior = prior_of(first, DENSITY, "compare")
     settings = (dict(QUICK) if args.quick
                 else {"n_tasks": args.tasks, "n_test": args.test, "resolution": args.resolution})
     t0 = time.time()
@@ -357,7 +357,7 @@ def cmd_ctx2weights(args: argparse.Namespace) -> int:
         raise ValueError(f"--points must lie in [1, {model.config.max_context}]")
     cfg = FineTuneConfig(steps=args.steps, lr=args.lr, objective=args.objective, seed=args.seed)
     box = box_of(model)
-    prior = MixturePrior.from_card(model.card["task"]) if "task" in model.card else MixturePrior()
+    prior = prior_of(model, DENSITY, "ctx2weights")
     g = torch.Generator().manual_seed(args.seed)
     task = prior.sample_task(g)
     pts, held = task.sample(args.points, g).numpy(), task.sample(args.heldout, g)

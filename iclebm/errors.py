@@ -15,3 +15,11 @@ class ContextTooLongError(IclebmError, ValueError):
 
 class TrainingDivergedError(IclebmError):
     """Training produced NaN/inf too many times in a row."""
+
+
+class TaskFamilyError(IclebmError, ValueError):
+    """A card names an unknown task family, or a tool needs another kind of model (density vs regression)."""
+
+
+class CapabilityError(IclebmError, ValueError):
+    """Something the model or its prior does not support was asked for (the reason says what and why)."""

@@ -7,7 +7,9 @@ data it never saw in training; they expose `sample` only (no exact density).
 
 Regression families (`linear`, `sinusoid`) are tasks over (x, y) pairs: x ~ U(x_lo, x_hi)
 and y = f(x) + N(0, noise_std^2); each task has the exact conditional `log_prob_y(y, x)`.
-`prior_from_card` rebuilds any prior from a checkpoint card's `"task"` entry.
+`FAMILIES` is the family registry: every family's name (as a card writes it), kind (density
+or regression) and prior class. A prior says what it supports through `capabilities`; pages and
+tools ask it instead of assuming. `iclebm.card.prior_from_card` rebuilds a prior from a card.
 
 Everything takes an explicit `torch.Generator`, so a seed reproduces a task and
 its points exactly.
@@ -21,7 +23,21 @@ from typing import Protocol
 
 import torch
 
+from iclebm.errors import TaskFamilyError
+
 Range = float | tuple[float, float]
+DENSITY, REGRESSION = "density", "regression"  # the two kinds of task: points x, or pairs (x, y)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a task prior supports. A page shows what it can and says in one line what is not
+    available and why (`why_no_bayes`), instead of raising."""
+
+    kind: str  # DENSITY (x in the plane, E(x | D)) or REGRESSION ((x, y) pairs, E(y | x, D))
+    bayes: bool  # the Bayes posterior predictive under this prior is available in iclebm.evaluation
+    anisotropic: bool = False  # components are rotated ellipses, not circles
+    why_no_bayes: str | None = None
 
 
 def _draw(value: Range, generator: torch.Generator) -> float:
@@ -165,6 +181,12 @@ class MixturePrior:
     def anisotropic(self) -> bool:
         r = self.aspect_ratio
         return (r[1] if isinstance(r, tuple) else r) > 1.0
+
+    @property
+    def capabilities(self) -> Capabilities:
+        why = ("the Bayes predictive in iclebm covers isotropic components only, and this prior draws "
+               "elongated, rotated ones (aspect ratio > 1)") if self.anisotropic else None
+        return Capabilities(DENSITY, not self.anisotropic, anisotropic=self.anisotropic, why_no_bayes=why)
 
     @classmethod
     def from_card(cls, task: dict) -> MixturePrior:
@@ -356,6 +378,8 @@ class _RegressionPrior:
     """Shared sampling for the regression priors (frozen dataclasses with `sample_task`)."""
 
     family = ""
+    # Linear: exact (conjugate); sinusoid: self-normalised importance sampling over the parameters.
+    capabilities = Capabilities(REGRESSION, bayes=True)
 
     def sample_task(self, generator: torch.Generator | None = None) -> RegressionTask:
         raise NotImplementedError
@@ -443,8 +467,39 @@ class SinusoidPrior(_RegressionPrior):
 
 
 RegressionPrior = LinearPrior | SinusoidPrior
-REGRESSION_FAMILIES = {"linear": LinearPrior, "sinusoid": SinusoidPrior}
-DENSITY_FAMILIES = ("gaussian_mixture",)
+Prior = MixturePrior | LinearPrior | SinusoidPrior
+
+
+# ---- The family registry: add a family here (and nowhere else) ----------------------------
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # as a card's "task" entry names it
+    kind: str  # DENSITY or REGRESSION
+    prior: type  # the prior class: from_card(dict), to_card(), sample_task(generator), capabilities
+    label: str  # for people
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("gaussian_mixture", DENSITY, MixturePrior, "Gaussian mixture"),
+        Family("linear", REGRESSION, LinearPrior, "linear regression"),
+        Family("sinusoid", REGRESSION, SinusoidPrior, "sinusoid regression"),
+    )
+}
+DEFAULT_FAMILY = "gaussian_mixture"  # cards written before families existed
+REGRESSION_FAMILIES = {f.name: f.prior for f in FAMILIES.values() if f.kind == REGRESSION}
+DENSITY_FAMILIES = tuple(f.name for f in FAMILIES.values() if f.kind == DENSITY)
+
+
+def get_family(name: str) -> Family:
+    """The registered family `name`; an unknown name is a TaskFamilyError listing the known ones."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise TaskFamilyError(f"unknown task family {name!r}; known families: {sorted(FAMILIES)}") from None
 
 
 

@@ -41,7 +41,9 @@ import numpy as np
 import torch
 from scipy.special import log_ndtr
 
-from iclebm.tasks import MixturePrior
+from iclebm.card import prior_of
+from iclebm.errors import CapabilityError
+from iclebm.tasks import DENSITY, MixturePrior
 
 LOG_2PI = math.log(2 * math.pi)
 TAIL_SD = 7.0  # truncation tails further than this many posterior sds are dropped (< 1.3e-12)
@@ -88,11 +90,8 @@ def as_prior(prior: MixturePrior | dict) -> MixturePrior:
     if isinstance(prior, MixturePrior):
         return prior
     if isinstance(prior, dict):
-        task = prior.get("task", prior)
-        family = task.get("family", "gaussian_mixture")
-        if family != "gaussian_mixture":
-            raise ValueError(f"the Bayes predictive covers the gaussian_mixture prior, not {family!r}")
-        return MixturePrior.from_card(task)
+        card = prior if "task" in prior else {"task": prior}
+        return prior_of(card, DENSITY, "the mixture Bayes predictive")  # type: ignore[return-value]
     raise ValueError(f"prior must be a MixturePrior or a card's task dict, got {type(prior).__name__}")
 
 
@@ -165,9 +164,9 @@ def _lse(x: np.ndarray, axis: int) -> np.ndarray:
 
 def hypotheses(prior: MixturePrior, n_quad: int = 16) -> list[Hypothesis]:
     """The (K, mean_std) grid with log prior weights; the std nodes are shared."""
-    if getattr(prior, "anisotropic", False):
-        raise ValueError("the Bayes predictive covers isotropic components; this prior has aspect_ratio "
-                         f"{prior.aspect_ratio!r}")
+    caps = prior.capabilities
+    if not caps.bayes:
+        raise CapabilityError(f"no Bayes predictive for this prior: {caps.why_no_bayes}")
     s, lw_s = quadrature(prior.component_std, n_quad)
     if np.any(s <= 0):
         raise ValueError(f"component std must be positive, got {prior.component_std!r}")

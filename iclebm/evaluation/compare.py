@@ -108,7 +108,7 @@ def compare_family(
     for name, model in models.items():
         with eval_mode(model):
             per[name] = model_point_nll(model, context, test, ns, box, resolution).mean(-1).numpy()
-    if not prior.anisotropic:  # iclebm.evaluation.bayes covers isotropic training priors
+    if prior.capabilities.bayes:
         per["bayes"] = bayes_point_nll(context, test, list(ns), prior).mean(-1)
     floor, k = component_var_floor(prior), _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()

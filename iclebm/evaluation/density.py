@@ -48,14 +48,14 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from iclebm.card import box_of
+from iclebm.card import box_of, prior_of
 from iclebm.dynamics.langevin import SamplerConfig, langevin, uniform_init
 from iclebm.evaluation.bayes import bayes_point_nll
 from iclebm.evaluation.bayes import log_diff_ndtr as _log_diff_ndtr
 from iclebm.evaluation.bayes import quadrature as _quadrature
 from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyTransformer
-from iclebm.tasks import MixturePrior
+from iclebm.tasks import DENSITY, MixturePrior
 
 DEFAULT_NS = (0, 1, 2, 4, 8, 16, 32)
 
@@ -469,9 +469,8 @@ def _prior_k(prior: MixturePrior | None, default: int = 3) -> int:
 
 
 def _resolve(model: EnergyTransformer, prior: MixturePrior | None, box: tuple[float, float] | None):
-
     if prior is None:
-        prior = MixturePrior.from_card(model.card["task"]) if model.card.get("task") else MixturePrior()
+        prior = prior_of(model, DENSITY, "the density NLL table")
     return prior, (box_of(model) if box is None else (float(box[0]), float(box[1])))
 
 
@@ -546,7 +545,7 @@ def in_context_nll(
     with eval_mode(model):
         model_pts = model_point_nll(model, context, test, ns, box, resolution, task_batch)  # (T, P, S)
     per: dict[str, list[np.ndarray]] = {"model": list(model_pts.mean(-1).numpy())}
-    if bayes and not prior.anisotropic:  # iclebm.evaluation.bayes covers isotropic components only
+    if bayes and prior.capabilities.bayes:
         per["bayes"] = list(bayes_point_nll(context, test, ns, prior).mean(-1))
     k = _prior_k(prior)
     ctx_np, test_np = context.double().numpy(), test.double().numpy()
@@ -613,7 +612,9 @@ def nll_curve_for_task(
         def oracle(x: np.ndarray) -> np.ndarray:
             return task.log_prob(torch.from_numpy(x)).numpy()
 
-    bayes = {} if prior.anisotropic else {"bayes": bayes_point_nll(context[None], test[None], ns, prior)[0]}
+    bayes = {}
+    if prior.capabilities.bayes:
+        bayes["bayes"] = bayes_point_nll(context[None], test[None], ns, prior)[0]
     res = {
         "model": model_pts,
         **bayes,

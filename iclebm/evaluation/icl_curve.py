@@ -19,9 +19,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from iclebm.card import prior_of
 from iclebm.evaluation.density import eval_mode, model_point_nll, prior_predictive_log_prob
 from iclebm.models.energy import EnergyTransformer
-from iclebm.tasks import GaussianMixture, MixturePrior
+from iclebm.tasks import DENSITY, GaussianMixture, MixturePrior
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import Trainer
 
@@ -136,7 +137,7 @@ def run_training_curves(
     the share of the prior-predictive -> oracle gap closed, and the 3-separate-modes count at the end."""
 
     first = get_preset(presets[0])
-    vset = ValidationSet.draw(MixturePrior.from_card(first.train.task), first.box,
+    vset = ValidationSet.draw(prior_of({"task": first.train.task}, DENSITY, "the ICL curve"), first.box,
                               n_tasks=4 if quick else n_tasks, n_test=20 if quick else 100)
     print(f"validation: {len(vset.tasks)} held-out tasks; NLL at n = 32: prior predictive "
           f"{vset.prior_predictive:.3f}, oracle {vset.oracle:.3f}; torch threads {torch.get_num_threads()}",

@@ -32,12 +32,13 @@ import torch
 from scipy.special import logsumexp
 from sklearn.neighbors import KNeighborsRegressor
 
-from iclebm.card import box_of, prior_from_card
+from iclebm.card import box_of, prior_of
 from iclebm.dynamics.thinking import ThinkingConfig, predict
+from iclebm.errors import TaskFamilyError
 from iclebm.evaluation.density import DEFAULT_NS, eval_mode
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.regression import conditional_nll
-from iclebm.tasks import LinearPrior, RegressionTask, SinusoidPrior
+from iclebm.tasks import REGRESSION, LinearPrior, RegressionTask, SinusoidPrior
 
 LOG_2PI = math.log(2 * math.pi)
 POINT_METHODS = ("ols", "ridge", "knn")
@@ -204,11 +205,9 @@ def _held_out(prior, n_tasks: int, n_ctx: int, n_test: int, seed: int):
 
 
 def _resolve(model: EnergyTransformer, prior, box):
-
-    card_task = (model.card or {}).get("task")
-    prior = prior if prior is not None else prior_from_card(card_task)
-    if not isinstance(prior, (LinearPrior, SinusoidPrior)):
-        raise ValueError("this model's card does not name a regression task (linear or sinusoid)")
+    prior = prior if prior is not None else prior_of(model, REGRESSION, "the regression tables")
+    if prior.capabilities.kind != REGRESSION:
+        raise TaskFamilyError(f"the regression tables need a regression prior, got {type(prior).__name__}")
     return prior, (box if box is not None else box_of(model))
 
 

@@ -198,14 +198,46 @@ def langevin_animation(
                       seconds=time.perf_counter() - t0)
 
 
+def _range(value: float | int | tuple | list, cast: type = float) -> float | int | tuple:
+    """A number, or a [lo, hi] range that collapses to a number when lo == hi (as priors store them)."""
+    if not isinstance(value, (tuple, list)):
+        return cast(value)
+    lo, hi = sorted((cast(value[0]), cast(value[1])))
+    return (lo, hi) if hi > lo else lo
+
+
+def mixture_prior(
+    n_components: int | tuple[int, int], mean_std: float, component_std: float | tuple[float, float],
+    mean_limit: float = 8.0, aspect_ratio: float | tuple[float, float] = 1.0,
+) -> MixturePrior:
+    """The Gaussian-mixture prior with these settings (ranges as [lo, hi]; lo == hi is a fixed value).
+    A card's own prior rebuilt from its settings compares equal to `MixturePrior.from_card`."""
+    return MixturePrior(n_components=_range(n_components, int), mean_std=float(mean_std),
+                        component_std=_range(component_std), mean_limit=float(mean_limit),
+                        aspect_ratio=_range(aspect_ratio))
+
+
+def mixture_settings(prior: MixturePrior) -> dict:
+    """The settings of a prior as the app stores them: {"k", "spread", "width", "limit"} (+ "ratio" when
+    anisotropic); k is a number or [lo, hi]. Inverse of `mixture_prior`."""
+    def pair(v: float | tuple) -> list[float]:
+        return [float(v[0]), float(v[1])] if isinstance(v, tuple) else [float(v), float(v)]
+
+    k = prior.n_components
+    spread = prior.mean_std if not isinstance(prior.mean_std, tuple) else sum(prior.mean_std) / 2
+    out = {"k": list(k) if isinstance(k, tuple) else int(k), "spread": float(spread),
+           "width": pair(prior.component_std), "limit": float(prior.mean_limit)}
+    if prior.anisotropic:
+        out["ratio"] = pair(prior.aspect_ratio)
+    return out
+
+
 def draw_mixture(
-    n_components: int, mean_std: float, component_std: tuple[float, float], seed: int,
-    n_points: int, mean_limit: float = 8.0,
+    n_components: int | tuple[int, int], mean_std: float, component_std: float | tuple[float, float],
+    seed: int, n_points: int, mean_limit: float = 8.0, aspect_ratio: float | tuple[float, float] = 1.0,
 ) -> tuple[GaussianMixture, np.ndarray]:
     """A task from the mixture prior with these settings, and n_points from it (seeded)."""
-    lo, hi = sorted((float(component_std[0]), float(component_std[1])))
-    prior = MixturePrior(n_components=int(n_components), mean_std=float(mean_std),
-                         component_std=(lo, hi) if hi > lo else lo, mean_limit=float(mean_limit))
+    prior = mixture_prior(n_components, mean_std, component_std, mean_limit, aspect_ratio)
     g = torch.Generator().manual_seed(int(seed))
     task = prior.sample_task(g)
     return task, task.sample(int(n_points), g).numpy().astype(np.float64)
@@ -231,11 +263,13 @@ def true_log_density(mixture: GaussianMixture, box: Box, resolution: int) -> np.
 
 def sample_report(mixture: GaussianMixture, samples: np.ndarray, seed: int = 0) -> dict[str, float]:
     """How well particles match the true mixture: mean true log p of the particles vs of
-    exact samples, and the share of particles within 3 std of some component."""
+    exact samples, and the share of particles within 3 std (Mahalanobis) of some component."""
     x = torch.as_tensor(np.asarray(samples, dtype=np.float64).reshape(-1, 2))
     g = torch.Generator().manual_seed(int(seed))
     exact = mixture.sample(max(1, x.shape[0]), g).double()
-    d = torch.cdist(x, mixture.means.double()) / mixture.stds.double()[None]
+    diff = x[:, None, :] - mixture.means.double()[None]  # (M, K, 2)
+    prec = torch.linalg.inv(mixture.covariances())  # (K, 2, 2): isotropic ones are I / std^2
+    d = torch.einsum("mki,kij,mkj->mk", diff, prec, diff).clamp_min(0).sqrt()
     return {
         "particles_mean_log_p": float(mixture.log_prob(x).mean()),
         "exact_mean_log_p": float(mixture.log_prob(exact).mean()),

@@ -7,6 +7,7 @@ the weights: the model itself is not hashed (leading underscore).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import streamlit as st
 
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes import landscape as L
+from iclebm.tasks import GaussianMixture
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -30,8 +32,16 @@ def film_strip(model_key: str, _model: EnergyTransformer, points: tuple, box: tu
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def true_density(means: tuple, stds: tuple, box: tuple, res: int) -> np.ndarray:
-    return L.true_log_density(L.mixture_from_params(means, stds), box, res)
+def true_density(mixture_json: str, box: tuple, res: int) -> np.ndarray:
+    """The drawn mixture's exact log density (keyed by its settings as JSON; anisotropic ones too)."""
+    return L.true_log_density(mixture_of(json.loads(mixture_json)), box, res)
+
+
+def mixture_of(mix: dict) -> GaussianMixture:
+    """The task that the app's mixture settings {"k", "spread", "width", "seed"[, "limit", "ratio"]} draw."""
+    task, _ = L.draw_mixture(mix["k"], mix["spread"], tuple(mix["width"]), mix["seed"], 0,
+                             mix.get("limit", 8.0), tuple(mix.get("ratio", (1.0, 1.0))))
+    return task
 
 
 def session_memo(name: str, key: Any, build: Callable[[], Any]) -> Any:

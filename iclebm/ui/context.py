@@ -7,10 +7,11 @@ landscape on it). Points are a list of (x, y) floats in `st.session_state["point
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import streamlit as st
 
-from iclebm.probes import landscape as L
 from iclebm.tasks import GaussianMixture
 from iclebm.ui import compute
 from iclebm.ui.point_editor import PointEditor
@@ -28,7 +29,7 @@ def init_context() -> None:
     ss.setdefault("points", [])
     ss.setdefault("pts_version", 0)
     ss.setdefault("scrub_all", True)
-    ss.setdefault("mixture", None)  # {"k", "spread", "width", "seed"} of the drawn mixture
+    ss.setdefault("mixture", None)  # the drawn mixture: {"k", "spread", "width", "seed", "limit"[, "ratio"]}
 
 
 def points() -> list[tuple[float, float]]:
@@ -45,15 +46,12 @@ def current_mixture() -> GaussianMixture | None:
     mix = st.session_state.get("mixture")
     if not mix:
         return None
-    task, _ = L.draw_mixture(mix["k"], mix["spread"], tuple(mix["width"]), mix["seed"], 0,
-                             mix.get("limit", 8.0))
-    return task
+    return compute.mixture_of(mix)
 
 
 def true_density_grid(box: tuple[float, float], res: int) -> np.ndarray | None:
     """The drawn mixture's exact log density on the landscape grid (None without a mixture)."""
-    mix = current_mixture()
-    if mix is None:
+    mix = st.session_state.get("mixture")
+    if not mix:
         return None
-    means = tuple(map(tuple, mix.means.tolist()))
-    return compute.true_density(means, tuple(mix.stds.tolist()), box, res)
+    return compute.true_density(json.dumps(mix, sort_keys=True), box, res)

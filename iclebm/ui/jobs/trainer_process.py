@@ -39,12 +39,13 @@ from typing import Any
 
 import torch
 
+from iclebm.card import prior_of
 from iclebm.checkpoints import checkpoint_bytes, load_checkpoint_bytes
 from iclebm.errors import TrainingDivergedError
 from iclebm.evaluation.icl_curve import CURVE_NS, ValidationSet
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureDensityTransformer
-from iclebm.tasks import MixturePrior
+from iclebm.tasks import DENSITY
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import MixtureTrainer, Trainer
 from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, Snapshot, make_configs
@@ -144,7 +145,7 @@ class _Child:
         """NLL vs n of the current weights on fixed validation tasks (evaluated here, not in the page)."""
         cfg, tcfg = self.cfg, self.trainer.config
         if self.vset is None:
-            prior = MixturePrior.from_card(tcfg.task)
+            prior = prior_of({"task": tcfg.task}, DENSITY, "the live ICL curve")
             ns = [n for n in CURVE_NS if n <= self.trainer.model.config.max_context]
             self.vset = ValidationSet.draw(prior, tcfg.box, n_tasks=int(cfg.curve_tasks), ns=ns)
         v = self.vset

@@ -18,14 +18,14 @@ import numpy as np
 import streamlit as st
 import torch
 
-from iclebm.card import is_regression, task_family
+from iclebm.card import capabilities_of, is_regression, prior_of, task_family
 from iclebm.dynamics.langevin import SamplerConfig
 from iclebm.evaluation.bayes import predictive_grid
 from iclebm.evaluation.density import nll_curve_for_task
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.probes import landscape as L
-from iclebm.tasks import PROBE_FAMILIES, MixturePrior
+from iclebm.tasks import DENSITY, PROBE_FAMILIES
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import state as S
@@ -188,11 +188,12 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
 
 def bayes_overlay(model: EnergyTransformer, shown: tuple, box: tuple[float, float]):
     """(cell centres, log density) of the Bayes predictive under the model's training prior, or None
-    (with a caption) when the model was not trained on the Gaussian-mixture prior."""
-    task = (getattr(model, "card", None) or {}).get("task") or {}
-    if task.get("family", "gaussian_mixture") != "gaussian_mixture" or not task:
-        st.caption("Bayes-optimal overlay: this model's card names no Gaussian-mixture training prior.")
+    with a one-line caption saying why it is not available for this model."""
+    caps = capabilities_of(model)
+    if not caps.bayes:
+        st.caption(f"Bayes-optimal overlay: not available for this model: {caps.why_no_bayes}.")
         return None
+    task = (model.card or {}).get("task") or {}
     return predictive_grid(np.asarray(shown, dtype=np.float64).reshape(-1, 2), task, box, resolution=60)
 
 
@@ -203,23 +204,48 @@ def context_panel(box: tuple[float, float], max_context: int) -> None:
                               "the oldest are dropped.")
 
 
+# The mixture sliders: (key, label, lo, hi, step, setting); a setting is a number or [lo, hi].
+MIX_SLIDERS = (
+    ("mix_k", "components", 1, 8, 1, "k"),
+    ("mix_spread", "spread of the means", 0.5, 6.0, 0.1, "spread"),
+    ("mix_width", "component width", 0.1, 2.0, 0.01, "width"),
+    ("mix_ratio", "aspect ratio (major / minor std)", 1.0, 6.0, 0.1, "ratio"),
+)
+
+
+def _slider_value(setting: float | int | list, lo: float, hi: float, step: float) -> float | tuple:
+    """A setting as its slider shows it, clipped to the slider's range (k and width are ranges)."""
+    cast = int if isinstance(step, int) else float
+    if isinstance(setting, list):
+        return tuple(cast(min(max(v, lo), hi)) for v in setting)
+    return cast(min(max(setting, lo), hi))
+
+
+def prior_mixture_settings(model: EnergyTransformer) -> dict:
+    """The model's own training prior as mixture settings (anisotropic priors keep their aspect ratio)."""
+    s = L.mixture_settings(prior_of(model, DENSITY, "the random mixture"))
+    s.setdefault("ratio", [1.0, 1.0])
+    if not isinstance(s["k"], list):
+        s["k"] = [s["k"], s["k"]]
+    return s
+
+
 def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
     ss = st.session_state
-    prior = MixturePrior.from_card((model.card or {}).get("task") or {})
-    ss["_prior_limit"] = prior.mean_limit
-    k_default = prior.n_components if isinstance(prior.n_components, int) else prior.n_components[0]
-    spread_default = prior.mean_std if isinstance(prior.mean_std, float) else float(np.mean(prior.mean_std))
-    width_default = prior.component_std if isinstance(prior.component_std, tuple) else \
-        (prior.component_std, prior.component_std)
-    st.markdown("**Random Gaussian mixture** · defaults = the model's training prior")
+    prior_settings = prior_mixture_settings(model)
+    ss["_prior_mixture"] = prior_settings
+    st.markdown("**Random Gaussian mixture**")
+    from_prior = st.toggle("from the model's training prior", value=True, key="mix_from_prior",
+                           persist_state=KEEP,
+                           help="On: tasks are drawn exactly as in training (for mog2d-wide: 1–6 rotated, "
+                                "elongated components). Off: set your own prior with the sliders.")
     c1, c2 = st.columns(2)
-    c1.number_input("components", 1, 8, int(k_default), key="mix_k", persist_state=KEEP)
-    c2.number_input("seed", 0, 10**6, 0, key="mix_seed", persist_state=KEEP)
-    c1.slider("spread of the means", 0.5, 6.0, float(spread_default), 0.1, key="mix_spread",
-              persist_state=KEEP)
-    c2.slider("component width", 0.1, 2.0, (float(width_default[0]), float(width_default[1])), 0.01,
-              key="mix_width", persist_state=KEEP)
-    c1.slider("points", 1, max_context, min(32, max_context), key="mix_n", persist_state=KEEP)
+    for i, (key, label, lo, hi, step, name) in enumerate(MIX_SLIDERS):
+        if from_prior or key not in ss:  # the sliders show the model's prior until you take over
+            ss[key] = _slider_value(prior_settings[name], lo, hi, step)
+        (c1, c2)[i % 2].slider(label, lo, hi, step=step, key=key, disabled=from_prior, persist_state=KEEP)
+    c1.number_input("seed", 0, 10**6, 0, key="mix_seed", persist_state=KEEP)
+    c2.slider("points", 1, max_context, min(32, max_context), key="mix_n", persist_state=KEEP)
     c2.radio("feed", ["all at once", "one at a time"], key="mix_mode", persist_state=KEEP, horizontal=True)
     queue = ss["feed_queue"]
     b1, b2, b3, b4 = st.columns(4)
@@ -233,15 +259,32 @@ def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
     POINTS.feed_status("point", feed_ticker)
 
 
+def drawn_mixture_settings() -> dict:
+    """The settings of the next draw: the model's prior, or the sliders when the user took over.
+    k is a number when fixed and [lo, hi] when drawn; "ratio" appears only for anisotropic draws."""
+    ss = st.session_state
+    prior = ss.get("_prior_mixture") or {"k": [3, 3], "spread": 3.0, "width": [0.33, 0.5], "limit": 8.0,
+                                         "ratio": [1.0, 1.0]}
+    if ss.get("mix_from_prior", True):
+        chosen = {name: prior[name] for *_, name in MIX_SLIDERS}
+    else:
+        chosen = {name: ss.get(key, prior[name]) for key, *_, name in MIX_SLIDERS}
+    k = [int(v) for v in chosen["k"]] if isinstance(chosen["k"], (list, tuple)) else [int(chosen["k"])] * 2
+    ratio = [float(v) for v in chosen["ratio"]]
+    mix = {"k": k[0] if k[0] == k[1] else k, "spread": float(chosen["spread"]),
+           "width": [float(v) for v in chosen["width"]], "seed": int(ss.get("mix_seed", 0)),
+           "limit": float(prior["limit"])}
+    if ratio[1] > 1.0:
+        mix["ratio"] = ratio
+    return mix
+
+
 def on_draw_mixture() -> None:
     ss = st.session_state
     box = ss["_box"]
-    width = ss.get("mix_width", (0.33, 0.5))
-    mix = {"k": int(ss.get("mix_k", 3)), "spread": float(ss.get("mix_spread", 3.0)),
-           "width": [float(width[0]), float(width[1])], "seed": int(ss.get("mix_seed", 0)),
-           "limit": float(ss.get("_prior_limit", 8.0))}
+    mix = drawn_mixture_settings()
     _, pts = L.draw_mixture(mix["k"], mix["spread"], tuple(mix["width"]), mix["seed"],
-                            int(ss.get("mix_n", 32)), mix["limit"])
+                            int(ss.get("mix_n", 32)), mix["limit"], tuple(mix.get("ratio", (1.0, 1.0))))
     pts = np.clip(pts, box[0], box[1])  # the prior keeps means inside; a far tail point is clamped
     ss["mixture"] = mix
     POINTS.feed(pts.tolist(), ss.get("mix_mode", "all at once") == "all at once")
@@ -376,6 +419,9 @@ def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]
                    "learner, the oracle, KDE and EM baselines as n grows.")
         return
     st.caption("NLL of 500 fresh points from the drawn mixture, given the first n context points.")
+    caps = capabilities_of(model)
+    if not caps.bayes:
+        st.caption(f"No Bayes-optimal line for this model: {caps.why_no_bayes}.")
     sig = (model_key, json.dumps(ss["mixture"], sort_keys=True), tuple(map(tuple, pts)))
     if st.button("Compute ICL curve", key="icl_run"):
         with st.spinner("Evaluating the model and baselines…"):
