@@ -16,6 +16,7 @@ def test_zero_head_model_is_the_quadratic_base():
     assert torch.allclose(model.energy(x, ctx), (x * x).sum(-1) / 8.0, atol=1e-12)
 
 
+@pytest.mark.slow  # minutes of training / sampling on 2 cores
 def test_langevin_on_quadratic_reaches_mean_and_variance():
     """E = |x|^2 / (2 s^2): x <- x - eps x / s^2 + sqrt(2 eps) z is stationary at N(0, v I) with
     v = 2 eps / (1 - (1 - eps / s^2)^2) = s^2 / (1 - eps / (2 s^2)) (the discretisation bias)."""

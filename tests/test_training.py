@@ -195,6 +195,7 @@ def test_train_config_validation():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
+@pytest.mark.slow  # minutes of training / sampling on 2 cores
 def test_short_training_lowers_nll_at_n8():
     """Two hundred CD steps of a small model make the n = 8 conditional better than at init.
 

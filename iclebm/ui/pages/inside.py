@@ -25,6 +25,7 @@ from iclebm.ui import state as S
 from iclebm.ui.canvas import new_clicks, plotly_canvas
 from iclebm.ui.context import current_mixture, set_points
 from iclebm.ui.guard import flash, guarded, show_flash
+from iclebm.ui.jobs.finetune import FineTuneJob
 from iclebm.ui.models import AppContext
 
 PAGE = "inside"
@@ -284,7 +285,7 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
         ss["in_short"] = max_short
     c[3].number_input("points read while tuning", 0, max_short, key="in_short", disabled=max_short == 0,
                       help="the fine-tuned model reads the first s points of D as its context (0 = empty)")
-    job: C.FineTuneJob | None = ss.get("in_job")
+    job: FineTuneJob | None = ss.get("in_job")
     running = job is not None and job.running
     if c[4].button("Run", key="in_run", width="stretch", disabled=not pts or running):
         start_job(ctx, pts)
@@ -308,14 +309,14 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
 def c2w_live(ctx: AppContext) -> None:
     """The results, refreshed every REFRESH_S while the job runs; one full rerun when it ends."""
     c2w_results(ctx)
-    job: C.FineTuneJob | None = st.session_state.get("in_job")
+    job: FineTuneJob | None = st.session_state.get("in_job")
     if job is not None and not job.running:
         st.rerun()
 
 
 def start_job(ctx: AppContext, pts: list) -> None:
     ss = st.session_state
-    old: C.FineTuneJob | None = ss.get("in_job")
+    old: FineTuneJob | None = ss.get("in_job")
     if old is not None:
         old.stop()
     ss.pop("in_snap", None)  # the snapshot slider starts over, following the new run
@@ -324,7 +325,7 @@ def start_job(ctx: AppContext, pts: list) -> None:
     cfg = C.FineTuneConfig(steps=state.k, lr=state.lr, objective=state.objective)
     heldout, oracle = _heldout()
     short = [tuple(p) for p in pts[: state.short]]
-    ss["in_job"] = C.FineTuneJob(ctx.model, np.asarray(pts).reshape(-1, 2), cfg, ctx.box,
+    ss["in_job"] = FineTuneJob(ctx.model, np.asarray(pts).reshape(-1, 2), cfg, ctx.box,
                                  short_context=np.asarray(short).reshape(-1, 2), heldout=heldout,
                                  display_resolution=C2W_RES)
     ss["in_job_info"] = {"points": [tuple(p) for p in pts], "short": short, "model_key": ctx.model_key,
@@ -334,7 +335,7 @@ def start_job(ctx: AppContext, pts: list) -> None:
 
 def c2w_results(ctx: AppContext) -> None:
     ss = st.session_state
-    job: C.FineTuneJob | None = ss.get("in_job")
+    job: FineTuneJob | None = ss.get("in_job")
     info = ss.get("in_job_info")
     if job is None or info is None:
         return
