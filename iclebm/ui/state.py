@@ -206,7 +206,7 @@ class ShareState:
     arrows: bool = True
     model: str | None = None  # checkpoint name (file stem) under checkpoints/
     n_shown: int | None = None  # scrubbed prefix length on the main canvas (None = all)
-    mixture: dict | None = None  # {"k", "spread", "width": [lo, hi], "seed"} of a drawn mixture
+    mixture: dict | None = None  # a drawn mixture: {"k", "spread", "width": [lo, hi], "seed"[, "ratio"]}
 
 
 def _fmt(v: float) -> str:
@@ -256,11 +256,43 @@ def encode_share(state: ShareState) -> dict[str, str]:
     if state.n_shown is not None:
         q["n"] = str(int(state.n_shown))
     if state.mixture:
-        m = state.mixture
-        lo, hi = m["width"]
-        q["mix"] = ",".join([str(int(m["k"])), _fmt(float(m["spread"])), _fmt(float(lo)), _fmt(float(hi)),
-                             str(int(m["seed"]))])
+        q["mix"] = encode_mixture(state.mixture)
     return q
+
+
+def encode_mixture(m: dict) -> str:
+    """k,spread,width_lo,width_hi,seed[,ratio_lo,ratio_hi]; k is "3" or a range "1-6". Isotropic
+    mixtures with a fixed k keep the old five-part form, so old links and new ones agree."""
+    k = m["k"]
+    k_txt = f"{int(k[0])}-{int(k[1])}" if isinstance(k, (list, tuple)) else str(int(k))
+    lo, hi = m["width"]
+    parts = [k_txt, _fmt(float(m["spread"])), _fmt(float(lo)), _fmt(float(hi)), str(int(m["seed"]))]
+    if "ratio" in m:
+        parts += [_fmt(float(m["ratio"][0])), _fmt(float(m["ratio"][1]))]
+    return ",".join(parts)
+
+
+def decode_mixture(text: str) -> dict | None:
+    """The inverse of `encode_mixture`; None for anything unreadable or out of range."""
+    parts = text.split(",")
+    if len(parts) not in (5, 7):
+        return None
+    k_lo, _, k_hi = parts[0].partition("-")
+    ks = [parse_number(k_lo), parse_number(k_hi or k_lo)]
+    nums = [parse_number(p) for p in parts[1:]]
+    if any(v is None for v in ks + nums):
+        return None
+    spread, lo, hi, seed = nums[:4]  # type: ignore[misc]
+    if not (1 <= ks[0] <= ks[1] <= 16 and spread > 0 and 0 < lo <= hi):  # type: ignore[operator]
+        return None
+    mix = {"k": int(ks[0]) if ks[0] == ks[1] else [int(ks[0]), int(ks[1])], "spread": float(spread),
+           "width": [float(lo), float(hi)], "seed": int(seed)}
+    if len(nums) == 6:
+        r_lo, r_hi = float(nums[4]), float(nums[5])  # type: ignore[arg-type]
+        if not 1.0 <= r_lo <= r_hi <= 16.0:
+            return None
+        mix["ratio"] = [r_lo, r_hi]
+    return mix
 
 
 def _first(v: Any) -> str | None:
@@ -309,13 +341,7 @@ def decode_share(
             state.n_shown = min(int(val), len(state.points))
     mix = _first(params.get("mix"))
     if mix:
-        parts = mix.split(",")
-        nums = [parse_number(p) for p in parts]
-        if len(parts) == 5 and all(v is not None for v in nums):
-            k, spread, lo, hi, seed = nums  # type: ignore[misc]
-            if 1 <= k <= 16 and spread > 0 and 0 < lo <= hi:  # type: ignore[operator]
-                state.mixture = {"k": int(k), "spread": float(spread), "width": [float(lo), float(hi)],
-                                 "seed": int(seed)}
+        state.mixture = decode_mixture(mix)
         if state.mixture is None:
             warnings.append("Ignored the link's mixture settings (unreadable).")
     return state, warnings
