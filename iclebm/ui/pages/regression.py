@@ -25,7 +25,7 @@ from iclebm.errors import CheckpointError
 from iclebm.evaluation.regression import linear_predictive, ols_predict, sinusoid_posterior
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes.regression_view import compute_regression_view
-from iclebm.tasks import LinearPrior, SinusoidPrior
+from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior
 from iclebm.ui import share
 from iclebm.ui.canvas import plotly_canvas
 from iclebm.ui.guard import flash, guarded, show_flash
@@ -37,7 +37,8 @@ from iclebm.ui.regression_state import MAX_STEPS, REG_VIEWS, RegState, decode_re
 PAGE = "regression"
 FEED_TICK_S = 0.8
 KEEP = "session"
-DEFAULT_PRIORS = {"linear": LinearPrior(), "sinusoid": SinusoidPrior()}
+# The random-task families: every registered regression family, with its default prior.
+DEFAULT_PRIORS = {name: f.prior() for name, f in FAMILIES.items() if f.kind == REGRESSION}
 # The page's own context of (x, y) pairs, apart from the Density page's points.
 POINTS = PointEditor(
     points="reg_points", version="reg_pts_version", box="_reg_box", cap="_reg_cap", canvas="reg_canvas",
@@ -93,7 +94,7 @@ def _file_family(path: str, mtime: float) -> str:
 def regression_options() -> list[str]:
     """Selector options whose card names a regression family (files on disk and session models)."""
     out = [f"file:{name}" for name, p in sorted(file_options().items())
-           if _file_family(str(p), p.stat().st_mtime) in ("linear", "sinusoid")]
+           if is_regression({"family": _file_family(str(p), p.stat().st_mtime)})]
     for name, entry in st.session_state.get("session_models", {}).items():
         if is_regression((entry["model"].card or {}).get("task")):
             out.append(f"session:{name}")
@@ -107,8 +108,9 @@ def regression_context(ctx: AppContext) -> AppContext | None:
     if sidebar_is_reg and ctx.option not in options:
         options.insert(0, ctx.option)
     if not options:
-        st.info("No regression checkpoints (family linear or sinusoid) were found in checkpoints/. Train one "
-                "with `python -m iclebm train --preset linreg` or upload one in the sidebar.")
+        st.info(f"No regression checkpoints (family {' or '.join(DEFAULT_PRIORS)}) were found in "
+                "checkpoints/. Train one with `python -m iclebm train --preset linreg` or upload one in the "
+                "sidebar.")
         return None
     if not sidebar_is_reg:
         st.info(f"The sidebar's model ({option_label(ctx.option)}) is a density model "
