@@ -66,8 +66,8 @@ def prior_of(model_or_card: Any, kind: str | None = None, what: str = "this tool
     task = card_of(model_or_card).get("task")
     family = get_family(task_family(task))
     if kind is not None and family.kind != kind:
-        raise TaskFamilyError(f"{what} needs a {kind} model; this model was trained on {family.label} "
-                              f"tasks (family {family.name!r}, a {family.kind} model)")
+        raise TaskFamilyError(f"{what}: needs a model trained on {kind} tasks; this model was trained on "
+                              f"{family.label} tasks (family {family.name!r})")
     return prior_from_card(task)
 
 

@@ -44,7 +44,7 @@ def test_old_cards_without_a_family_are_gaussian_mixtures() -> None:
 
 def test_a_tool_refuses_a_model_of_the_other_kind_with_the_reason() -> None:
     card = {"task": LinearPrior().to_card()}
-    with pytest.raises(TaskFamilyError, match="compare needs a density model.*linear regression"):
+    with pytest.raises(TaskFamilyError, match="compare: needs a model trained on density tasks.*linear"):
         prior_of(card, DENSITY, "compare")
     assert isinstance(prior_of(card, REGRESSION), LinearPrior)
     assert family_of(card).kind == REGRESSION
@@ -64,7 +64,7 @@ def test_the_bayes_predictive_refuses_an_anisotropic_prior_with_a_typed_reason()
         hypotheses(WIDE)
     with pytest.raises(CapabilityError):
         mixture_log_predictive(np.zeros((2, 2)), np.zeros((3, 2)), WIDE.to_card())
-    with pytest.raises(TaskFamilyError, match="density model"):
+    with pytest.raises(TaskFamilyError, match="density tasks"):
         mixture_log_predictive(np.zeros((2, 2)), np.zeros((3, 2)), LinearPrior().to_card())
 
 
@@ -123,4 +123,5 @@ def test_density_commands_refuse_a_regression_model_in_one_line(command: str, ca
     args = [command, "--checkpoint", str(linreg)] + (["--quick"] if command == "compare" else [])
     assert cli_main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "needs a density model" in err and "Traceback" not in err
+    assert err.startswith("error: ") and "needs a model trained on density tasks" in err
+    assert "Traceback" not in err

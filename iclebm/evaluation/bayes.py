@@ -43,6 +43,7 @@ from scipy.special import log_ndtr
 
 from iclebm.card import prior_of
 from iclebm.errors import CapabilityError
+from iclebm.grid import grid_axis, grid_points
 from iclebm.tasks import DENSITY, MixturePrior
 
 LOG_2PI = math.log(2 * math.pi)
@@ -501,10 +502,8 @@ def predictive_grid(
 
 @functools.lru_cache(maxsize=64)
 def _cached_grid(context: tuple, prior: MixturePrior, box: tuple[float, float], res: int):
-    h = (box[1] - box[0]) / res
-    xs = box[0] + h * (np.arange(res) + 0.5)
-    yy, xx = np.meshgrid(xs, xs, indexing="ij")
-    query = np.stack([xx.reshape(-1), yy.reshape(-1)], -1)
+    xs = grid_axis(box, res)
+    query = grid_points(box, res)[0].numpy()
     ctx = np.array(context, dtype=np.float64).reshape(-1, 2)
     lp = mixture_log_predictive(ctx, query, prior, gibbs=GRID_GIBBS).reshape(res, res)
     xs.setflags(write=False)

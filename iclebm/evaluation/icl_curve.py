@@ -21,6 +21,7 @@ import torch
 
 from iclebm.card import prior_of
 from iclebm.evaluation.density import eval_mode, model_point_nll, prior_predictive_log_prob
+from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyTransformer
 from iclebm.tasks import DENSITY, GaussianMixture, MixturePrior
 from iclebm.training.presets import get_preset
@@ -98,17 +99,13 @@ def count_separate_modes(
     A local maximum: a grid cell whose density is the largest in its 3 x 3 neighbourhood and at
     least rel_height of the global maximum. Each true mean counts once. context: (N, 2).
     """
-    lo, hi = box
-    h = (hi - lo) / resolution
-    axis = lo + h * (torch.arange(resolution, dtype=torch.float32) + 0.5)
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
-    grid = torch.stack([xx.reshape(-1), yy.reshape(-1)], -1)
+    grid = grid_points(box, resolution)[0].float()
     with torch.no_grad(), eval_mode(model):
         e = model.energy(grid[None], context[None].float())[0].reshape(resolution, resolution)
     dens = torch.exp(-(e - e.min()))
     pooled = torch.nn.functional.max_pool2d(dens[None, None], 3, stride=1, padding=1)[0, 0]
     peaks = (dens >= pooled) & (dens >= rel_height * dens.max())
-    where = torch.stack([xx[peaks], yy[peaks]], -1)  # (Q, 2)
+    where = grid.reshape(resolution, resolution, 2)[peaks]  # (Q, 2) cell centres of the peaks
     if where.numel() == 0:
         return 0
     d = torch.cdist(task.means.float(), where)  # (K, Q)

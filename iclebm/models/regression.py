@@ -22,11 +22,9 @@ Training has two objectives, both vectorised over all B tasks x N positions at o
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from iclebm.grid import y_axis
+from iclebm.grid import log_z_on_grid, y_axis
 from iclebm.models.energy import EnergyTransformer
 
 
@@ -76,7 +74,7 @@ def conditional_log_density(
     Returns (log_p (B, P, M, K), ys (K,)); exp(log_p).sum(-1) * h == 1 for every column."""
     ys, h = y_axis(box, resolution)
     e = column_energies(model, x, context, ys, lengths)
-    return -e - (torch.logsumexp(-e, -1, keepdim=True) + math.log(h)), ys
+    return -e - log_z_on_grid(e, h, keepdim=True), ys
 
 
 @torch.no_grad()
@@ -88,7 +86,7 @@ def conditional_nll(
     test = torch.as_tensor(test, dtype=torch.float64)
     ys, h = y_axis(box, resolution)
     e_grid = column_energies(model, test[..., 0], context, ys, lengths)  # (B, P, S, K)
-    log_z = torch.logsumexp(-e_grid, -1) + math.log(h)  # (B, P, S)
+    log_z = log_z_on_grid(e_grid, h)  # (B, P, S)
     e_test = model.energy_at_prefixes(test.to(model.dtype), torch.as_tensor(context).to(model.dtype), lengths)
     return (e_test.double() + log_z).mean(-1)
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from iclebm.dynamics.langevin import langevin, uniform_init
-from iclebm.grid import grid_points
+from iclebm.grid import grid_points, log_z_on_grid, stratified_grid
 from iclebm.models.energy import EnergyTransformer
 
 Box = tuple[float, float]
@@ -127,14 +127,14 @@ def grid_nll(
     centre (stratified sampling: an unbiased estimate of Z). A fine-tune on the fixed centres
     learns to put mass between them, where Z does not see it; fresh jitter each step prevents it.
     """
-    grid, area = grid_points(box, resolution)
-    if generator is not None:
-        h = (box[1] - box[0]) / resolution
-        grid = grid + h * (torch.rand(grid.shape, generator=generator, dtype=grid.dtype) - 0.5)
+    if generator is None:
+        grid, area = grid_points(box, resolution)
+    else:
+        grid, area = stratified_grid(box, resolution, generator)
     n = points.shape[1]
     query = torch.cat([points, grid.to(model.dtype)[None]], dim=1)  # (1, N + G, 2): one batch
     energy = model.energy(query, context)
-    log_z = torch.logsumexp(-energy[:, n:].double(), dim=-1) + math.log(area)
+    log_z = log_z_on_grid(energy[:, n:].double(), area)
     return (energy[:, :n].double().mean(-1) + log_z)[0]
 
 
@@ -146,7 +146,7 @@ def density_report(
     """(log p(x | context) on the display grid (R, R), mean NLL of points, of held-out points or None)."""
     grid, area = grid_points(box, resolution)
     energy = model.energy(grid.to(model.dtype)[None], context)[0].double()  # (R*R,)
-    log_z = float(torch.logsumexp(-energy, 0)) + math.log(area)
+    log_z = float(log_z_on_grid(energy, area, dim=0))
     log_density = (-energy - log_z).reshape(resolution, resolution).cpu().numpy()
 
     def nll(x: torch.Tensor | None) -> float | None:

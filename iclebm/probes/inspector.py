@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclebm.grid import grid_axis, grid_points
+from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyTransformer
 
 Box = tuple[float, float]
@@ -209,7 +209,3 @@ def format_influence_table(insp: Inspection) -> str:
         lines.append("(empty context: nothing to remove)")
     return "\n".join(lines)
 
-
-def grid_xs(box: Box, resolution: int) -> np.ndarray:
-    """Cell centres of the heatmap grid (for the plots)."""
-    return grid_axis(box, resolution).astype(np.float32)

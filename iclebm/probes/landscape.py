@@ -90,10 +90,7 @@ def compute_landscape(
     arrow_xy = arrow_uv = None
     if arrow_resolution > 0:
         # Arrows sit on a coarser grid: a field of 100x100 arrows would be unreadable.
-        lo, hi = box
-        ax = grid_axis(box, arrow_resolution)
-        yy, xx = np.meshgrid(ax, ax, indexing="ij")
-        tails = torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1), dtype=model.dtype)
+        tails = grid_points(box, arrow_resolution)[0].to(model.dtype)
         with torch.enable_grad():
             q = tails[None, None].clone().requires_grad_(True)
             e = model.energy_cached(q, cache.detach())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from iclebm.dynamics.thinking import predict
-from iclebm.grid import y_axis
+from iclebm.grid import log_z_on_grid, y_axis
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.regression import column_energies
 
@@ -50,7 +49,7 @@ def compute_regression_view(
     ys, h = y_axis(box, resolution)
     xs = ys.clone()
     energy = column_energies(model, xs[None], pts, ys)[0, 0]  # (R_x, R_y)
-    log_p = -energy - (torch.logsumexp(-energy, -1, keepdim=True) + math.log(h))
+    log_p = -energy - log_z_on_grid(energy, h, keepdim=True)
     traj = predict(model, xs[None].to(model.dtype), pts.to(model.dtype), steps=max_steps, step_size=step_size,
                    starts=starts, return_trajectory=True)
     steps = curve_frames(max_steps)

@@ -15,6 +15,7 @@ import streamlit as st
 import torch
 
 from iclebm.card import is_regression
+from iclebm.grid import grid_axis
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes import ctx2weights as C
 from iclebm.probes import inspector as I
@@ -248,7 +249,7 @@ def _map_figure(ctx: AppContext, key_pts: tuple, query: tuple, mode: str):
             note = ("Each cell is coloured by the context point whose removal raises the energy there the "
                     f"most: the point a query there leans on ({res}×{res} grid).")
             self_index = False
-    xs = I.grid_xs(ctx.box, res)
+    xs = grid_axis(ctx.box, res).astype(np.float32)
     fig = F.dominant_map_figure(xs, owner, ctx.box, np.asarray(key_pts).reshape(-1, 2), query,
                                 "most attention" if mode == "attention" else "most influence", self_index,
                                 height=480)
@@ -366,7 +367,7 @@ def c2w_results(ctx: AppContext) -> None:
     if len(steps) > 1:
         st.select_slider("snapshot k", steps, key="in_snap")
     snap = res.snapshots[steps.index(ss["in_snap"])]
-    xs = I.grid_xs(ctx.box, C2W_RES)
+    xs = grid_axis(ctx.box, C2W_RES).astype(np.float32)
     left, right = st.columns([1.6, 1], gap="medium")
     with left:
         st.plotly_chart(F.side_by_side_figure(xs, ref.log_density, snap.log_density, ctx.box, pts,
