@@ -37,10 +37,9 @@ import numpy as np
 import torch
 
 from iclebm.dynamics.langevin import langevin, uniform_init
-from iclebm.grid import grid_points, log_z_on_grid, stratified_grid
+from iclebm.grid import Box, grid_points, log_z_on_grid, stratified_grid
 from iclebm.models.energy import EnergyTransformer
 
-Box = tuple[float, float]
 OBJECTIVES = ("nll", "cd")
 # Widget bounds: the UI cannot enter values outside these, and FineTuneConfig rejects them.
 BOUNDS: dict[str, tuple[float, float]] = {"steps": (1, 500), "lr": (1e-5, 1e-1), "short": (0, 16)}

@@ -22,11 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iclebm.grid import grid_points
+from iclebm.grid import Box, grid_points
 from iclebm.models.energy import EnergyTransformer
-
-Box = tuple[float, float]
-
 
 # ---- leave-one-out influence ---------------------------------------------------------------
 

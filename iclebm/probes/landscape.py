@@ -25,11 +25,9 @@ import numpy as np
 import torch
 
 from iclebm.dynamics.langevin import langevin
-from iclebm.grid import grid_axis, grid_points, log_normalise
+from iclebm.grid import Box, grid_axis, grid_points, log_normalise
 from iclebm.models.energy import EnergyTransformer
 from iclebm.tasks import PROBE_FAMILIES, GaussianMixture, MixturePrior
-
-Box = tuple[float, float]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import plotly.colors as pcolors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-Box = tuple[float, float]
+from iclebm.grid import Box
 
 CONTEXT_COLOR = "#ff4b4b"
 LATEST_COLOR = "#ffd400"

@@ -12,9 +12,8 @@ import plotly.colors as pcolors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclebm.grid import Box
 from iclebm.ui.figures import CONTEXT_COLOR, LOG_DENSITY_SPAN, _square_axes, landscape_figure
-
-Box = tuple[float, float]
 
 QUERY_COLOR = "#00e5ff"
 SELF_COLOR = "#888888"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from iclebm.grid import Box
 from iclebm.ui.figures import (
     METHOD_COLORS,
     _colorscale,
@@ -17,7 +18,6 @@ from iclebm.ui.figures import (
     image_figure,
 )
 
-Box = tuple[float, float]
 CURVE_COLOR = "#ffd400"
 OLS_COLOR = "#4dd0e1"
 BAYES_COLOR = "#ff80ab"

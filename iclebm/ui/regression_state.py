@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from iclebm.card import prior_from_card
+from iclebm.grid import Box
 from iclebm.tasks import REGRESSION_FAMILIES, RegressionTask
 from iclebm.ui.state import _choice, _first, _flag, decode_points, encode_points, parse_number
 
 Point = tuple[float, float]
-Box = tuple[float, float]
 REG_VIEWS = ("density", "energy")
 MAX_STEPS = 100
 

@@ -13,8 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from iclebm.grid import Box
+
 Point = tuple[float, float]
-Box = tuple[float, float]
 
 VIEWS = ("energy", "density")
 # Digits kept in share links: 1e-4 of a unit is far below the 1%-of-box click tolerance.
