@@ -233,6 +233,142 @@ def format_throughput(rows: list[dict], sz: Sizes, cuda_note: str | None) -> str
     return "\n".join(lines)
 
 
+class _DensityBench:
+    """The density rows (a)-(e) of `run_bench`: cached vs naive, vectorised vs loops, and the app's
+    costs. One method per row group; they share the model, the sizes, the task stream `g` (drawn in
+    the same order as always, so the contexts are the same) and the table being built."""
+
+    def __init__(self, model: EnergyTransformer, sz: Sizes, device: torch.device, repeats: int,
+                 slow_repeats: int, quick: bool) -> None:
+        self.model, self.sz, self.device = model, sz, device
+        self.repeats, self.slow_repeats, self.quick = repeats, slow_repeats, quick
+        self.box = box_of(model)
+        self.prior = prior_of(model, DENSITY, "the density bench")
+        self.g = torch.Generator().manual_seed(0)
+        self.rows: list[dict] = []
+        self.checks: list[str] = []
+
+    def ctx_of(self, n: int) -> torch.Tensor:
+        return self.prior.sample_task(self.g).sample(n, self.g).to(self.model.dtype)
+
+    def row(self, name: str, fast: float, slow: float | None, n_fast: int, n_slow: int | None,
+            target: str) -> None:
+        self.rows.append({
+            "name": name,
+            "fast_s": fast,
+            "slow_s": slow,
+            "ratio": (slow / fast) if slow is not None and fast > 0 else None,
+            "repeats": f"{n_fast}" + (f"/{n_slow}" if n_slow is not None else ""),
+            "target": "(full sizes only)" if self.quick else target,
+        })
+
+    def heatmap(self) -> None:
+        """(a) full-context heatmap, with and without gradients w.r.t. the queries."""
+        model, sz, rep, slow = self.model, self.sz, self.repeats, self.slow_repeats
+        ctx = self.ctx_of(sz.heat_n)
+        grid = grid_points(self.box, sz.heat_res)[0].to(model.dtype)
+        cached_energy(model, grid[:16], ctx)  # warm-up
+        t_c, (e_c, _) = _time(lambda: cached_energy(model, grid, ctx), rep)
+        t_n, (e_n, _) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk), slow)
+        name = f"(a) heatmap {sz.heat_res}x{sz.heat_res}, N={sz.heat_n}: cached vs naive"
+        self.row(name, t_c, t_n, rep, slow, ">= 20x")
+        t_cg, (e_cg, g_c) = _time(lambda: cached_energy(model, grid, ctx, grad=True), rep)
+        t_ng, (e_ng, g_n) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk, grad=True), slow)
+        self.row("(a) same + grad wrt queries (arrow field)", t_cg, t_ng, rep, slow, ">= 20x")
+        max_e = float(e_n.abs().max())
+        d_e = float((e_c - e_n).abs().max())
+        d_g = float((g_c - g_n).abs().max())
+        rel = d_e / max(max_e, 1e-12)
+        self.checks.append(
+            f"max |cached - naive| energy = {d_e:.2e} (max |E| = {max_e:.3g}, relative {rel:.1e}); "
+            f"gradient = {d_g:.2e} (max |grad| = {float(g_n.abs().max()):.3g})"
+        )
+
+    def film_strip(self) -> None:
+        """(b) every prefix's landscape in one batch vs one naive heatmap per prefix."""
+        model, sz = self.model, self.sz
+        ctx = self.ctx_of(sz.film_n)
+        fgrid = grid_points(self.box, sz.film_res)[0].to(model.dtype)
+
+        def film_cached() -> torch.Tensor:
+            with torch.no_grad():
+                return model.energy_all_prefixes(fgrid[None], ctx[None])[0]
+
+        def film_naive() -> torch.Tensor:
+            return torch.stack(
+                [naive_energy(model, fgrid, ctx[:n], sz.naive_chunk)[0] for n in range(sz.film_n + 1)]
+            )
+
+        t_c, f_c = _time(film_cached, self.repeats)
+        t_n, f_n = _time(film_naive, self.slow_repeats)
+        self.row(f"(b) film strip {sz.film_res}x{sz.film_res}, N={sz.film_n} (all {sz.film_n + 1} prefixes)",
+                 t_c, t_n, self.repeats, self.slow_repeats, ">= 15x")
+        self.checks.append(f"film strip max |cached - naive| = {float((f_c - f_n).abs().max()):.2e}")
+
+    def cd_step(self) -> None:
+        """(c) one contrastive-divergence step, vectorised vs the reference's loops."""
+        model, sz, box, g = self.model, self.sz, self.box, self.g
+        tcfg = TrainConfig(batch_size=sz.cd_batch, context_len=sz.cd_n, chains=sz.cd_chains,
+                           langevin_steps=sz.cd_steps, box=box, task=self.prior.to_card())
+        seq_all, _ = self.prior.sample_batch(sz.cd_batch, sz.cd_n + tcfg.extra_points, g)
+        seq_all = seq_all.to(model.dtype)
+        init = chain_init(seq_all, sz.cd_n, sz.cd_chains, tcfg.data_init_frac, box, g).to(self.device)
+        seq = seq_all[:, : sz.cd_n].to(self.device)
+        model.train()
+
+        def cd_vec() -> float:
+            model.zero_grad(set_to_none=True)
+            neg = sample_negatives(model, seq, init, tcfg, torch.Generator().manual_seed(1))
+            loss, _ = cd_loss(model, seq, neg, tcfg.alpha)
+            loss.backward()
+            return float(loss.detach())
+
+        def cd_ref() -> float:
+            model.zero_grad(set_to_none=True)
+            neg = sample_negatives_reference(model, seq, init, tcfg, torch.Generator().manual_seed(1))
+            loss = cd_loss_reference(model, seq, neg, tcfg.alpha)
+            loss.backward()
+            return float(loss.detach())
+
+        t_c, _ = _time(cd_vec, self.repeats)
+        t_n, _ = _time(cd_ref, self.slow_repeats)
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        self.row(f"(c) CD step B={sz.cd_batch} N={sz.cd_n} C={sz.cd_chains} {sz.cd_steps} Langevin steps: "
+                 "vectorised vs loops", t_c, t_n, self.repeats, self.slow_repeats, ">= 20x")
+
+    def langevin(self) -> None:
+        """(d) the card's sampler on many particles under a full context."""
+        model, sz, box = self.model, self.sz, self.box
+        ctx = self.ctx_of(sz.lv_n)
+        sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
+        init_p = uniform_init(sz.lv_particles, box, generator=self.g)
+
+        def run_langevin() -> torch.Tensor:
+            return langevin(model, ctx, init_p, sz.lv_steps, sampler.step_size, sampler.noise_std,
+                            sampler.grad_clip, box=box, generator=torch.Generator().manual_seed(2))
+
+        lv_repeats = 1 if self.quick else min(self.repeats, 3)
+        t_l, _ = _time(run_langevin, lv_repeats)
+        self.row(f"(d) Langevin {sz.lv_particles} particles x {sz.lv_steps} steps, N={sz.lv_n}", t_l, None,
+                 lv_repeats, None, "report (prototype 2.7 s)")
+
+    def app_heatmaps(self) -> None:
+        """(e) what one click costs the app: heatmap + arrow field for several context sizes."""
+        model, sz, box = self.model, self.sz, self.box
+        for n in sz.app_ns:
+            if n > model.config.max_context:
+                cap = model.config.max_context
+                self.checks.append(f"(e) skipped N={n}: the model reads at most {cap} points")
+                continue
+            ctx = self.ctx_of(n)
+            app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows)  # warm-up
+            t_a, _ = _time(lambda c=ctx: app_heatmap(model, c, box, sz.app_res, sz.app_arrows), self.repeats)
+            res, arrows = sz.app_res, sz.app_arrows
+            name = f"(e) app heatmap {res}x{res} + {arrows}x{arrows} arrows, N={n}"
+            self.row(name, t_a, None, self.repeats, None, "< 200 ms")
+
+
 def run_bench(
     checkpoint: str | Path | None = None,
     quick: bool = False,
@@ -255,9 +391,7 @@ def run_bench(
     model, source = get_model(checkpoint)
     model.eval()
     model.to(device)
-    box = box_of(model)
-    prior = prior_of(model, DENSITY, "the density bench")
-    g = torch.Generator().manual_seed(0)
+    bench = _DensityBench(model, sz, device, repeats, slow_repeats, quick)
     cfg = model.config
     print_fn(
         f"model: {source}; d={cfg.d_model}, layers={cfg.n_layer}, heads={cfg.n_head}; "
@@ -265,177 +399,21 @@ def run_bench(
         f"{'quick sizes' if quick else 'full sizes'}; median of {repeats} repeats "
         f"(slow reference sides: {slow_repeats})"
     )
-    rows: list[dict] = []
-    checks: list[str] = []
-
-    def ctx_of(n: int) -> torch.Tensor:
-        return prior.sample_task(g).sample(n, g).to(model.dtype)
-
-    def row(name: str, fast: float, slow: float | None, n_fast: int, n_slow: int | None, target: str) -> None:
-        rows.append(
-            {
-                "name": name,
-                "fast_s": fast,
-                "slow_s": slow,
-                "ratio": (slow / fast) if slow is not None and fast > 0 else None,
-                "repeats": f"{n_fast}" + (f"/{n_slow}" if n_slow is not None else ""),
-                "target": "(full sizes only)" if quick else target,
-            }
-        )
-
     if not throughput_only:  # (a)-(e): cached vs naive, vectorised vs loops
-        # (a) full-context heatmap
-        ctx = ctx_of(sz.heat_n)
-        grid = grid_points(box, sz.heat_res)[0].to(model.dtype)
-        cached_energy(model, grid[:16], ctx)  # warm-up
-        t_c, (e_c, _) = _time(lambda: cached_energy(model, grid, ctx), repeats)
-        t_n, (e_n, _) = _time(lambda: naive_energy(model, grid, ctx, sz.naive_chunk), slow_repeats)
-        row(
-            f"(a) heatmap {sz.heat_res}x{sz.heat_res}, N={sz.heat_n}: cached vs naive",
-            t_c,
-            t_n,
-            repeats,
-            slow_repeats,
-            ">= 20x",
-        )
-        t_cg, (e_cg, g_c) = _time(lambda: cached_energy(model, grid, ctx, grad=True), repeats)
-        t_ng, (e_ng, g_n) = _time(
-            lambda: naive_energy(model, grid, ctx, sz.naive_chunk, grad=True), slow_repeats
-        )
-        row("(a) same + grad wrt queries (arrow field)", t_cg, t_ng, repeats, slow_repeats, ">= 20x")
-        max_e = float(e_n.abs().max())
-        d_e = float((e_c - e_n).abs().max())
-        d_g = float((g_c - g_n).abs().max())
-        rel = d_e / max(max_e, 1e-12)
-        checks.append(
-            f"max |cached - naive| energy = {d_e:.2e} (max |E| = {max_e:.3g}, relative {rel:.1e}); "
-            f"gradient = {d_g:.2e} (max |grad| = {float(g_n.abs().max()):.3g})"
-        )
-
-        # (b) film strip
-        ctx = ctx_of(sz.film_n)
-        fgrid = grid_points(box, sz.film_res)[0].to(model.dtype)
-
-        def film_cached() -> torch.Tensor:
-            with torch.no_grad():
-                return model.energy_all_prefixes(fgrid[None], ctx[None])[0]
-
-        def film_naive() -> torch.Tensor:
-            return torch.stack(
-                [naive_energy(model, fgrid, ctx[:n], sz.naive_chunk)[0] for n in range(sz.film_n + 1)]
-            )
-
-        t_c, f_c = _time(film_cached, repeats)
-        t_n, f_n = _time(film_naive, slow_repeats)
-        row(
-            f"(b) film strip {sz.film_res}x{sz.film_res}, N={sz.film_n} (all {sz.film_n + 1} prefixes)",
-            t_c,
-            t_n,
-            repeats,
-            slow_repeats,
-            ">= 15x",
-        )
-        checks.append(f"film strip max |cached - naive| = {float((f_c - f_n).abs().max()):.2e}")
-
-        # (c) one CD step
-        tcfg = TrainConfig(
-            batch_size=sz.cd_batch,
-            context_len=sz.cd_n,
-            chains=sz.cd_chains,
-            langevin_steps=sz.cd_steps,
-            box=box,
-            task=prior.to_card(),
-        )
-        seq_all, _ = prior.sample_batch(sz.cd_batch, sz.cd_n + tcfg.extra_points, g)
-        seq_all = seq_all.to(model.dtype)
-        init = chain_init(seq_all, sz.cd_n, sz.cd_chains, tcfg.data_init_frac, box, g).to(device)
-        seq = seq_all[:, : sz.cd_n].to(device)
-        model.train()
-
-        def cd_vec() -> float:
-            model.zero_grad(set_to_none=True)
-            neg = sample_negatives(model, seq, init, tcfg, torch.Generator().manual_seed(1))
-            loss, _ = cd_loss(model, seq, neg, tcfg.alpha)
-            loss.backward()
-            return float(loss.detach())
-
-        def cd_ref() -> float:
-            model.zero_grad(set_to_none=True)
-            neg = sample_negatives_reference(model, seq, init, tcfg, torch.Generator().manual_seed(1))
-            loss = cd_loss_reference(model, seq, neg, tcfg.alpha)
-            loss.backward()
-            return float(loss.detach())
-
-        t_c, _ = _time(cd_vec, repeats)
-        t_n, _ = _time(cd_ref, slow_repeats)
-        model.zero_grad(set_to_none=True)
-        model.eval()
-        row(
-            f"(c) CD step B={sz.cd_batch} N={sz.cd_n} C={sz.cd_chains} {sz.cd_steps} Langevin steps: "
-            "vectorised vs loops",
-            t_c,
-            t_n,
-            repeats,
-            slow_repeats,
-            ">= 20x",
-        )
-
-        # (d) Langevin
-        ctx = ctx_of(sz.lv_n)
-        sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
-        init_p = uniform_init(sz.lv_particles, box, generator=g)
-
-        def run_langevin() -> torch.Tensor:
-            return langevin(
-                model,
-                ctx,
-                init_p,
-                sz.lv_steps,
-                sampler.step_size,
-                sampler.noise_std,
-                sampler.grad_clip,
-                box=box,
-                generator=torch.Generator().manual_seed(2),
-            )
-
-        lv_repeats = 1 if quick else min(repeats, 3)
-        t_l, _ = _time(run_langevin, lv_repeats)
-        row(
-            f"(d) Langevin {sz.lv_particles} particles x {sz.lv_steps} steps, N={sz.lv_n}",
-            t_l,
-            None,
-            lv_repeats,
-            None,
-            "report (prototype 2.7 s)",
-        )
-
-        # (e) app heatmap
-        for n in sz.app_ns:
-            if n > model.config.max_context:
-                checks.append(f"(e) skipped N={n}: the model reads at most {model.config.max_context} points")
-                continue
-            ctx = ctx_of(n)
-            app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows)  # warm-up
-            t_a, _ = _time(lambda ctx=ctx: app_heatmap(model, ctx, box, sz.app_res, sz.app_arrows), repeats)
-            row(
-                f"(e) app heatmap {sz.app_res}x{sz.app_res} + {sz.app_arrows}x{sz.app_arrows} arrows, N={n}",
-                t_a,
-                None,
-                repeats,
-                None,
-                "< 200 ms",
-            )
-
-        regression_bench(row, checks, repeats, quick)
-
-        print_fn(format_bench(rows))
-        for c in checks:
+        bench.heatmap()
+        bench.film_strip()
+        bench.cd_step()
+        bench.langevin()
+        bench.app_heatmaps()
+        regression_bench(bench.row, bench.checks, repeats, quick)
+        print_fn(format_bench(bench.rows))
+        for c in bench.checks:
             print_fn(c)
 
     # (f) throughput per device
     devices = [torch.device("cpu")] + ([device] if device.type != "cpu" else [])
     cuda_note = None if torch.cuda.is_available() else "not available on this machine (no CUDA GPU): CPU only"
-    tp = throughput(model.to("cpu"), sz, prior, box, repeats, devices, compile_)
+    tp = throughput(model.to("cpu"), sz, bench.prior, bench.box, repeats, devices, compile_)
     print_fn("")
     print_fn(format_throughput(tp, sz, cuda_note))
     return {
@@ -444,8 +422,8 @@ def run_bench(
         "model": source,
         "quick": quick,
         "repeats": repeats,
-        "rows": rows,
-        "checks": checks,
+        "rows": bench.rows,
+        "checks": bench.checks,
         "threads": torch.get_num_threads(),
     }
 
