@@ -59,6 +59,7 @@ from iclebm.errors import (
     ContextTooLongError,
     IclebmError,
     TrainingDivergedError,
+    UnknownObjectiveError,
 )
 from iclebm.evaluation.bayes import (
     GibbsConfig,
@@ -167,6 +168,9 @@ from iclebm.models.regression import (
 )
 from iclebm.objectives import (
     OBJECTIVES,
+    Objective,
+    objective_label,
+    resolve_objective,
 )
 from iclebm.objectives.cd import (
     cd_loss,
@@ -327,6 +331,7 @@ __all__ = [
     "MixtureTrainer",
     "Moved",
     "OBJECTIVES",
+    "Objective",
     "PRESETS",
     "Preset",
     "REGRESSION_FAMILIES",
@@ -348,6 +353,7 @@ __all__ = [
     "Trajectory",
     "TwoMoons",
     "UniformSquare",
+    "UnknownObjectiveError",
     "ValidationSet",
     "all_true",
     "any_true",
@@ -462,6 +468,7 @@ __all__ = [
     "n_partitions",
     "nll_curve_for_task",
     "nll_loss",
+    "objective_label",
     "ols_predict",
     "parse_points",
     "parse_query",
@@ -480,6 +487,7 @@ __all__ = [
     "regression_table",
     "require_attention",
     "resolve_device",
+    "resolve_objective",
     "ridge_lambdas",
     "ridge_predict",
     "run_training_curves",

@@ -15,3 +15,7 @@ class ContextTooLongError(IclebmError, ValueError):
 
 class TrainingDivergedError(IclebmError):
     """Training produced NaN/inf too many times in a row."""
+
+
+class UnknownObjectiveError(IclebmError, ValueError):
+    """An objective name (config, card, CLI flag or share link) that the registry does not know."""

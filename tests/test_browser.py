@@ -16,8 +16,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-
 from conftest import skip_or_fail
+
 from iclebm.ui.app_server import app_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ The frozen model conditioned on a context D gives the in-context density p(x | D
 weights instead: fine-tune a copy of the model on D, with an empty (or short) context S, for
 k Adam steps, and compare p_k(x | S) with p(x | D).
 
-Objective (default "nll"): the grid-normalised NLL of D (in 2-D the normaliser is a grid sum),
+Objective (default "exact"; "nll" is read as its old name): the grid-normalised NLL of D (in 2-D
+the normaliser is a grid sum),
 
     L(w) = mean_{x in D} E_w(x | S) + log sum_cells exp(-E_w(u_cell | S)) * cell area,
 
@@ -20,9 +21,9 @@ compares them with the in-context density: symmetric KL (Jeffreys, KL(p||q) + KL
 Hellinger distance on the display grid. With held-out points of the same task, both
 densities' NLL on them is recorded too.
 
-A run is cancellable (`should_stop` callback, or `FineTuneJob.stop()` from another thread) and
-stops at a non-finite loss or gradient, or a loss more than `diverge_margin` nats above the
-start, with a message; the snapshots taken so far stay.
+A run is cancellable (`should_stop` callback, or `iclebm.ui.jobs.finetune.FineTuneJob.stop()` from
+another thread) and stops at a non-finite loss or gradient, or a loss more than `diverge_margin`
+nats above the start, with a message; the snapshots taken so far stay.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ import torch
 from iclebm.dynamics.langevin import langevin, uniform_init
 from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyTransformer
+from iclebm.objectives import resolve_objective
 
 Box = tuple[float, float]
-OBJECTIVES = ("nll", "cd")
 # Widget bounds: the UI cannot enter values outside these, and FineTuneConfig rejects them.
 BOUNDS: dict[str, tuple[float, float]] = {"steps": (1, 500), "lr": (1e-5, 1e-1), "short": (0, 16)}
 
@@ -50,7 +51,7 @@ BOUNDS: dict[str, tuple[float, float]] = {"steps": (1, 500), "lr": (1e-5, 1e-1),
 class FineTuneConfig:
     steps: int = 100  # k, Adam steps on D
     lr: float = 1e-3
-    objective: str = "nll"  # "nll" (exact grid-normalised) or "cd" (contrastive divergence)
+    objective: str = "exact"  # iclebm.objectives: "exact" (grid-normalised NLL; alias "nll") or "cd"
     resolution: int = 32  # grid cells per axis for log Z inside the objective (jittered each step)
     snapshots: tuple[int, ...] | None = None  # steps to keep (default: 0, 1, 2, 5, 10, 20, 50, ... and steps)
     grad_clip: float = 1.0  # parameter-gradient norm clip
@@ -69,8 +70,8 @@ class FineTuneConfig:
         lo, hi = BOUNDS["lr"]
         if not (math.isfinite(self.lr) and lo <= self.lr <= hi):
             raise ValueError(f"learning rate must lie in [{lo:g}, {hi:g}], got {self.lr}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        # the canonical name, so old configs and links with "nll" fine-tune by the exact objective
+        object.__setattr__(self, "objective", resolve_objective(self.objective))
         if int(self.resolution) < 4:
             raise ValueError("resolution must be >= 4")
 
@@ -245,7 +246,7 @@ def fine_tune(
     result = FineTuneResult()
 
     def objective() -> torch.Tensor:
-        if config.objective == "nll":
+        if config.objective == "exact":
             return grid_nll(tuned, pts, short, box, config.resolution, generator)
         return _cd_loss(tuned, pts, short, config, box, generator)
 
@@ -261,7 +262,7 @@ def fine_tune(
         value = float(loss.detach())
         start_loss = value if start_loss is None else start_loss
         bad = not math.isfinite(value) or (
-            config.objective == "nll" and value > start_loss + config.diverge_margin
+            config.objective == "exact" and value > start_loss + config.diverge_margin
         )
         if not bad:
             loss.backward()
@@ -289,8 +290,4 @@ def fine_tune(
         optimizer.step()
     result.seconds = time.perf_counter() - t0
     return result
-
-
-# ---- background runs (for the app) -----------------------------------------------------------
-
 

@@ -16,6 +16,7 @@ import torch
 
 from iclebm.card import is_regression
 from iclebm.models.energy import EnergyTransformer
+from iclebm.objectives import OBJECTIVES, objective_label
 from iclebm.probes import ctx2weights as C
 from iclebm.probes import inspector as I
 from iclebm.ui import compute, share
@@ -25,6 +26,7 @@ from iclebm.ui import state as S
 from iclebm.ui.canvas import new_clicks, plotly_canvas
 from iclebm.ui.context import current_mixture, set_points
 from iclebm.ui.guard import flash, guarded, show_flash
+from iclebm.ui.jobs.finetune import FineTuneJob
 from iclebm.ui.models import AppContext
 
 PAGE = "inside"
@@ -38,7 +40,6 @@ HELDOUT_N = 500
 HELDOUT_SEED = 2024
 REFRESH_S = 1.0
 MODE_LABELS = {"query": "one query", "attention": "attention map", "influence": "influence map"}
-OBJ_LABELS = {"nll": "exact NLL (grid)", "cd": "contrastive divergence"}
 MEAN = "mean"
 
 
@@ -84,7 +85,7 @@ def init_state() -> None:
     ss.setdefault("in_mode", MODE_LABELS["query"])
     ss.setdefault("in_layer", MEAN)
     ss.setdefault("in_head", MEAN)
-    ss.setdefault("in_obj", OBJ_LABELS["nll"])
+    ss.setdefault("in_obj", IS.DEFAULT_OBJECTIVE)  # the canonical name; the widget shows its label
     ss.setdefault("in_k", IS.DEFAULT_K)
     ss.setdefault("in_lr", IS.DEFAULT_LR)
     ss.setdefault("in_short", 0)
@@ -114,7 +115,7 @@ def restore_link(ctx: AppContext) -> None:
     ss["in_layer"] = MEAN if link.layer is None else link.layer + 1
     ss["in_head"] = MEAN if link.head is None else link.head + 1
     ss["in_k"], ss["in_lr"], ss["in_short"] = link.k, link.lr, link.short
-    ss["in_obj"] = OBJ_LABELS[link.objective]
+    ss["in_obj"] = link.objective
 
 
 def _mode() -> str:
@@ -129,7 +130,8 @@ def _index(key: str) -> int | None:
 
 def page_state() -> IS.InsideState:
     ss = st.session_state
-    obj = next((o for o, lab in OBJ_LABELS.items() if lab == ss.get("in_obj")), "nll")
+    obj = ss.get("in_obj", IS.DEFAULT_OBJECTIVE)
+    obj = obj if obj in OBJECTIVES else IS.DEFAULT_OBJECTIVE
     q = ss.get("in_query")
     return IS.InsideState(
         points=list(ss["points"]), mixture=ss.get("mixture"), query=None if q is None else tuple(q),
@@ -275,7 +277,8 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
                "reads only a short context (by default none). The chart follows their distance as k grows.")
     lo, hi = C.BOUNDS["steps"]
     c = st.columns([1.3, 1.2, 1.2, 1.2, 1, 1], vertical_alignment="bottom")
-    c[0].selectbox("objective", list(OBJ_LABELS.values()), key="in_obj", persist_state=KEEP)
+    c[0].selectbox("objective", list(OBJECTIVES), key="in_obj", format_func=objective_label,
+                   persist_state=KEEP)
     c[1].slider("steps k", int(lo), int(hi), step=1, key="in_k", persist_state=KEEP)
     c[2].select_slider("learning rate", IS.LR_CHOICES, key="in_lr", format_func=lambda v: f"{v:g}",
                        persist_state=KEEP)
@@ -284,7 +287,7 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
         ss["in_short"] = max_short
     c[3].number_input("points read while tuning", 0, max_short, key="in_short", disabled=max_short == 0,
                       help="the fine-tuned model reads the first s points of D as its context (0 = empty)")
-    job: C.FineTuneJob | None = ss.get("in_job")
+    job: FineTuneJob | None = ss.get("in_job")
     running = job is not None and job.running
     if c[4].button("Run", key="in_run", width="stretch", disabled=not pts or running):
         start_job(ctx, pts)
@@ -308,14 +311,14 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
 def c2w_live(ctx: AppContext) -> None:
     """The results, refreshed every REFRESH_S while the job runs; one full rerun when it ends."""
     c2w_results(ctx)
-    job: C.FineTuneJob | None = st.session_state.get("in_job")
+    job: FineTuneJob | None = st.session_state.get("in_job")
     if job is not None and not job.running:
         st.rerun()
 
 
 def start_job(ctx: AppContext, pts: list) -> None:
     ss = st.session_state
-    old: C.FineTuneJob | None = ss.get("in_job")
+    old: FineTuneJob | None = ss.get("in_job")
     if old is not None:
         old.stop()
     ss.pop("in_snap", None)  # the snapshot slider starts over, following the new run
@@ -324,7 +327,7 @@ def start_job(ctx: AppContext, pts: list) -> None:
     cfg = C.FineTuneConfig(steps=state.k, lr=state.lr, objective=state.objective)
     heldout, oracle = _heldout()
     short = [tuple(p) for p in pts[: state.short]]
-    ss["in_job"] = C.FineTuneJob(ctx.model, np.asarray(pts).reshape(-1, 2), cfg, ctx.box,
+    ss["in_job"] = FineTuneJob(ctx.model, np.asarray(pts).reshape(-1, 2), cfg, ctx.box,
                                  short_context=np.asarray(short).reshape(-1, 2), heldout=heldout,
                                  display_resolution=C2W_RES)
     ss["in_job_info"] = {"points": [tuple(p) for p in pts], "short": short, "model_key": ctx.model_key,
@@ -334,7 +337,7 @@ def start_job(ctx: AppContext, pts: list) -> None:
 
 def c2w_results(ctx: AppContext) -> None:
     ss = st.session_state
-    job: C.FineTuneJob | None = ss.get("in_job")
+    job: FineTuneJob | None = ss.get("in_job")
     info = ss.get("in_job_info")
     if job is None or info is None:
         return
