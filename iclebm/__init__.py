@@ -173,6 +173,7 @@ from iclebm.objectives import (
     resolve_objective,
 )
 from iclebm.objectives.cd import (
+    CDBatch,
     cd_loss,
     cd_loss_reference,
     chain_init,
@@ -180,6 +181,7 @@ from iclebm.objectives.cd import (
     sample_negatives_reference,
 )
 from iclebm.objectives.exact import (
+    ExactBatch,
     KernelDraws,
     exact_nll_loss,
     importance_log_z,
@@ -187,9 +189,11 @@ from iclebm.objectives.exact import (
     proposal_points,
 )
 from iclebm.objectives.mixture import (
+    MixtureBatch,
     nll_loss,
 )
 from iclebm.objectives.regression import (
+    RegressionExactBatch,
     regression_nll_loss,
     y_negatives,
 )
@@ -298,6 +302,7 @@ __all__ = [
     "BackboneConfig",
     "Block",
     "Box",
+    "CDBatch",
     "CHECKPOINT_DIR",
     "CheckpointError",
     "ConcentricRings",
@@ -310,6 +315,7 @@ __all__ = [
     "DistributedError",
     "EnergyConfig",
     "EnergyTransformer",
+    "ExactBatch",
     "FilmStrip",
     "FineTuneConfig",
     "FineTuneResult",
@@ -323,6 +329,7 @@ __all__ = [
     "Landscape",
     "LinearPrior",
     "LinearTask",
+    "MixtureBatch",
     "MixtureCache",
     "MixtureConfig",
     "MixtureDensityTransformer",
@@ -336,6 +343,7 @@ __all__ = [
     "Preset",
     "REGRESSION_FAMILIES",
     "Reference",
+    "RegressionExactBatch",
     "RegressionTask",
     "RegressionTrainer",
     "RegressionView",

@@ -3,13 +3,24 @@ the pages; the old name "nll" is still read (as "exact") wherever it was accepte
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from iclebm.cli import build_parser
 from iclebm.errors import IclebmError, UnknownObjectiveError
+from iclebm.models.energy import EnergyConfig
+from iclebm.models.mixture import MixtureConfig
 from iclebm.objectives import OBJECTIVES, Objective, objective_label, resolve_objective
+from iclebm.objectives.cd import CDBatch
+from iclebm.objectives.exact import ExactBatch
+from iclebm.objectives.mixture import MixtureBatch
+from iclebm.objectives.regression import RegressionExactBatch
 from iclebm.probes.ctx2weights import FineTuneConfig
+from iclebm.tasks import LinearPrior
 from iclebm.training.config import TrainConfig
+from iclebm.training.trainer import MixtureTrainer, make_trainer
 from iclebm.ui.inside_state import InsideState, decode_inside, encode_inside
 from iclebm.ui.jobs.live_settings import make_configs
 
@@ -66,3 +77,53 @@ def test_old_share_links_with_obj_nll_still_load_and_new_links_write_the_canonic
     assert warnings == [] and new.objective == "exact"
     assert encode_inside(InsideState(objective="cd"))["obj"] == "cd"
     assert "obj" not in encode_inside(InsideState(objective="nll"))
+
+
+# ---- one typed batch per objective ---------------------------------------------------------------
+
+TINY_ENERGY = EnergyConfig(n_layer=1, n_head=2, d_model=8, max_context=8)
+TINY_MIXTURE = MixtureConfig(n_layer=1, n_head=2, d_model=8, max_context=8, n_components=2)
+
+
+def _density(objective: str, **kw) -> TrainConfig:
+    return TrainConfig(batch_size=2, context_len=5, extra_points=2, chains=2, langevin_steps=2, warmup=2,
+                       objective=objective, grid_resolution=4, **kw)
+
+
+def _regression(objective: str) -> TrainConfig:
+    return TrainConfig(batch_size=2, context_len=5, chains=2, langevin_steps=2, warmup=2, box=(-10.0, 10.0),
+                       task=LinearPrior().to_card(), objective=objective, y_grid=8)
+
+
+CASES = {
+    "density cd": (lambda: make_trainer(config=_density("cd"), model_config=TINY_ENERGY), CDBatch),
+    "density exact": (lambda: make_trainer(config=_density("exact"), model_config=TINY_ENERGY), ExactBatch),
+    "density exact, positions and kernel": (
+        lambda: make_trainer(config=_density("exact", exact_positions=3, kernel_points=4),
+                             model_config=TINY_ENERGY), ExactBatch),
+    "regression cd": (lambda: make_trainer(config=_regression("cd"), model_config=TINY_ENERGY), CDBatch),
+    "regression exact": (lambda: make_trainer(config=_regression("exact"), model_config=TINY_ENERGY),
+                         RegressionExactBatch),
+    "mixture": (lambda: MixtureTrainer(config=TrainConfig(batch_size=2, context_len=5, warmup=2),
+                                       model_config=TINY_MIXTURE), MixtureBatch),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_objective_has_its_batch_type_and_same_seed_same_losses(name):
+    make, batch_type = CASES[name]
+    trainer = make()
+    batch = trainer.next_batch()
+    assert type(batch) is batch_type and batch.seq.shape == (2, 5, 2)
+    if isinstance(batch, CDBatch):
+        assert batch.negatives.shape == (2, 5, 2, 2)
+    if isinstance(batch, ExactBatch):
+        assert batch.grid.shape == (2, 16, 2) and batch.cell_area == pytest.approx((24 / 4) ** 2)
+        with_kernel = trainer.config.kernel_points > 0
+        assert (batch.kernel is not None) == with_kernel and (batch.positions is not None) == with_kernel
+    loss, _ = trainer.loss(batch)
+    assert torch.isfinite(loss)
+    with pytest.raises(TypeError, match="no objective"):
+        trainer.loss((batch.seq,))  # the tuples of old are no batch of any objective
+    runs = [[m["loss"] for m in make().run(3)] for _ in range(2)]
+    assert runs[0] == runs[1] and all(math.isfinite(v) for v in runs[0])  # bit-identical, not just close
