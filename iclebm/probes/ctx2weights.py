@@ -84,7 +84,9 @@ class FineTuneConfig:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class FineTuneSnapshot:
+    """One kept step k of the contexts-to-weights fine-tune: the density p_k(x | S) and its NLLs."""
+
     step: int
     log_density: np.ndarray  # (R, R) grid-normalised log p_k(x | S) on the display grid, rows = y
     loss: float  # the objective at this step
@@ -95,7 +97,7 @@ class Snapshot:
 
 @dataclass
 class FineTuneResult:
-    snapshots: list[Snapshot] = field(default_factory=list)
+    snapshots: list[FineTuneSnapshot] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)  # the objective before each step
     status: str = "running"  # running | done | cancelled | diverged
     message: str = ""
@@ -177,7 +179,7 @@ def hellinger(log_p: np.ndarray, log_q: np.ndarray) -> float:
     return float(math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(p * q))))))
 
 
-def distances(reference: Reference, snapshots: list[Snapshot]) -> dict[str, list[float]]:
+def distances(reference: Reference, snapshots: list[FineTuneSnapshot]) -> dict[str, list[float]]:
     """Per snapshot: step, symmetric KL and Hellinger to the in-context density."""
     return {
         "step": [s.step for s in snapshots],
@@ -253,7 +255,7 @@ def fine_tune(
     def snapshot(step: int, loss: float) -> None:
         log_density, nll_ctx, nll_held = density_report(tuned, short, pts, held, box, display_resolution)
         state = {k: v.detach().clone() for k, v in tuned.state_dict().items()} if keep_weights else None
-        result.snapshots.append(Snapshot(step, log_density, loss, nll_ctx, nll_held, state))
+        result.snapshots.append(FineTuneSnapshot(step, log_density, loss, nll_ctx, nll_held, state))
 
     start_loss: float | None = None
     for step in range(config.steps + 1):

@@ -3,7 +3,7 @@ and the configs built from them. The run itself is `iclebm.ui.jobs.trainer_proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
@@ -87,23 +87,3 @@ def make_configs(
                         n_head=n_head)
     train = replace(train, context_len=min(train.context_len, model_cfg.max_context))
     return train, model_cfg
-
-
-
-
-
-
-
-
-@dataclass
-class Snapshot:
-    step: int
-    history: list[dict]
-    status: str
-    message: str | None
-    steps_per_s: float
-    model: EnergyTransformer | None  # eval-mode copy; None unless requested
-
-
-
-

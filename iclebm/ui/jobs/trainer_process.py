@@ -47,7 +47,7 @@ from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.tasks import MixturePrior
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import MixtureTrainer, Trainer
-from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, Snapshot, make_configs
+from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, make_configs
 
 HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
 # A trainer's lifecycle as the page sees it:
@@ -77,6 +77,18 @@ class PoolConfig:
             raise ValueError("max_trainers must be >= 1")
         if int(self.threads) < 1:
             raise ValueError("threads must be >= 1")
+
+
+@dataclass
+class LiveSnapshot:
+    """What the page sees of a live trainer at one poll: its status, metrics and (if asked) weights."""
+
+    step: int
+    history: list[dict]
+    status: str  # one of STATES
+    message: str | None
+    steps_per_s: float
+    model: EnergyTransformer | None  # eval-mode copy; None unless requested
 
 
 def default_trainer_factory(spec: dict) -> Trainer:
@@ -602,7 +614,7 @@ class ProcessTrainer:
             self._status["status"] = rec.state = "stopped"
             self.pool._schedule()
 
-    def poll(self, with_model: bool = False) -> Snapshot:
+    def poll(self, with_model: bool = False) -> LiveSnapshot:
         """The latest status, metrics and (if asked) weights; never waits for the trainer."""
         self._receive()
         rec = self._rec
@@ -614,7 +626,7 @@ class ProcessTrainer:
             message = (f"Waiting for a free slot: {self.pool.config.max_trainers} trainers are running "
                        f"(you are number {pos} in the queue).") if pos else message
         model = self.model() if with_model else None
-        return Snapshot(step=int(self._status.get("step", 0)), history=list(self._history), status=status,
+        return LiveSnapshot(step=int(self._status.get("step", 0)), history=list(self._history), status=status,
                         message=message, steps_per_s=float(self._status.get("steps_per_s", 0.0)), model=model)
 
     def model(self) -> EnergyTransformer | None:
@@ -641,7 +653,7 @@ class ProcessTrainer:
             return None
         return {**self._curve_ref, "curves": list(self._curves)}
 
-    def wait(self, cond: Callable[[Snapshot], bool], timeout: float = 60.0) -> Snapshot:
+    def wait(self, cond: Callable[[LiveSnapshot], bool], timeout: float = 60.0) -> LiveSnapshot:
         """Poll until cond(snapshot) holds (scripts and tests; the page never calls this)."""
         end = time.monotonic() + timeout
         while True:
