@@ -442,7 +442,6 @@ class SinusoidPrior(_RegressionPrior):
         return SinusoidTask(noise_std=self.noise_std, x_range=self.x_range, amplitude=a, frequency=f, phase=p)
 
 
-RegressionPrior = LinearPrior | SinusoidPrior
 REGRESSION_FAMILIES = {"linear": LinearPrior, "sinusoid": SinusoidPrior}
 DENSITY_FAMILIES = ("gaussian_mixture",)
 

@@ -266,21 +266,6 @@ class Trainer:
             history = list(self.history)
         return model, history
 
-    # ---- resuming ----------------------------------------------------------------------
-
-    def state(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "step_count": self.step_count,
-        }
-
-    def load_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.step_count = int(state["step_count"])
-        self._good_state = copy.deepcopy(self.model.state_dict())
-
 
 def make_trainer(
     model: EnergyTransformer | None = None, config: TrainConfig | None = None,
@@ -294,7 +279,8 @@ def make_trainer(
 
 
 class MixtureTrainer(Trainer):
-    """The Trainer (schedule, NaN guard, snapshots, resume state) with the exact-NLL objective.
+    """The Trainer (schedule, NaN guard, snapshots; resumed by iclebm.training.resume) with the exact-NLL
+    objective.
 
     Of the TrainConfig it uses batch_size, context_len, lr, lr_min_frac, total_steps, warmup,
     grad_clip, seed and task; the Langevin fields are unused (no negatives).

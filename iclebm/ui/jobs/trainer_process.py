@@ -5,7 +5,7 @@ trainers made a click take 2.5 s to redraw). Here each session's trainer is a ch
 (forkserver, else spawn), niced below the app and limited to `threads` torch threads:
 
     page (parent)                                   trainer process (child)
-    ProcessTrainer.play/pause/step/reset/settings -> command queue -> Trainer.step() loop
+    ProcessTrainer.play/pause/step/reset          -> command queue -> Trainer.step() loop
     ProcessTrainer.poll() (never blocks)          <- result queue  <- status, new metrics,
                                                                       weights as checkpoint bytes
 
@@ -34,7 +34,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -204,12 +204,6 @@ class _Child:
             self.vset, self.curve_step = None, -1
             self.out_q.put(("reset", None))
             self.weights_dirty = True
-        elif cmd == "settings":
-            # Training settings apply from the next step; a different model shape needs a reset.
-            train_cfg, _ = make_configs(self.spec["mode"], arg, None if self.spec["mode"] == "scratch"
-                                        else self.trainer.model)
-            self.trainer.config = replace(train_cfg, seed=self.trainer.config.seed)
-            self.spec = {**self.spec, "settings": arg}
         elif cmd == "ping":
             pass
         self.send_status()
@@ -545,13 +539,6 @@ class ProcessTrainer:
     def step(self, n: int = 1) -> None:
         self._step_target = (self._step_target or int(self._status.get("step", 0))) + max(0, int(n))
         self._send("step", int(n))
-
-    def update_settings(self, settings: dict[str, Any]) -> None:
-        """New training settings (lr, Langevin, objective, ...) from the next step on."""
-        if self.mode == "scratch":  # bad settings fail here, in the page
-            self.train_config, _ = make_configs(self.mode, settings, None)
-        self.settings = dict(settings)
-        self._send("settings", dict(settings))
 
     def reset(self, settings: dict[str, Any] | None = None) -> None:
         """Start again from the initial weights (optionally with new settings, model size included).
