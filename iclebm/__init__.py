@@ -59,6 +59,7 @@ from iclebm.errors import (
     ContextTooLongError,
     IclebmError,
     TrainingDivergedError,
+    UnknownObjectiveError,
 )
 from iclebm.evaluation.bayes import (
     GibbsConfig,
@@ -167,8 +168,12 @@ from iclebm.models.regression import (
 )
 from iclebm.objectives import (
     OBJECTIVES,
+    Objective,
+    objective_label,
+    resolve_objective,
 )
 from iclebm.objectives.cd import (
+    CDBatch,
     cd_loss,
     cd_loss_reference,
     chain_init,
@@ -176,6 +181,7 @@ from iclebm.objectives.cd import (
     sample_negatives_reference,
 )
 from iclebm.objectives.exact import (
+    ExactBatch,
     KernelDraws,
     exact_nll_loss,
     importance_log_z,
@@ -183,17 +189,19 @@ from iclebm.objectives.exact import (
     proposal_points,
 )
 from iclebm.objectives.mixture import (
+    MixtureBatch,
     nll_loss,
 )
 from iclebm.objectives.regression import (
+    RegressionExactBatch,
     regression_nll_loss,
     y_negatives,
 )
 from iclebm.probes.ctx2weights import (
     FineTuneConfig,
     FineTuneResult,
+    FineTuneSnapshot,
     Reference,
-    Snapshot,
     density_report,
     distances,
     fine_tune,
@@ -293,6 +301,7 @@ __all__ = [
     "BackboneConfig",
     "Block",
     "Box",
+    "CDBatch",
     "CHECKPOINT_DIR",
     "CheckpointError",
     "ConcentricRings",
@@ -305,9 +314,11 @@ __all__ = [
     "DistributedError",
     "EnergyConfig",
     "EnergyTransformer",
+    "ExactBatch",
     "FilmStrip",
     "FineTuneConfig",
     "FineTuneResult",
+    "FineTuneSnapshot",
     "GaussianMixture",
     "GaussianMixtureFit",
     "GibbsConfig",
@@ -318,6 +329,7 @@ __all__ = [
     "Landscape",
     "LinearPrior",
     "LinearTask",
+    "MixtureBatch",
     "MixtureCache",
     "MixtureConfig",
     "MixtureDensityTransformer",
@@ -326,10 +338,12 @@ __all__ = [
     "MixtureTrainer",
     "Moved",
     "OBJECTIVES",
+    "Objective",
     "PRESETS",
     "Preset",
     "REGRESSION_FAMILIES",
     "Reference",
+    "RegressionExactBatch",
     "RegressionTask",
     "RegressionTrainer",
     "RegressionView",
@@ -337,7 +351,6 @@ __all__ = [
     "SinusoidPosterior",
     "SinusoidPrior",
     "SinusoidTask",
-    "Snapshot",
     "SwissRoll",
     "Task",
     "ThinkingConfig",
@@ -347,6 +360,7 @@ __all__ = [
     "Trajectory",
     "TwoMoons",
     "UniformSquare",
+    "UnknownObjectiveError",
     "ValidationSet",
     "all_true",
     "any_true",
@@ -460,6 +474,7 @@ __all__ = [
     "n_partitions",
     "nll_curve_for_task",
     "nll_loss",
+    "objective_label",
     "ols_predict",
     "parse_points",
     "parse_query",
@@ -478,6 +493,7 @@ __all__ = [
     "regression_table",
     "require_attention",
     "resolve_device",
+    "resolve_objective",
     "ridge_lambdas",
     "ridge_predict",
     "run_training_curves",

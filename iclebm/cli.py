@@ -16,7 +16,7 @@ from iclebm.bench import run_bench
 from iclebm.card import box_of, is_regression, prior_of
 from iclebm.checkpoints import load_checkpoint, save_checkpoint
 from iclebm.devices import DEVICE_CHOICES, compile_model, describe, resolve_device
-from iclebm.errors import IclebmError
+from iclebm.errors import IclebmError, UnknownObjectiveError
 from iclebm.evaluation.calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
 from iclebm.evaluation.compare import QUICK, compare, format_compare
 from iclebm.evaluation.density import format_nll_table, guidance_fraction, in_context_nll
@@ -29,7 +29,7 @@ from iclebm.evaluation.regression import (
 )
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureConfig
-from iclebm.objectives import OBJECTIVES
+from iclebm.objectives import OBJECTIVES, resolve_objective
 from iclebm.probes.ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
 from iclebm.probes.inspector import (
     check_in_box,
@@ -61,6 +61,22 @@ def _launch_command(argv: list[str], info: DistInfo) -> str:
         return "python " + tail
     nodes = max(1, info.world_size // info.local_world_size)
     return f"torchrun --nnodes={nodes} --nproc_per_node={info.local_world_size} " + tail
+
+
+def _objective_arg(value: str) -> str:
+    """argparse type of --objective: a registry name or alias -> the canonical name ("nll" -> "exact"),
+    so old command lines keep working and every config and card gets the canonical name."""
+    try:
+        return resolve_objective(value)
+    except UnknownObjectiveError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _objectives_help(suffix: str) -> str:
+    """--objective's help, from the registry: each name, its old names and what it does."""
+    parts = [f"{o.name}" + "".join(f" (or {a})" for a in o.aliases) + f": {o.help}"
+             for o in OBJECTIVES.values()]
+    return "; ".join(parts) + f" ({suffix})"
 
 
 TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points")  # TrainConfig fields
@@ -398,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for the other processes of a torchrun launch")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--objective", choices=OBJECTIVES, default=None,
-                   help="cd: contrastive divergence; exact: grid-normalised NLL (default: the preset's)")
+    t.add_argument("--objective", type=_objective_arg, choices=list(OBJECTIVES), default=None,
+                   help=_objectives_help("default: the preset's"))
     t.add_argument("--batch-size", type=int, default=None, help="tasks per step (default: the preset's)")
     t.add_argument("--grid-resolution", type=int, default=None,
                    help="exact objective: cells per axis of the jittered grid")
@@ -486,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--heldout", type=int, default=500, help="held-out points of the same task")
     w.add_argument("--steps", type=int, default=100, help="fine-tuning steps k")
     w.add_argument("--lr", type=float, default=1e-3)
-    w.add_argument("--objective", choices=["nll", "cd"], default="nll")
+    w.add_argument("--objective", type=_objective_arg, choices=list(OBJECTIVES), default="exact",
+                   help=_objectives_help("default: exact"))
     w.add_argument("--short", type=int, default=0, help="the fine-tuned model reads the first S points")
     w.add_argument("--resolution", type=int, default=60, help="grid for densities and distances")
     w.add_argument("--threads", type=int, default=None)

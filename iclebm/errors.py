@@ -23,3 +23,7 @@ class TaskFamilyError(IclebmError, ValueError):
 
 class CapabilityError(IclebmError, ValueError):
     """Something the model or its prior does not support was asked for (the reason says what and why)."""
+
+
+class UnknownObjectiveError(IclebmError, ValueError):
+    """An objective name (config, card, CLI flag or share link) that the registry does not know."""

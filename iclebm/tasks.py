@@ -466,7 +466,6 @@ class SinusoidPrior(_RegressionPrior):
         return SinusoidTask(noise_std=self.noise_std, x_range=self.x_range, amplitude=a, frequency=f, phase=p)
 
 
-RegressionPrior = LinearPrior | SinusoidPrior
 Prior = MixturePrior | LinearPrior | SinusoidPrior
 
 

@@ -13,8 +13,8 @@ from iclebm.grid import grid_points
 from iclebm.probes import ctx2weights
 from iclebm.probes.ctx2weights import (
     FineTuneConfig,
+    FineTuneSnapshot,
     Reference,
-    Snapshot,
     distances,
     fine_tune,
     grid_nll,
@@ -52,7 +52,7 @@ def test_distances_zero_for_identical_symmetric_and_match_gaussian_closed_forms(
     # a constant shift of a log density (unnormalised input) changes nothing
     assert symmetric_kl(p + 3.0, q) == pytest.approx(symmetric_kl(p, q), rel=1e-12)
     ref = Reference(p, 1.0, None)
-    d = distances(ref, [Snapshot(0, p, 0.0, None, None), Snapshot(5, q, 0.0, None, None)])
+    d = distances(ref, [FineTuneSnapshot(0, p, 0.0, None, None), FineTuneSnapshot(5, q, 0.0, None, None)])
     assert d["step"] == [0, 5] and d["sym_kl"][0] == pytest.approx(0, abs=1e-12) and d["hellinger"][1] > 0.2
 
 

@@ -3,6 +3,7 @@ the vectorised loss, and the paper's loop forms that tests and the bench compare
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -12,6 +13,14 @@ from iclebm.models.energy import EnergyTransformer
 
 if TYPE_CHECKING:
     from iclebm.training.config import TrainConfig
+
+
+@dataclass
+class CDBatch:
+    """One contrastive-divergence update's data (densities, and regression with y-only negatives)."""
+
+    seq: torch.Tensor  # (B, N, 2) the real sequences
+    negatives: torch.Tensor  # (B, N, C, 2) Langevin negatives of every position and chain
 
 
 def chain_init(

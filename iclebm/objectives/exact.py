@@ -21,6 +21,17 @@ class KernelDraws:
     broad_std: float
 
 
+@dataclass
+class ExactBatch:
+    """One update's data for the density exact objective: the arguments of `exact_nll_loss`."""
+
+    seq: torch.Tensor  # (B, N, 2)
+    grid: torch.Tensor  # (B, G, 2) this step's jittered grid, one offset per task
+    cell_area: float
+    positions: torch.Tensor | None = None  # (P,) positions to average over; None: all N
+    kernel: KernelDraws | None = None  # importance points; None: the plain grid
+
+
 def exact_nll_loss(
     model: EnergyTransformer, seq: torch.Tensor, grid: torch.Tensor, cell_area: float,
     positions: torch.Tensor | None = None, kernel: KernelDraws | None = None,

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from iclebm.models.mixture import MixtureDensityTransformer
+
+
+@dataclass
+class MixtureBatch:
+    """One update's data for the mixture-density peer: sequences only (no grid, no negatives)."""
+
+    seq: torch.Tensor  # (B, N, 2)
 
 
 def nll_loss(model: MixtureDensityTransformer, seq: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

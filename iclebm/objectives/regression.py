@@ -4,6 +4,7 @@ negatives of contrastive divergence."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -15,6 +16,14 @@ from iclebm.models.regression import column_queries
 
 if TYPE_CHECKING:
     from iclebm.training.config import TrainConfig
+
+
+@dataclass
+class RegressionExactBatch:
+    """One update's data for the regression exact objective: sequences only (the y grid's offset is
+    drawn inside the loss, from the trainer's step stream, as before)."""
+
+    seq: torch.Tensor  # (B, N, 2) of (x, y)
 
 
 def regression_nll_loss(

@@ -5,7 +5,8 @@ The frozen model conditioned on a context D gives the in-context density p(x | D
 weights instead: fine-tune a copy of the model on D, with an empty (or short) context S, for
 k Adam steps, and compare p_k(x | S) with p(x | D).
 
-Objective (default "nll"): the grid-normalised NLL of D (in 2-D the normaliser is a grid sum),
+Objective (default "exact"; "nll" is read as its old name): the grid-normalised NLL of D (in 2-D
+the normaliser is a grid sum),
 
     L(w) = mean_{x in D} E_w(x | S) + log sum_cells exp(-E_w(u_cell | S)) * cell area,
 
@@ -20,9 +21,9 @@ compares them with the in-context density: symmetric KL (Jeffreys, KL(p||q) + KL
 Hellinger distance on the display grid. With held-out points of the same task, both
 densities' NLL on them is recorded too.
 
-A run is cancellable (`should_stop` callback, or `FineTuneJob.stop()` from another thread) and
-stops at a non-finite loss or gradient, or a loss more than `diverge_margin` nats above the
-start, with a message; the snapshots taken so far stay.
+A run is cancellable (`should_stop` callback, or `iclebm.ui.jobs.finetune.FineTuneJob.stop()` from
+another thread) and stops at a non-finite loss or gradient, or a loss more than `diverge_margin`
+nats above the start, with a message; the snapshots taken so far stay.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ import torch
 from iclebm.dynamics.langevin import langevin, uniform_init
 from iclebm.grid import Box, grid_points, log_z_on_grid, stratified_grid
 from iclebm.models.energy import EnergyTransformer
+from iclebm.objectives import resolve_objective
 
-OBJECTIVES = ("nll", "cd")
 # Widget bounds: the UI cannot enter values outside these, and FineTuneConfig rejects them.
 BOUNDS: dict[str, tuple[float, float]] = {"steps": (1, 500), "lr": (1e-5, 1e-1), "short": (0, 16)}
 
@@ -49,7 +50,7 @@ BOUNDS: dict[str, tuple[float, float]] = {"steps": (1, 500), "lr": (1e-5, 1e-1),
 class FineTuneConfig:
     steps: int = 100  # k, Adam steps on D
     lr: float = 1e-3
-    objective: str = "nll"  # "nll" (exact grid-normalised) or "cd" (contrastive divergence)
+    objective: str = "exact"  # iclebm.objectives: "exact" (grid-normalised NLL; alias "nll") or "cd"
     resolution: int = 32  # grid cells per axis for log Z inside the objective (jittered each step)
     snapshots: tuple[int, ...] | None = None  # steps to keep (default: 0, 1, 2, 5, 10, 20, 50, ... and steps)
     grad_clip: float = 1.0  # parameter-gradient norm clip
@@ -68,8 +69,8 @@ class FineTuneConfig:
         lo, hi = BOUNDS["lr"]
         if not (math.isfinite(self.lr) and lo <= self.lr <= hi):
             raise ValueError(f"learning rate must lie in [{lo:g}, {hi:g}], got {self.lr}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        # the canonical name, so old configs and links with "nll" fine-tune by the exact objective
+        object.__setattr__(self, "objective", resolve_objective(self.objective))
         if int(self.resolution) < 4:
             raise ValueError("resolution must be >= 4")
 
@@ -82,7 +83,9 @@ class FineTuneConfig:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class FineTuneSnapshot:
+    """One kept step k of the contexts-to-weights fine-tune: the density p_k(x | S) and its NLLs."""
+
     step: int
     log_density: np.ndarray  # (R, R) grid-normalised log p_k(x | S) on the display grid, rows = y
     loss: float  # the objective at this step
@@ -93,7 +96,7 @@ class Snapshot:
 
 @dataclass
 class FineTuneResult:
-    snapshots: list[Snapshot] = field(default_factory=list)
+    snapshots: list[FineTuneSnapshot] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)  # the objective before each step
     status: str = "running"  # running | done | cancelled | diverged
     message: str = ""
@@ -175,7 +178,7 @@ def hellinger(log_p: np.ndarray, log_q: np.ndarray) -> float:
     return float(math.sqrt(max(0.0, 1.0 - float(np.sum(np.sqrt(p * q))))))
 
 
-def distances(reference: Reference, snapshots: list[Snapshot]) -> dict[str, list[float]]:
+def distances(reference: Reference, snapshots: list[FineTuneSnapshot]) -> dict[str, list[float]]:
     """Per snapshot: step, symmetric KL and Hellinger to the in-context density."""
     return {
         "step": [s.step for s in snapshots],
@@ -244,14 +247,14 @@ def fine_tune(
     result = FineTuneResult()
 
     def objective() -> torch.Tensor:
-        if config.objective == "nll":
+        if config.objective == "exact":
             return grid_nll(tuned, pts, short, box, config.resolution, generator)
         return _cd_loss(tuned, pts, short, config, box, generator)
 
     def snapshot(step: int, loss: float) -> None:
         log_density, nll_ctx, nll_held = density_report(tuned, short, pts, held, box, display_resolution)
         state = {k: v.detach().clone() for k, v in tuned.state_dict().items()} if keep_weights else None
-        result.snapshots.append(Snapshot(step, log_density, loss, nll_ctx, nll_held, state))
+        result.snapshots.append(FineTuneSnapshot(step, log_density, loss, nll_ctx, nll_held, state))
 
     start_loss: float | None = None
     for step in range(config.steps + 1):
@@ -260,7 +263,7 @@ def fine_tune(
         value = float(loss.detach())
         start_loss = value if start_loss is None else start_loss
         bad = not math.isfinite(value) or (
-            config.objective == "nll" and value > start_loss + config.diverge_margin
+            config.objective == "exact" and value > start_loss + config.diverge_margin
         )
         if not bad:
             loss.backward()
@@ -288,8 +291,4 @@ def fine_tune(
         optimizer.step()
     result.seconds = time.perf_counter() - t0
     return result
-
-
-# ---- background runs (for the app) -----------------------------------------------------------
-
 

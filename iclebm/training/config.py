@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from iclebm.objectives import OBJECTIVES
+from iclebm.objectives import resolve_objective
 from iclebm.tasks import MixturePrior
 
 STEP_STREAM = 2**32  # task_seed index of the per-step stream (tasks use 0 .. batch_size - 1)
@@ -44,8 +44,8 @@ class TrainConfig:
     box: tuple[float, float] = (-12.0, 12.0)
     seed: int = 0
     task: dict = field(default_factory=lambda: MixturePrior().to_card())
-    # "cd" (contrastive divergence) | "exact": for densities the grid-normalised NLL (2-D only),
-    # for regression the 1-D quadrature likelihood of y
+    # a name of iclebm.objectives.OBJECTIVES: "cd" (contrastive divergence) | "exact": for densities the
+    # grid-normalised NLL (2-D only), for regression the 1-D quadrature likelihood of y
     objective: str = "cd"
     grid_resolution: int = 32  # density "exact": cells per axis of the jittered grid
     exact_positions: int = 0  # density "exact": random positions per step (0: all context_len)
@@ -61,8 +61,7 @@ class TrainConfig:
         self.box = (float(self.box[0]), float(self.box[1]))
         if not self.box[0] < self.box[1]:
             raise ValueError("box must be [lo, hi] with lo < hi")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        self.objective = resolve_objective(self.objective)  # old names ("nll") read, canonical kept
         if not 2 <= int(self.grid_resolution) <= 512:
             raise ValueError("grid_resolution must lie in [2, 512]")
         if not 0 <= int(self.kernel_points) <= 4096:

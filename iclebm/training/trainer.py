@@ -43,10 +43,10 @@ from iclebm.errors import TrainingDivergedError
 from iclebm.grid import jittered_grid
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.models.mixture import MixtureConfig, MixtureDensityTransformer
-from iclebm.objectives.cd import cd_loss, chain_init, sample_negatives
-from iclebm.objectives.exact import KernelDraws, exact_nll_loss, proposal_points
-from iclebm.objectives.mixture import nll_loss
-from iclebm.objectives.regression import regression_nll_loss, y_negatives
+from iclebm.objectives.cd import CDBatch, cd_loss, chain_init, sample_negatives
+from iclebm.objectives.exact import ExactBatch, KernelDraws, exact_nll_loss, proposal_points
+from iclebm.objectives.mixture import MixtureBatch, nll_loss
+from iclebm.objectives.regression import RegressionExactBatch, regression_nll_loss, y_negatives
 from iclebm.training.config import STEP_STREAM, TrainConfig, task_seed
 from iclebm.training.distributed import DistInfo, DistributedError, all_true, check_batch_split
 
@@ -160,10 +160,10 @@ class Trainer:
                 return self.ddp(loss_fn)
             return loss_fn()
 
-    def next_batch(self) -> tuple:
-        """The data of one update: sequences (B, N, 2) and their Langevin negatives (B, N, C, 2);
-        for the exact objective, sequences, this step's jittered grid (B, G, 2), its cell area, the
-        positions to average over (None: all) and the kernel draws (None without kernel_points)."""
+    def next_batch(self) -> CDBatch | ExactBatch:
+        """The data of one update, typed by the config's objective: a CDBatch (sequences and their
+        Langevin negatives) for "cd"; an ExactBatch (sequences, this step's jittered grid, its cell
+        area, the positions to average over and the kernel draws) for "exact"."""
         c = self.config
         seq, init = self.sample_batch()
         if c.objective == "exact":
@@ -183,17 +183,18 @@ class Trainer:
                     for i, g in enumerate(self._chain_generators)
                 ])
                 kernel = KernelDraws(points.to(seq.device), c.box, c.kernel_std, c.broad_std)
-            return seq, grid.to(seq.device), area, pos, kernel
+            return ExactBatch(seq, grid.to(seq.device), area, pos, kernel)
         with autocast(self.device, self.amp):
-            return seq, sample_negatives(self.model, seq, init, self.config, self._chain_generators)
+            return CDBatch(seq, sample_negatives(self.model, seq, init, self.config, self._chain_generators))
 
-    def loss(self, batch: tuple) -> tuple[torch.Tensor, dict[str, float]]:
-        """The objective on one batch (a subclass may swap it, e.g. exact NLL in iclebm.models.mixture)."""
-        if self.config.objective == "exact":
-            seq, grid, area, pos, kernel = batch
-            return exact_nll_loss(self.model, seq, grid, area, pos, kernel)
-        seq, negatives = batch
-        return cd_loss(self.model, seq, negatives, self.config.alpha)
+    def loss(self, batch: CDBatch | ExactBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The objective of the batch's type (subclasses add theirs: regression, mixture NLL)."""
+        if isinstance(batch, ExactBatch):
+            return exact_nll_loss(self.model, batch.seq, batch.grid, batch.cell_area, batch.positions,
+                                  batch.kernel)
+        if isinstance(batch, CDBatch):
+            return cd_loss(self.model, batch.seq, batch.negatives, self.config.alpha)
+        raise TypeError(f"{type(self).__name__} has no objective for a {type(batch).__name__}")
 
     def step(self) -> dict:
         c = self.config
@@ -265,21 +266,6 @@ class Trainer:
             history = list(self.history)
         return model, history
 
-    # ---- resuming ----------------------------------------------------------------------
-
-    def state(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "step_count": self.step_count,
-        }
-
-    def load_state(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.step_count = int(state["step_count"])
-        self._good_state = copy.deepcopy(self.model.state_dict())
-
 
 def make_trainer(
     model: EnergyTransformer | None = None, config: TrainConfig | None = None,
@@ -293,7 +279,8 @@ def make_trainer(
 
 
 class MixtureTrainer(Trainer):
-    """The Trainer (schedule, NaN guard, snapshots, resume state) with the exact-NLL objective.
+    """The Trainer (schedule, NaN guard, snapshots; resumed by iclebm.training.resume) with the exact-NLL
+    objective.
 
     Of the TrainConfig it uses batch_size, context_len, lr, lr_min_frac, total_steps, warmup,
     grad_clip, seed and task; the Langevin fields are unused (no negatives).
@@ -310,13 +297,16 @@ class MixtureTrainer(Trainer):
                 model = MixtureDensityTransformer(model_config or MixtureConfig())
         super().__init__(model=model, config=config, max_bad_steps=max_bad_steps)  # type: ignore[arg-type]
 
-    def next_batch(self) -> tuple[torch.Tensor, ...]:
+    def next_batch(self) -> MixtureBatch:  # type: ignore[override]
         c = self.config
         seq, _ = self.prior.sample_batch(c.batch_size, c.context_len, self.generator)
-        return (seq.to(self.model.dtype),)
+        return MixtureBatch(seq.to(self.model.dtype))
 
-    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
-        return nll_loss(self.model, batch[0])  # type: ignore[arg-type]
+    def loss(self, batch: MixtureBatch) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[override]
+        """The mixture's exact NLL: its one objective, whatever the config's objective says."""
+        if not isinstance(batch, MixtureBatch):
+            raise TypeError(f"MixtureTrainer has no objective for a {type(batch).__name__}")
+        return nll_loss(self.model, batch.seq)  # type: ignore[arg-type]
 
 
 class RegressionTrainer(Trainer):
@@ -327,24 +317,26 @@ class RegressionTrainer(Trainer):
         if not is_regression(self.config.task):
             raise ValueError(f"RegressionTrainer needs a regression task, got {self.config.task!r}")
         self.prior = prior_from_card(self.config.task)
-        if self.objective not in ("exact", "cd"):
-            raise ValueError(f"unknown objective {self.objective!r} for regression; use 'exact' or 'cd'")
+        objective = self.config.objective  # a registry name (TrainConfig checks); regression has both
+        if objective not in ("exact", "cd"):
+            raise ValueError(f"unknown objective {objective!r} for regression; use 'exact' or 'cd'")
 
-    @property
-    def objective(self) -> str:
-        return getattr(self.config, "objective", "cd")
-
-    def next_batch(self) -> tuple[torch.Tensor, ...]:
-        """(seq,) for the exact objective; (seq, y-only negatives) for CD."""
+    def next_batch(self) -> RegressionExactBatch | CDBatch:  # type: ignore[override]
+        """A RegressionExactBatch (sequences) for "exact"; a CDBatch (sequences, y-only negatives)
+        for "cd"."""
         c = self.config
         seq, _ = self.sample_batch()  # per-task seeded draws (chain starts unused: y-negatives start at seq)
-        if self.objective == "exact":
-            return (seq,)
-        return seq, y_negatives(self.model, seq, c, self.generator)
+        if c.objective == "exact":
+            return RegressionExactBatch(seq)
+        return CDBatch(seq, y_negatives(self.model, seq, c, self.generator))
 
-    def loss(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(  # type: ignore[override]
+        self, batch: RegressionExactBatch | CDBatch
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The 1-D quadrature NLL of y for a RegressionExactBatch; CD for a CDBatch."""
         c = self.config
-        if len(batch) == 1:
-            return regression_nll_loss(self.model, batch[0], c.box, c.y_grid, c.alpha, self.generator)
-        seq, negatives = batch
-        return cd_loss(self.model, seq, negatives, c.alpha)
+        if isinstance(batch, RegressionExactBatch):
+            return regression_nll_loss(self.model, batch.seq, c.box, c.y_grid, c.alpha, self.generator)
+        if isinstance(batch, CDBatch):
+            return cd_loss(self.model, batch.seq, batch.negatives, c.alpha)
+        raise TypeError(f"RegressionTrainer has no objective for a {type(batch).__name__}")

@@ -2,7 +2,8 @@
 
 Keys: pts and mix (the shared context and the mixture it was drawn from, encoded as on the
 Density page), q (the query "x,y"), mode (query | attention | influence), layer and head
-(1-based, absent = mean), and the contexts-to-weights settings k, lr, short, obj.
+(1-based, absent = mean), and the contexts-to-weights settings k, lr, short, obj (a canonical
+objective name of `iclebm.objectives`; old links' obj=nll is read as exact, absent = exact).
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iclebm.probes.ctx2weights import BOUNDS, OBJECTIVES
+from iclebm.errors import UnknownObjectiveError
+from iclebm.objectives import OBJECTIVES, resolve_objective
+from iclebm.probes.ctx2weights import BOUNDS
 from iclebm.ui import state as S
 
 MODES = ("query", "attention", "influence")
 LR_CHOICES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 DEFAULT_K = 100
 DEFAULT_LR = 1e-3
+DEFAULT_OBJECTIVE = "exact"
 
 
 @dataclass
@@ -32,7 +36,7 @@ class InsideState:
     k: int = DEFAULT_K
     lr: float = DEFAULT_LR
     short: int = 0  # the fine-tuned model reads the first `short` points of D
-    objective: str = "nll"
+    objective: str = DEFAULT_OBJECTIVE  # a name of iclebm.objectives.OBJECTIVES
 
 
 def encode_inside(state: InsideState) -> dict[str, str]:
@@ -52,8 +56,9 @@ def encode_inside(state: InsideState) -> dict[str, str]:
         q["lr"] = f"{state.lr:g}"
     if state.short:
         q["short"] = str(int(state.short))
-    if state.objective != "nll":
-        q["obj"] = state.objective
+    objective = resolve_objective(state.objective)  # links carry the canonical name
+    if objective != DEFAULT_OBJECTIVE:
+        q["obj"] = objective
     return q
 
 
@@ -77,6 +82,17 @@ def _integer(raw: str | None, bounds: tuple[float, float], what: str, default: i
         warnings.append(f"Ignored the link's {what}={raw!r} (allowed: integers {lo:g} to {hi:g}).")
         return default
     return int(v)
+
+
+def _objective(raw: str | None, default: str, warnings: list[str]) -> str:
+    """A link's obj= by name or alias (old links say nll) -> the canonical name; unknown keeps default."""
+    if raw is None:
+        return default
+    try:
+        return resolve_objective(raw)
+    except UnknownObjectiveError:
+        warnings.append(f"Unknown objective {raw!r} in the link; using the {OBJECTIVES[default].label}.")
+        return default
 
 
 def decode_inside(
@@ -107,6 +123,5 @@ def decode_inside(
         else:
             st.lr = match[0]
     st.short = _integer(S._first(params.get("short")), BOUNDS["short"], "short", st.short, warnings)
-    st.objective = S._choice(params.get("obj"), OBJECTIVES, st.objective, "objective", "using the exact NLL",
-                             warnings)
+    st.objective = _objective(S._first(params.get("obj")), st.objective, warnings)
     return st, warnings

@@ -3,11 +3,11 @@ and the configs built from them. The run itself is `iclebm.ui.jobs.trainer_proce
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
-from iclebm.objectives import OBJECTIVES
+from iclebm.objectives import resolve_objective
 from iclebm.training.config import TrainConfig
 from iclebm.training.presets import get_preset
 
@@ -56,8 +56,7 @@ def make_configs(
         raise ValueError(f"mode must be one of {MODES}")
     preset = get_preset(LIVE_PRESET)
     s = {**FAST_DEFAULTS, **{k: v for k, v in settings.items() if v is not None}}
-    if s["objective"] not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {s['objective']!r}")
+    objective = resolve_objective(str(s["objective"]))  # a typed ValueError for an unknown name
     train = replace(
         preset.train,
         lr=float(_clamp("lr", float(s["lr"]))),
@@ -68,7 +67,7 @@ def make_configs(
         step_size=float(_clamp("step_size", float(s["step_size"]))),
         noise_std=float(_clamp("noise_std", float(s["noise_std"]))),
         seed=int(s.get("seed", 0)),
-        objective=str(s["objective"]),
+        objective=objective,
     )
     if mode == "finetune":
         if base is None:
@@ -88,23 +87,3 @@ def make_configs(
                         n_head=n_head)
     train = replace(train, context_len=min(train.context_len, model_cfg.max_context))
     return train, model_cfg
-
-
-
-
-
-
-
-
-@dataclass
-class Snapshot:
-    step: int
-    history: list[dict]
-    status: str
-    message: str | None
-    steps_per_s: float
-    model: EnergyTransformer | None  # eval-mode copy; None unless requested
-
-
-
-

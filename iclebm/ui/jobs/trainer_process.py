@@ -5,7 +5,7 @@ trainers made a click take 2.5 s to redraw). Here each session's trainer is a ch
 (forkserver, else spawn), niced below the app and limited to `threads` torch threads:
 
     page (parent)                                   trainer process (child)
-    ProcessTrainer.play/pause/step/reset/settings -> command queue -> Trainer.step() loop
+    ProcessTrainer.play/pause/step/reset          -> command queue -> Trainer.step() loop
     ProcessTrainer.poll() (never blocks)          <- result queue  <- status, new metrics,
                                                                       weights as checkpoint bytes
 
@@ -34,7 +34,7 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,7 +48,7 @@ from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.tasks import DENSITY
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import MixtureTrainer, Trainer
-from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, Snapshot, make_configs
+from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, make_configs
 
 HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
 # A trainer's lifecycle as the page sees it:
@@ -78,6 +78,18 @@ class PoolConfig:
             raise ValueError("max_trainers must be >= 1")
         if int(self.threads) < 1:
             raise ValueError("threads must be >= 1")
+
+
+@dataclass
+class LiveSnapshot:
+    """What the page sees of a live trainer at one poll: its status, metrics and (if asked) weights."""
+
+    step: int
+    history: list[dict]
+    status: str  # one of STATES
+    message: str | None
+    steps_per_s: float
+    model: EnergyTransformer | None  # eval-mode copy; None unless requested
 
 
 def default_trainer_factory(spec: dict) -> Trainer:
@@ -193,12 +205,6 @@ class _Child:
             self.vset, self.curve_step = None, -1
             self.out_q.put(("reset", None))
             self.weights_dirty = True
-        elif cmd == "settings":
-            # Training settings apply from the next step; a different model shape needs a reset.
-            train_cfg, _ = make_configs(self.spec["mode"], arg, None if self.spec["mode"] == "scratch"
-                                        else self.trainer.model)
-            self.trainer.config = replace(train_cfg, seed=self.trainer.config.seed)
-            self.spec = {**self.spec, "settings": arg}
         elif cmd == "ping":
             pass
         self.send_status()
@@ -535,13 +541,6 @@ class ProcessTrainer:
         self._step_target = (self._step_target or int(self._status.get("step", 0))) + max(0, int(n))
         self._send("step", int(n))
 
-    def update_settings(self, settings: dict[str, Any]) -> None:
-        """New training settings (lr, Langevin, objective, ...) from the next step on."""
-        if self.mode == "scratch":  # bad settings fail here, in the page
-            self.train_config, _ = make_configs(self.mode, settings, None)
-        self.settings = dict(settings)
-        self._send("settings", dict(settings))
-
     def reset(self, settings: dict[str, Any] | None = None) -> None:
         """Start again from the initial weights (optionally with new settings, model size included).
         A trainer whose process died gets a fresh process."""
@@ -603,7 +602,7 @@ class ProcessTrainer:
             self._status["status"] = rec.state = "stopped"
             self.pool._schedule()
 
-    def poll(self, with_model: bool = False) -> Snapshot:
+    def poll(self, with_model: bool = False) -> LiveSnapshot:
         """The latest status, metrics and (if asked) weights; never waits for the trainer."""
         self._receive()
         rec = self._rec
@@ -615,7 +614,7 @@ class ProcessTrainer:
             message = (f"Waiting for a free slot: {self.pool.config.max_trainers} trainers are running "
                        f"(you are number {pos} in the queue).") if pos else message
         model = self.model() if with_model else None
-        return Snapshot(step=int(self._status.get("step", 0)), history=list(self._history), status=status,
+        return LiveSnapshot(step=int(self._status.get("step", 0)), history=list(self._history), status=status,
                         message=message, steps_per_s=float(self._status.get("steps_per_s", 0.0)), model=model)
 
     def model(self) -> EnergyTransformer | None:
@@ -642,7 +641,7 @@ class ProcessTrainer:
             return None
         return {**self._curve_ref, "curves": list(self._curves)}
 
-    def wait(self, cond: Callable[[Snapshot], bool], timeout: float = 60.0) -> Snapshot:
+    def wait(self, cond: Callable[[LiveSnapshot], bool], timeout: float = 60.0) -> LiveSnapshot:
         """Poll until cond(snapshot) holds (scripts and tests; the page never calls this)."""
         end = time.monotonic() + timeout
         while True:

@@ -17,6 +17,7 @@ import torch
 from iclebm.card import is_regression
 from iclebm.grid import grid_axis
 from iclebm.models.energy import EnergyTransformer
+from iclebm.objectives import OBJECTIVES, objective_label
 from iclebm.probes import ctx2weights as C
 from iclebm.probes import inspector as I
 from iclebm.ui import compute, share
@@ -40,7 +41,6 @@ HELDOUT_N = 500
 HELDOUT_SEED = 2024
 REFRESH_S = 1.0
 MODE_LABELS = {"query": "one query", "attention": "attention map", "influence": "influence map"}
-OBJ_LABELS = {"nll": "exact NLL (grid)", "cd": "contrastive divergence"}
 MEAN = "mean"
 
 
@@ -86,7 +86,7 @@ def init_state() -> None:
     ss.setdefault("in_mode", MODE_LABELS["query"])
     ss.setdefault("in_layer", MEAN)
     ss.setdefault("in_head", MEAN)
-    ss.setdefault("in_obj", OBJ_LABELS["nll"])
+    ss.setdefault("in_obj", IS.DEFAULT_OBJECTIVE)  # the canonical name; the widget shows its label
     ss.setdefault("in_k", IS.DEFAULT_K)
     ss.setdefault("in_lr", IS.DEFAULT_LR)
     ss.setdefault("in_short", 0)
@@ -116,7 +116,7 @@ def restore_link(ctx: AppContext) -> None:
     ss["in_layer"] = MEAN if link.layer is None else link.layer + 1
     ss["in_head"] = MEAN if link.head is None else link.head + 1
     ss["in_k"], ss["in_lr"], ss["in_short"] = link.k, link.lr, link.short
-    ss["in_obj"] = OBJ_LABELS[link.objective]
+    ss["in_obj"] = link.objective
 
 
 def _mode() -> str:
@@ -131,7 +131,8 @@ def _index(key: str) -> int | None:
 
 def page_state() -> IS.InsideState:
     ss = st.session_state
-    obj = next((o for o, lab in OBJ_LABELS.items() if lab == ss.get("in_obj")), "nll")
+    obj = ss.get("in_obj", IS.DEFAULT_OBJECTIVE)
+    obj = obj if obj in OBJECTIVES else IS.DEFAULT_OBJECTIVE
     q = ss.get("in_query")
     return IS.InsideState(
         points=list(ss["points"]), mixture=ss.get("mixture"), query=None if q is None else tuple(q),
@@ -277,7 +278,8 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
                "reads only a short context (by default none). The chart follows their distance as k grows.")
     lo, hi = C.BOUNDS["steps"]
     c = st.columns([1.3, 1.2, 1.2, 1.2, 1, 1], vertical_alignment="bottom")
-    c[0].selectbox("objective", list(OBJ_LABELS.values()), key="in_obj", persist_state=KEEP)
+    c[0].selectbox("objective", list(OBJECTIVES), key="in_obj", format_func=objective_label,
+                   persist_state=KEEP)
     c[1].slider("steps k", int(lo), int(hi), step=1, key="in_k", persist_state=KEEP)
     c[2].select_slider("learning rate", IS.LR_CHOICES, key="in_lr", format_func=lambda v: f"{v:g}",
                        persist_state=KEEP)

@@ -23,6 +23,7 @@ from iclebm.card import is_regression
 from iclebm.checkpoints import checkpoint_bytes, read_card, save_checkpoint
 from iclebm.errors import CheckpointError
 from iclebm.models.energy import EnergyTransformer
+from iclebm.objectives import OBJECTIVES, objective_label
 from iclebm.probes import landscape as L
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
@@ -42,7 +43,6 @@ from iclebm.ui.models import (
 PAGE = "train"
 TRAIN_REFRESH_S = 3.0  # the live view's refresh; each costs app CPU in every training session
 STRIP_REFRESH_S = 6.0
-OBJECTIVE_LABELS = {"exact": "exact likelihood (normalised NLL)", "cd": "contrastive divergence"}
 KEEP = "session"  # widgets keep their values while another page is shown
 MODE_LABELS = {"scratch": "scratch (fast preset)", "finetune": "fine-tune the loaded model"}
 # form widget key -> setting name (the names of FAST_DEFAULTS / BOUNDS / state.TRAIN_URL_KEYS)
@@ -126,9 +126,9 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
                                 key="tr_layers", disabled=not scratch, persist_state=KEEP)
     d_model = c[4].select_slider("width d", S.TRAIN_CHOICES["d_model"], value=FAST_DEFAULTS["d_model"],
                                  key="tr_d", disabled=not scratch, persist_state=KEEP)
-    objective = st.radio("objective", list(OBJECTIVE_LABELS), key="tr_objective", horizontal=True,
-                         format_func=OBJECTIVE_LABELS.get, persist_state=KEEP,
-                         index=list(OBJECTIVE_LABELS).index(FAST_DEFAULTS["objective"]),
+    objective = st.radio("objective", list(OBJECTIVES), key="tr_objective", horizontal=True,
+                         format_func=objective_label, persist_state=KEEP,
+                         index=list(OBJECTIVES).index(FAST_DEFAULTS["objective"]),
                          help="Exact: the NLL normalised over the box (possible in 2-D), Z estimated "
                               "from a coarse jittered grid plus importance points around the context; "
                               "CD: contrastive divergence with Langevin negatives (chains and Langevin "
@@ -184,7 +184,7 @@ def _training_view(box: tuple[float, float]) -> None:
     left, right = st.columns([1.6, 1])
     with left:
         st.markdown(f"**{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s · "
-                    f"{trainer.mode} · {OBJECTIVE_LABELS.get(trainer.train_config.objective, '')}")
+                    f"{trainer.mode} · {objective_label(trainer.train_config.objective)}")
         if snap.history:
             st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart")
         else:
