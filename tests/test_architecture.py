@@ -171,3 +171,21 @@ def test_the_contract_catches_what_it_should() -> None:
 def test_layers_exist(layer: int) -> None:
     for member in LAYERS[layer]:
         assert (PACKAGE / member).is_dir() or (PACKAGE / f"{member}.py").is_file(), member
+
+
+def test_the_facade_re_exports_every_public_function_and_class() -> None:
+    """`iclebm.<name>` is the stable import path: every public def/class of the library (not the app,
+    not the command line) must be re-exported by iclebm/__init__.py."""
+    import iclebm
+
+    missing = []
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        if name in FACADES or name.split(".")[0] in ("ui", "cli", "bench"):
+            continue
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and not node.name.startswith("_"):
+                if getattr(iclebm, node.name, None) is None or node.name not in iclebm.__all__:
+                    missing.append(f"iclebm.{name}.{node.name}")
+    assert not missing, "add to iclebm/__init__.py: " + ", ".join(missing)
+    assert all(hasattr(iclebm, n) for n in iclebm.__all__)
