@@ -208,7 +208,6 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint).to(device)
     if is_regression(model.card.get("task")):
@@ -295,9 +294,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-
     if args.training_curve:
-
         if args.threads:
             torch.set_num_threads(args.threads)
         run_training_curves(args.presets.split(","), args.objectives.split(","), args.seconds,

@@ -608,7 +608,6 @@ def nll_curve_for_task(
     k = int(getattr(task, "n_components", _prior_k(prior)))
     oracle = None
     if hasattr(task, "log_prob"):
-
         def oracle(x: np.ndarray) -> np.ndarray:
             return task.log_prob(torch.from_numpy(x)).numpy()
 

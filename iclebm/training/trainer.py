@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import torch
 
-from iclebm.card import is_regression, prior_from_card
+from iclebm.card import family_of, prior_of
 from iclebm.devices import autocast, check_amp
 from iclebm.errors import TrainingDivergedError
 from iclebm.grid import jittered_grid
@@ -47,6 +47,7 @@ from iclebm.objectives.cd import CDBatch, cd_loss, chain_init, sample_negatives
 from iclebm.objectives.exact import ExactBatch, KernelDraws, exact_nll_loss, proposal_points
 from iclebm.objectives.mixture import MixtureBatch, nll_loss
 from iclebm.objectives.regression import RegressionExactBatch, regression_nll_loss, y_negatives
+from iclebm.tasks import DENSITY, REGRESSION
 from iclebm.training.config import STEP_STREAM, TrainConfig, task_seed
 from iclebm.training.distributed import DistInfo, DistributedError, all_true, check_batch_split
 
@@ -75,6 +76,8 @@ class Trainer:
     are restored; the event is reported in that step's metrics.
     """
 
+    kind = DENSITY  # the kind of task family this trainer draws (a config of another kind is refused)
+
     def __init__(
         self, model: EnergyTransformer | None = None, config: TrainConfig | None = None,
         model_config: EnergyConfig | None = None, max_bad_steps: int = 20,
@@ -94,7 +97,7 @@ class Trainer:
         self.model.train()
         check_amp(amp, self.device)
         self.amp = amp
-        self.prior = prior_from_card(self.config.task)
+        self.prior = prior_of({"task": self.config.task}, self.kind, type(self).__name__)
         self.generator = torch.Generator().manual_seed(self.config.seed)  # reseeded every step
         self._chain_generators: list[torch.Generator] = []
         self.ddp: torch.nn.Module | None = None
@@ -272,8 +275,7 @@ def make_trainer(
     model_config: EnergyConfig | None = None, **kwargs,
 ) -> Trainer:
     """The trainer for the config's task family (regression families get RegressionTrainer)."""
-    if config is not None and is_regression(config.task):
-
+    if config is not None and family_of({"task": config.task}).kind == REGRESSION:
         return RegressionTrainer(model=model, config=config, model_config=model_config, **kwargs)
     return Trainer(model=model, config=config, model_config=model_config, **kwargs)
 
@@ -312,11 +314,10 @@ class MixtureTrainer(Trainer):
 class RegressionTrainer(Trainer):
     """The density Trainer (schedule, NaN guard, snapshots) with regression data and losses."""
 
+    kind = REGRESSION
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not is_regression(self.config.task):
-            raise ValueError(f"RegressionTrainer needs a regression task, got {self.config.task!r}")
-        self.prior = prior_from_card(self.config.task)
         objective = self.config.objective  # a registry name (TrainConfig checks); regression has both
         if objective not in ("exact", "cd"):
             raise ValueError(f"unknown objective {objective!r} for regression; use 'exact' or 'cd'")
