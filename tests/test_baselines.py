@@ -10,6 +10,7 @@ import torch
 from lib_helpers import random_model
 from scipy import stats
 
+from iclebm.dynamics.thinking import ThinkingConfig
 from iclebm.evaluation.baselines import (
     BASELINES,
     DENSITY_BASELINES,
@@ -95,12 +96,11 @@ def test_every_regression_baseline_is_a_density_of_y_given_x(name, n, prior):
     ctx = np.stack([rng.uniform(-3, 3, n), rng.normal(0, 1, n)], -1) if n else np.zeros((0, 2))
     cls = REGRESSION_BASELINES[name]
     fit = (cls(prior, np.random.default_rng(0), 3000) if cls is BayesRegression else cls(prior)).fit(ctx)
-    ys = np.linspace(-12, 12, 801)  # spacing 0.03, a tenth of the smallest noise std
-    for x in (-2.0, 0.5):
-        # in chunks: the sinusoid posterior holds up to 200k particles, each a curve through every y
-        p = np.concatenate([np.exp(fit.log_prob(np.full_like(y, x), y)) for y in np.array_split(ys, 8)])
-        assert abs(p.sum() * (ys[1] - ys[0]) - 1) < 1e-3
-        assert np.all(np.isfinite(fit.predict(np.array([x]))))
+    ys = np.linspace(-7.5, 7.5, 501)  # spacing 0.03, a tenth of the smallest noise std
+    # in chunks: the sinusoid posterior holds up to 200k particles, each a curve through every y
+    p = np.concatenate([np.exp(fit.log_prob(np.full_like(y, 0.5), y)) for y in np.array_split(ys, 5)])
+    assert abs(p.sum() * (ys[1] - ys[0]) - 1) < 1e-3
+    assert np.all(np.isfinite(fit.predict(np.array([-2.0, 0.5]))))
 
 
 def test_fits_agree_with_the_functions():
@@ -212,35 +212,40 @@ def test_in_context_nll_equals_a_plain_per_task_loop():
 
 def test_regression_table_equals_a_plain_per_task_loop():
     model = random_model(seed=0, base_axes="y", max_context=8)
-    model.card = {"task": LIN.to_card(), "box": [-8.0, 8.0]}
+    model.card = {"task": LIN.to_card(), "box": [-8.0, 8.0], "thinking": ThinkingConfig(steps=3).to_dict()}
     ns, n_tasks, n_test, seed, res = (0, 2, 5), 3, 6, 11, 40
     table = regression_table(model, n_tasks=n_tasks, n_test=n_test, seed=seed, ns=ns, resolution=res)
     g = torch.Generator().manual_seed(seed)
     tasks = [LIN.sample_task(g) for _ in range(n_tasks)]
     contexts = [t.sample(max(ns), g).double() for t in tasks]
     tests = [t.sample(n_test, g).double() for t in tasks]
-    s2 = LIN.noise_std**2
-    rows: dict[str, list[list[float]]] = {}
+    noise = LIN.noise_std
+    rows: dict[str, dict[str, list[list[float]]]] = {"nll": {}, "mse": {}}
     for task, c, t in zip(tasks, contexts, tests, strict=True):
         x, y = t[:, 0].numpy(), t[:, 1].numpy()
-        row: dict[str, list[float]] = {}
+        row: dict[str, dict[str, list[float]]] = {"nll": {}, "mse": {}}
         for n in ns:
             cn = c[:n].numpy()
-            preds = {"ols": ols_predict(cn, x), "ridge": ridge_predict(cn, x, *ridge_lambdas(LIN)),
-                     "knn": knn_predict(cn, x), "oracle": task.mean(torch.from_numpy(x)).numpy()}
             mu, var = linear_predictive(cn, x, LIN)
-            nll = {k: stats.norm(p, math.sqrt(s2)).logpdf(y) for k, p in preds.items()}
-            nll["bayes"] = stats.norm(mu, np.sqrt(var)).logpdf(y)
-            nll["model"] = -conditional_nll(model, c[None], t[None], [n], (-8.0, 8.0), res).numpy()[0]
+            preds = {"ols": ols_predict(cn, x), "ridge": ridge_predict(cn, x, *ridge_lambdas(LIN)),
+                     "knn": knn_predict(cn, x), "oracle": task.mean(torch.from_numpy(x)).numpy(), "bayes": mu}
+            nll = {k: -stats.norm(p, noise).logpdf(y).mean() for k, p in preds.items() if k != "bayes"}
+            nll["bayes"] = -stats.norm(mu, np.sqrt(var)).logpdf(y).mean()
+            nll["model"] = conditional_nll(model, c[None], t[None], [n], (-8.0, 8.0), res).item()
             for k, v in nll.items():
-                row.setdefault(k, []).append(-float(np.mean(v)))
-        for k, v in row.items():
-            rows.setdefault(k, []).append(v)
-    assert list(table["nll"]) == ["model", "bayes", "oracle", *POINT_METHODS]
-    for name, per_task in rows.items():
-        mean, se = reference_summary(per_task)
-        np.testing.assert_allclose(table["nll"][name], np.round(mean, 4), atol=1.1e-4, err_msg=name)
-        np.testing.assert_allclose(table["nll_se"][name], np.round(se, 4), atol=1.1e-4, err_msg=name)
+                row["nll"].setdefault(k, []).append(float(v))
+            for k, p in preds.items():
+                row["mse"].setdefault(k, []).append(float(np.mean((p - y) ** 2)))
+        for metric in rows:
+            for k, v in row[metric].items():
+                rows[metric].setdefault(k, []).append(v)
+    assert list(table["nll"]) == list(table["mse"]) == ["model", "bayes", "oracle", *POINT_METHODS]
+    for metric, by_name in rows.items():
+        for name, per_task in by_name.items():
+            mean, se = reference_summary(per_task)
+            got, got_se = table[metric][name], table[metric + "_se"][name]
+            np.testing.assert_allclose(got, np.round(mean, 4), atol=1.1e-4, err_msg=name)  # the table rounds
+            np.testing.assert_allclose(got_se, np.round(se, 4), atol=1.1e-4, err_msg=name)
 
 
 def test_task_means_keep_each_librarys_own_reduction():
