@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from iclebm.checkpoints import load_checkpoint
-from iclebm.evaluation.density import VAR_FLOOR, format_nll_table, in_context_nll, nll_curve_for_task
+from iclebm.evaluation.baselines import VAR_FLOOR
+from iclebm.evaluation.density import format_nll_table, in_context_nll, nll_curve_for_task
 from iclebm.tasks import PROBE_FAMILIES, ConcentricRings, GaussianMixture
 from iclebm.training.presets import WIDE_PRIOR
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from iclebm.evaluation.density import _anisotropic_prior_predictive, prior_predictive_log_prob
+from iclebm.evaluation.baselines import _anisotropic_prior_predictive, prior_predictive_log_prob
 from iclebm.grid import grid_points
 from iclebm.tasks import GaussianMixture, MixturePrior
 

@@ -11,8 +11,8 @@ import torch
 from scipy.special import logsumexp
 
 from iclebm.evaluation import bayes
+from iclebm.evaluation.baselines import prior_predictive_log_prob
 from iclebm.evaluation.bayes import GibbsConfig, mixture_log_predictive, mixture_log_predictive_batch
-from iclebm.evaluation.density import prior_predictive_log_prob
 from iclebm.grid import grid_points
 from iclebm.tasks import MixturePrior
 

@@ -13,23 +13,25 @@ from scipy import integrate, stats
 from scipy.special import erf
 
 from iclebm.dynamics.langevin import SamplerConfig
-from iclebm.evaluation.calibration import calibrate_temperature
-from iclebm.evaluation.density import (
+from iclebm.evaluation.baselines import (
     BASELINES,
     FALLBACK_BANDWIDTH,
     baseline_log_probs,
     fit_gmm,
-    format_nll_table,
     gaussian_log_prob,
-    guidance_fraction,
-    in_context_nll,
     kde_scipy_log_prob,
     kde_scott_log_prob,
+    prior_predictive_log_prob,
+    scott_bandwidth,
+)
+from iclebm.evaluation.calibration import calibrate_temperature
+from iclebm.evaluation.density import (
+    format_nll_table,
+    guidance_fraction,
+    in_context_nll,
     model_nll,
     model_point_nll,
     nll_curve_for_task,
-    prior_predictive_log_prob,
-    scott_bandwidth,
 )
 from iclebm.grid import grid_points
 from iclebm.tasks import PROBE_FAMILIES, MixturePrior

@@ -11,18 +11,16 @@ from lib_helpers import naive_energy, random_model
 
 from iclebm.card import is_regression, prior_from_card
 from iclebm.dynamics.thinking import ThinkingConfig, minimise, predict
-from iclebm.evaluation.regression import (
+from iclebm.evaluation.baselines import (
     bayes_predictive,
-    format_regression_tables,
     linear_posterior,
     linear_predictive,
     ols_predict,
-    regression_table,
     ridge_lambdas,
     ridge_predict,
     sinusoid_posterior,
-    thinking_curve,
 )
+from iclebm.evaluation.regression import format_regression_tables, regression_table, thinking_curve
 from iclebm.grid import y_axis
 from iclebm.models.energy import EnergyConfig
 from iclebm.models.regression import conditional_log_density, conditional_nll

@@ -23,20 +23,11 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from iclebm.evaluation.bayes import bayes_point_nll
-from iclebm.evaluation.density import (
-    _summary,
-    component_var_floor,
-    em_bic_log_prob,
-    em_mixture_log_prob,
-    eval_mode,
-    kde_scott_log_prob,
-    model_point_nll,
-    prior_predictive_log_prob,
-)
+from iclebm.evaluation.baselines import density_baselines
+from iclebm.evaluation.density import BayesDensity, DensityOracle, ModelDensity
+from iclebm.evaluation.tables import DensityLearner, HeldOut, Learner, nll_summary
 from iclebm.tasks import PROBE_FAMILIES, MixturePrior, Task
 
 LOG_2PI = math.log(2 * math.pi)
@@ -83,11 +74,6 @@ def families(prior: MixturePrior) -> dict[str, Callable[[torch.Generator], Task]
     }
 
 
-def _prior_k(prior: MixturePrior) -> int:
-    k = prior.n_components
-    return int(round(sum(k) / 2)) if isinstance(k, tuple) else int(k)
-
-
 def compare_family(
     models: dict[str, torch.nn.Module],
     draw: Callable[[torch.Generator], Task],
@@ -100,39 +86,15 @@ def compare_family(
     seed: int,
 ) -> dict:
     """NLL table (ns, nll, stderr over tasks) of every row on n_tasks tasks of one family."""
-    g = torch.Generator().manual_seed(int(seed))
-    tasks = [draw(g) for _ in range(n_tasks)]
-    context = torch.stack([t.sample(max(ns), g) for t in tasks])  # (T, N, 2)
-    test = torch.stack([t.sample(n_test, g) for t in tasks])  # (T, S, 2)
-    per: dict[str, np.ndarray] = {}
-    for name, model in models.items():
-        with eval_mode(model):
-            per[name] = model_point_nll(model, context, test, ns, box, resolution).mean(-1).numpy()
+    held = HeldOut.draw(draw, n_tasks, max(ns), n_test, seed)
+    learners: list[Learner] = [ModelDensity(m, box, resolution, name=name) for name, m in models.items()]
     if prior.capabilities.bayes:
-        per["bayes"] = bayes_point_nll(context, test, list(ns), prior).mean(-1)
-    floor, k = component_var_floor(prior), _prior_k(prior)
-    ctx_np, test_np = context.double().numpy(), test.double().numpy()
-    prior0 = [-prior_predictive_log_prob(prior, x).mean() for x in test_np] if 0 in ns else []
-    rows: dict[str, list[list[float]]] = {"kde_scott": [], "em_bic": [], "em_mixture": []}
-    for i in range(n_tasks):
-        for name in rows:
-            rows[name].append([])
-        for n in ns:
-            c, x = ctx_np[i, :n], test_np[i]
-            if n == 0:  # no data: every data-fitted baseline is the prior predictive
-                for name in rows:
-                    rows[name][-1].append(float(prior0[i]))
-                continue
-            rows["kde_scott"][-1].append(float(-kde_scott_log_prob(c, x).mean()))
-            rows["em_bic"][-1].append(float(-em_bic_log_prob(c, x, seed=seed + i, var_floor=floor).mean()))
-            rows["em_mixture"][-1].append(
-                float(-em_mixture_log_prob(c, x, k, seed=seed + i, var_floor=floor).mean())
-            )
-    per.update({name: np.array(v) for name, v in rows.items()})
-    if all(hasattr(t, "log_prob") for t in tasks):
-        oracle = np.stack([-t.log_prob(test[i].double()).numpy().mean() for i, t in enumerate(tasks)])
-        per["oracle"] = np.tile(oracle[:, None], (1, len(ns)))
-    nll, se = _summary(per)
+        learners.append(BayesDensity(prior))
+    baselines = density_baselines(prior, ("kde_scott", "em_bic", "em_mixture"))
+    learners += [DensityLearner(b, seed) for b in baselines.values()]
+    if all(hasattr(t, "log_prob") for t in held.tasks):
+        learners.append(DensityOracle())
+    nll, se = nll_summary(learners, held, ns)
     return {"ns": list(ns), "nll": nll, "stderr": se}
 
 

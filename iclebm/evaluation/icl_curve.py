@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from iclebm.card import prior_of
-from iclebm.evaluation.density import eval_mode, model_point_nll, prior_predictive_log_prob
+from iclebm.evaluation.baselines import PriorPredictive
+from iclebm.evaluation.density import DensityOracle, ModelDensity, eval_mode
+from iclebm.evaluation.tables import DensityLearner, HeldOut, loss_table
 from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyTransformer
 from iclebm.tasks import DENSITY, GaussianMixture, MixturePrior
@@ -45,20 +47,19 @@ class ValidationSet:
              ns: Sequence[int] = CURVE_NS, seed: int = 2024) -> ValidationSet:
         if n_tasks < 1 or n_test < 1 or not ns or min(ns) < 0:
             raise ValueError("n_tasks and n_test must be >= 1 and ns non-negative")
-        g = torch.Generator().manual_seed(int(seed))
-        tasks = [prior.sample_task(g) for _ in range(n_tasks)]
-        context = torch.stack([t.sample(max(ns), g) for t in tasks])
-        test = torch.stack([t.sample(n_test, g) for t in tasks])
-        flat = test.reshape(-1, 2).double().numpy()
-        pp = -float(np.mean(prior_predictive_log_prob(prior, flat)))
-        oracle = -float(np.mean([t.log_prob(test[i].double()).mean().item() for i, t in enumerate(tasks)]))
-        return cls(tasks, context, test, sorted(int(n) for n in ns), pp, oracle, box)
+        held = HeldOut.draw(prior.sample_task, n_tasks, max(ns), n_test, seed)
+        refs = loss_table([DensityLearner(PriorPredictive(prior)), DensityOracle()], held, [0])
+        # Means over every task's points, reduced as the curve always was (numpy over all points
+        # for the prior predictive; torch per task, then numpy over tasks, for the oracle).
+        pp = float(np.mean(refs["prior_predictive"]["nll"]))
+        oracle = float(np.mean([torch.from_numpy(v).mean().item() for v in refs["oracle"]["nll"][:, 0]]))
+        return cls(held.tasks, held.context, held.test, sorted(int(n) for n in ns), pp, oracle, box)
 
     def model_curve(self, model: EnergyTransformer, resolution: int = 100) -> list[float]:
         """Mean NLL (nats/point) at each n in self.ns under the model, grid-normalised."""
-        with torch.no_grad(), eval_mode(model):
-            nll = model_point_nll(model, self.context, self.test, self.ns, self.box, resolution)  # (T, P, S)
-        return [float(v) for v in nll.mean(dim=(0, 2))]
+        held = HeldOut(self.tasks, self.context, self.test)
+        nll = loss_table([ModelDensity(model, self.box, resolution)], held, self.ns)["model"]["nll"]
+        return [float(v) for v in nll.mean(dim=(0, 2))]  # torch (T, P, S): over tasks and points at once
 
     def gap_closed(self, nll: float) -> float:
         """Share of the prior-predictive -> oracle gap closed: 0 = ignores the context, 1 = oracle."""

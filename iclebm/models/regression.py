@@ -78,17 +78,26 @@ def conditional_log_density(
 
 
 @torch.no_grad()
-def conditional_nll(
+def conditional_point_nll(
     model: EnergyTransformer, context: torch.Tensor, test: torch.Tensor, lengths: list[int] | torch.Tensor,
     box: tuple[float, float], resolution: int = 160,
 ) -> torch.Tensor:
-    """Mean -log p(y | x, context[:, :n]) of test pairs (B, S, 2) per prefix: -> (B, P) nats/point."""
+    """-log p(y | x, context[:, :n]) of each test pair (B, S, 2) per prefix: -> (B, P, S) nats, float64."""
     test = torch.as_tensor(test, dtype=torch.float64)
     ys, h = y_axis(box, resolution)
     e_grid = column_energies(model, test[..., 0], context, ys, lengths)  # (B, P, S, K)
     log_z = log_z_on_grid(e_grid, h)  # (B, P, S)
     e_test = model.energy_at_prefixes(test.to(model.dtype), torch.as_tensor(context).to(model.dtype), lengths)
-    return (e_test.double() + log_z).mean(-1)
+    return e_test.double() + log_z
+
+
+@torch.no_grad()
+def conditional_nll(
+    model: EnergyTransformer, context: torch.Tensor, test: torch.Tensor, lengths: list[int] | torch.Tensor,
+    box: tuple[float, float], resolution: int = 160,
+) -> torch.Tensor:
+    """Mean -log p(y | x, context[:, :n]) of test pairs (B, S, 2) per prefix: -> (B, P) nats/point."""
+    return conditional_point_nll(model, context, test, lengths, box, resolution).mean(-1)
 
 
 # ---- training -------------------------------------------------------------------------

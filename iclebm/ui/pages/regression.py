@@ -22,7 +22,7 @@ from iclebm.card import is_regression, prior_from_card, task_family
 from iclebm.checkpoints import read_card
 from iclebm.dynamics.thinking import ThinkingConfig
 from iclebm.errors import CheckpointError
-from iclebm.evaluation.regression import linear_predictive, ols_predict, sinusoid_posterior
+from iclebm.evaluation.baselines import linear_predictive, ols_predict, sinusoid_posterior
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes.regression_view import compute_regression_view
 from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior
