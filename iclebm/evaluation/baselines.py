@@ -75,8 +75,6 @@ from iclebm.tasks import LinearPrior, MixturePrior, SinusoidPrior
 FALLBACK_BANDWIDTH = 1.0
 MIN_BANDWIDTH = 1e-3
 VAR_FLOOR = 1e-2
-BASELINES = ("kde_scott", "kde_scipy", "em_mixture", "em_bic", "gaussian")  # the data-fitted densities
-POINT_METHODS = ("ols", "ridge", "knn")  # the regression point predictors
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -560,6 +558,8 @@ DENSITY_BASELINES: dict[str, type] = {
     "gaussian": SingleGaussian,
     "prior_predictive": PriorPredictive,
 }
+# The data-fitted density baselines: every registered one but the prior predictive (its own column).
+BASELINES = tuple(name for name in DENSITY_BASELINES if name != "prior_predictive")
 
 
 def density_baselines(
@@ -839,6 +839,8 @@ REGRESSION_BASELINES: dict[str, type] = {
     "knn": NearestNeighbours,
     "bayes": BayesRegression,
 }
+# The regression point predictors: every registered baseline but the Bayes predictive (its own column).
+POINT_METHODS = tuple(name for name in REGRESSION_BASELINES if name != "bayes")
 
 
 def bayes_predictive(
