@@ -31,7 +31,7 @@ from iclebm.dynamics.langevin import SamplerConfig, langevin, uniform_init
 from iclebm.evaluation.baselines import BASELINES, density_baselines
 from iclebm.evaluation.bayes import bayes_point_nll
 from iclebm.evaluation.tables import DensityLearner, HeldOut, Learner, each_task, loss_table, nll_summary
-from iclebm.grid import grid_points
+from iclebm.grid import grid_points, log_z_on_grid
 from iclebm.models.energy import EnergyTransformer
 from iclebm.tasks import DENSITY, MixturePrior
 
@@ -72,7 +72,7 @@ def model_log_z(
     grid, area = grid_points(box, resolution)
     grid = grid.to(model.dtype)[None].expand(context.shape[0], -1, -1)
     energy = model.energy_at_prefixes(grid, context.to(model.dtype), lengths)  # (T, P, G)
-    return torch.logsumexp(-_cpu64(energy), dim=-1) + math.log(area)
+    return log_z_on_grid(_cpu64(energy), area)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from iclebm.grid import log_z_on_grid
 from iclebm.models.energy import EnergyTransformer
 
 
@@ -52,7 +53,7 @@ def exact_nll_loss(
     e_real = model._total(cache.learned[:, pos], x, pos[None, :])  # (B, P)
     e_grid = model.energy_cached(grid[:, None], cache, pos)  # (B, P, G)
     if kernel is None:
-        log_z = torch.logsumexp(-e_grid, dim=-1) + math.log(cell_area)  # (B, P)
+        log_z = log_z_on_grid(e_grid, cell_area)  # (B, P)
     else:
         e_kern = model.energy_cached(kernel.points, cache, pos)  # (B, P, M)
         log_z = importance_log_z(e_grid, grid, e_kern, kernel.points, seq, pos, kernel.box,

@@ -3,14 +3,13 @@ negatives of contrastive divergence."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from iclebm.dynamics.langevin import langevin_y
-from iclebm.grid import y_axis
+from iclebm.grid import log_z_on_grid, y_axis
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.regression import column_queries
 
@@ -42,7 +41,7 @@ def regression_nll_loss(
     ys, h = y_axis(box, n_grid, offset)
     q = column_queries(seq[..., 0], ys)  # (B, N, K, 2)
     e_grid = model.learned_energy_cached(q, cache, torch.arange(n)) + model.base_energy(q)  # (B, N, K)
-    log_z = torch.logsumexp(-e_grid, -1) + math.log(h)
+    log_z = log_z_on_grid(e_grid, h)
     nll = (e_real + log_z).mean()
     loss = nll + alpha * (f_real**2).mean()
     return loss, {"nll": nll.item(), "e_real": e_real.mean().item(), "e_neg": e_grid.mean().item()}
