@@ -149,6 +149,7 @@ from iclebm.evaluation.density import (
     model_nll,
     model_point_nll,
     nll_curve_for_task,
+    resolve_prior_and_box,
 )
 from iclebm.evaluation.icl_curve import (
     ValidationSet,
@@ -599,6 +600,7 @@ __all__ = [
     "require_attention",
     "resolve_device",
     "resolve_objective",
+    "resolve_prior_and_box",
     "ridge_lambdas",
     "ridge_predict",
     "run_training_curves",

@@ -22,7 +22,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 
 from iclebm.dynamics.langevin import SamplerConfig
-from iclebm.evaluation.density import DEFAULT_NS, _resolve, eval_mode, guidance_fraction
+from iclebm.evaluation.density import DEFAULT_NS, eval_mode, guidance_fraction, resolve_prior_and_box
 from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.tasks import MixturePrior
@@ -38,7 +38,7 @@ def validation_energies(
     Returns grid energies (T, P, G), mean test-point energies (T, P) and log(cell area), so the
     NLL at inverse temperature s is  s * et + logsumexp(-s * eg) + log_area  per task and length.
     """
-    prior, box = _resolve(model, prior, box)
+    prior, box = resolve_prior_and_box(model, prior, box)
     lengths = [int(n) for n in lengths]
     g = torch.Generator().manual_seed(int(seed))
     tasks = [prior.sample_task(g) for _ in range(n_tasks)]

@@ -30,7 +30,6 @@ from iclebm.evaluation.density import BayesDensity, DensityOracle, ModelDensity
 from iclebm.evaluation.tables import DensityLearner, HeldOut, Learner, nll_summary
 from iclebm.tasks import PROBE_FAMILIES, MixturePrior, Task
 
-LOG_2PI = math.log(2 * math.pi)
 QUICK = {"ns": (0, 2, 8), "n_tasks": 2, "n_test": 20, "resolution": 40}
 COMPARE_NS = (0, 1, 2, 4, 8, 16, 32)
 ANISOTROPIC_RATIO = (4.0, 9.0)  # major / minor std: 2-3x longer than wide

@@ -116,7 +116,10 @@ def model_point_nll(
 # ---- NLL tables --------------------------------------------------------------------------
 
 
-def _resolve(model: EnergyTransformer, prior: MixturePrior | None, box: tuple[float, float] | None):
+def resolve_prior_and_box(
+    model: EnergyTransformer, prior: MixturePrior | None, box: tuple[float, float] | None
+) -> tuple[MixturePrior, tuple[float, float]]:
+    """The given prior and box, or the model card's (the card must name a density family)."""
     if prior is None:
         prior = prior_of(model, DENSITY, "the density NLL table")
     return prior, (box_of(model) if box is None else (float(box[0]), float(box[1])))
@@ -208,7 +211,7 @@ def in_context_nll(
         raise ValueError("ns must be a non-empty list of non-negative ints")
     if n_tasks < 1 or n_test < 1:
         raise ValueError("n_tasks and n_test must be >= 1")
-    prior, box = _resolve(model, prior, box)
+    prior, box = resolve_prior_and_box(model, prior, box)
     held = HeldOut.draw(prior.sample_task, n_tasks, max(ns), n_test, seed)
     nll, se = nll_summary(density_learners(model, prior, box, resolution, seed, bayes, task_batch=task_batch),
                           held, ns)
@@ -250,7 +253,7 @@ def nll_curve_for_task(
     ns = [int(n) for n in (DEFAULT_NS if ns is None else ns) if int(n) <= context.shape[0]]
     if not ns:
         raise ValueError("no n in ns fits the context length")
-    prior, box = _resolve(model, prior, box)
+    prior, box = resolve_prior_and_box(model, prior, box)
     test = task.sample(int(n_test), torch.Generator().manual_seed(int(seed))).float()
     k = getattr(task, "n_components", None)
     learners = density_learners(model, prior, box, resolution, seed, oracle=hasattr(task, "log_prob"),
@@ -314,7 +317,7 @@ def guidance_fraction(
     the per-task fractions.
     """
 
-    prior, box = _resolve(model, prior, box)
+    prior, box = resolve_prior_and_box(model, prior, box)
     if sampler is None:
         sampler = SamplerConfig.from_dict(model.card.get("sampler", {}))
     g = torch.Generator().manual_seed(int(seed))

@@ -7,8 +7,7 @@ each method predicts y at fresh test x from the task (`iclebm.evaluation.tables`
   and the MSE of y_hat after the card's default thinking steps (`iclebm.dynamics.thinking.predict`).
 - ``oracle``: the task's true conditional N(f(x), noise^2): NLL exact, prediction f(x).
 - ``bayes``, ``ols``, ``ridge``, ``knn``: the regression baselines of `iclebm.evaluation.baselines`
-  (the Bayes posterior predictive; plug-in N(y_hat, noise^2) NLL for the point predictors). The
-  sinusoid posterior's NLL is checked against an independent run (`bayes_stability`).
+  (the Bayes posterior predictive; plug-in N(y_hat, noise^2) NLL for the point predictors).
 
 MSE is against the observed (noisy) test y, so the oracle's MSE is the noise variance.
 """
