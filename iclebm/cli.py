@@ -12,33 +12,15 @@ from pathlib import Path
 
 import torch
 
-from iclebm.bench import run_bench
+# The evaluation, probe and bench layers are imported inside the commands that use them, so that
+# `train` or `--help` does not load scikit-learn and scipy.stats at start-up.
 from iclebm.card import box_of, is_regression, prior_of
 from iclebm.checkpoints import load_checkpoint, save_checkpoint
 from iclebm.devices import DEVICE_CHOICES, compile_model, describe, resolve_device
 from iclebm.errors import IclebmError, UnknownObjectiveError
-from iclebm.evaluation.calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
-from iclebm.evaluation.compare import QUICK, compare, format_compare
-from iclebm.evaluation.density import format_nll_table, guidance_fraction, in_context_nll
-from iclebm.evaluation.icl_curve import run_training_curves
-from iclebm.evaluation.regression import (
-    format_regression_tables,
-    regression_table,
-    thinking_curve,
-    tune_thinking,
-)
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureConfig
 from iclebm.objectives import OBJECTIVES, resolve_objective
-from iclebm.probes.ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
-from iclebm.probes.inspector import (
-    check_in_box,
-    format_attention_tables,
-    format_influence_table,
-    inspect_query,
-    parse_points,
-    parse_query,
-)
 from iclebm.tasks import DENSITY
 from iclebm.training.distributed import (
     DistInfo,
@@ -208,6 +190,8 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from iclebm.evaluation.density import format_nll_table, in_context_nll
+
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint).to(device)
     if is_regression(model.card.get("task")):
@@ -227,6 +211,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> int:
     """Regression checkpoint: (optionally tune the thinking step size,) NLL/MSE tables, thinking curve."""
 
+    from iclebm.evaluation.regression import (
+        format_regression_tables,
+        regression_table,
+        thinking_curve,
+        tune_thinking,
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
@@ -257,6 +247,9 @@ def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit per-length temperatures, pick the default sampler, evaluate, write the checkpoint."""
+
+    from iclebm.evaluation.calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
+    from iclebm.evaluation.density import format_nll_table, guidance_fraction, in_context_nll
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -294,6 +287,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from iclebm.bench import run_bench
+    from iclebm.evaluation.icl_curve import run_training_curves
+
     if args.training_curve:
         if args.threads:
             torch.set_num_threads(args.threads)
@@ -308,6 +304,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Per-layer, per-head attention of one query over a context, and leave-one-out influence."""
 
+    from iclebm.probes.inspector import (
+        check_in_box,
+        format_attention_tables,
+        format_influence_table,
+        inspect_query,
+        parse_points,
+        parse_query,
+    )
     points = parse_points(args.points)
     query = parse_query(args.query)
     model = load_checkpoint(args.checkpoint)
@@ -329,6 +333,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """NLL vs n of several checkpoints, Bayes and baselines, on the training prior and out-of-family data."""
+
+    from iclebm.evaluation.compare import QUICK, compare, format_compare
 
     paths = args.checkpoints or [p for p in ("checkpoints/mog2d.safetensors", "checkpoints/mdn2d.safetensors")
                                  if Path(p).exists()]
@@ -362,6 +368,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_ctx2weights(args: argparse.Namespace) -> int:
     """In context vs in weights on one drawn task: distances and NLLs at each snapshot k."""
+
+    from iclebm.probes.ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
 
     if args.threads:
         torch.set_num_threads(args.threads)
