@@ -144,21 +144,24 @@ def on_scrub() -> None:
 
 
 def view_controls() -> None:
+    """Two rows, so that every label fits at 1280 px with the sidebar open: the view, grid and Bayes
+    overlay, then the four layer toggles."""
     ss = st.session_state
-    c1, c2, c3, c4, c5, c6, c7 = st.columns([1.3, 0.9, 0.9, 1.1, 1.3, 1.1, 2.2], vertical_alignment="center")
+    c1, c2, c3 = st.columns([1.4, 1.0, 2.0], vertical_alignment="center")
     c1.segmented_control("Show", list(S.VIEWS), key="view", persist_state=KEEP, label_visibility="collapsed",
                          required=True)
-    c2.toggle("log scale", key="log_scale", persist_state=KEEP)
-    c3.toggle("contours", key="contours", persist_state=KEEP)
-    c4.toggle("−∇E arrows", key="arrows", persist_state=KEEP)
-    c5.toggle("true density", key="show_true", persist_state=KEEP, value=True,
-              disabled=ss.get("mixture") is None)
-    c6.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", persist_state=KEEP,
+    c2.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", persist_state=KEEP,
                  label_visibility="collapsed",
                  format_func=lambda r: f"{r}×{r}")
-    c7.toggle("Bayes-optimal", key="show_bayes", persist_state=KEEP,
+    c3.toggle("Bayes-optimal", key="show_bayes", persist_state=KEEP,
               help="Dotted cyan contours: the Bayes posterior predictive p(x | context) under the model's "
                    "training prior, the best any in-context learner trained on it can do.")
+    c4, c5, c6, c7 = st.columns(4, vertical_alignment="center")
+    c4.toggle("log scale", key="log_scale", persist_state=KEEP)
+    c5.toggle("contours", key="contours", persist_state=KEEP)
+    c6.toggle("−∇E arrows", key="arrows", persist_state=KEEP)
+    c7.toggle("true density", key="show_true", persist_state=KEEP, value=True,
+              disabled=ss.get("mixture") is None)
 
 
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
