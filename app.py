@@ -28,5 +28,5 @@ PAGES = [
 
 ui.setup_session()
 page = ui.navigation(PAGES)  # st.navigation in the top bar; the page is the URL path
-ctx = sidebar.render()  # model selector, card, upload: the same on every page
+ctx = sidebar.render(page.url_path)  # model selector (of the page's family), card, upload
 ui.run(page, ctx)

@@ -19,7 +19,7 @@ from iclebm.errors import CapabilityError, IclebmError, TaskFamilyError
 from iclebm.evaluation.bayes import hypotheses, mixture_log_predictive
 from iclebm.probes import landscape as L
 from iclebm.tasks import DENSITY, FAMILIES, REGRESSION, LinearPrior, MixturePrior, SinusoidPrior, get_family
-from iclebm.ui.state import decode_mixture, encode_mixture
+from iclebm.ui.page_state import decode_mixture, encode_mixture
 
 SHIPPED = sorted(CHECKPOINT_DIR.glob("*.safetensors"))
 WIDE = MixturePrior(n_components=(1, 6), mean_std=3.0, component_std=(0.2, 1.5), aspect_ratio=(1.0, 4.0))
@@ -111,6 +111,9 @@ def test_mixture_links_round_trip_and_old_links_still_load() -> None:
     wide = {"k": [1, 6], "spread": 3.0, "width": [0.2, 1.5], "seed": 2, "ratio": [1.0, 4.0]}
     assert encode_mixture(wide) == "1-6,3,0.2,1.5,2,1,4"
     assert decode_mixture(encode_mixture(wide)) == wide
+    narrow = {**wide, "limit": 6.0}  # a prior's mean limit other than 8 travels too
+    assert encode_mixture(narrow) == "1-6,3,0.2,1.5,2,1,4,L6"
+    assert decode_mixture("1-6,3,0.2,1.5,2,1,4,L6") == narrow
     for bad in ("", "3,3,0.3", "0,3,0.3,0.5,1", "6-1,3,0.3,0.5,1", "3,3,0.3,0.5,1,0.5,2", "x,3,0.3,0.5,1"):
         assert decode_mixture(bad) is None, bad
 

@@ -1,4 +1,5 @@
-"""The Inside page's pure parts: figure builders (arrays in, figures out) and its URL state."""
+"""The Inside page's pure parts: figure builders (arrays in, figures out). Its URL state is the
+INSIDE property table (tests/test_ui_state.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 
 from iclebm.ui import inside_figures as F
-from iclebm.ui.inside_state import InsideState, decode_inside, encode_inside
 
 BOX = (-12.0, 12.0)
 
@@ -76,37 +76,3 @@ def test_side_by_side_and_distance_figures():
     assert "k = 20" in fig.layout.annotations[1].text and "3 points read" in fig.layout.annotations[0].text
     d = F.distance_figure([0, 1, 5], [2.0, 1.0, 0.5], [0.6, 0.4, 0.2], selected=5)
     assert [t.name for t in d.data] == ["symmetric KL", "Hellinger"] and list(d.data[1].y) == [0.6, 0.4, 0.2]
-
-
-def test_inside_state_round_trip():
-    mixture = {"k": 3, "spread": 3.0, "width": [0.3, 0.5], "seed": 7}
-    state = InsideState(points=[(1.0, 2.0), (-3.5, 0.25)], mixture=mixture, query=(0.5, -1.25),
-                        mode="attention", layer=1, head=None, k=40, lr=3e-3, short=2, objective="cd")
-    q = encode_inside(state)
-    assert q["q"] == "0.5,-1.25" and q["mode"] == "attention" and q["layer"] == "2" and "head" not in q
-    back, warnings = decode_inside(q, BOX, 64, n_layer=4, n_head=4)
-    assert warnings == [] and back == state
-    assert encode_inside(InsideState()) == {}
-
-
-@pytest.mark.parametrize(
-    "params,fragment",
-    [
-        ({"q": "13,0"}, "outside the box"),
-        ({"q": "1"}, "not x,y"),
-        ({"mode": "x"}, "Unknown mode"),
-        ({"layer": "5"}, "layer='5'"),
-        ({"head": "0"}, "head='0'"),
-        ({"k": "501"}, "k='501'"),
-        ({"lr": "0.5"}, "lr='0.5'"),
-        ({"short": "-1"}, "short='-1'"),
-        ({"obj": "sgd"}, "Unknown objective"),
-    ],
-)
-def test_inside_state_bad_links_keep_defaults_and_warn(params, fragment):
-    state, warnings = decode_inside(params, BOX, 64, n_layer=4, n_head=4)
-    assert len(warnings) == 1 and fragment in warnings[0]
-    default = InsideState()
-    assert (state.query, state.mode, state.layer, state.head, state.k, state.lr, state.short,
-            state.objective) == (default.query, default.mode, default.layer, default.head, default.k,
-                                 default.lr, default.short, default.objective)

@@ -21,8 +21,8 @@ from iclebm.probes.ctx2weights import FineTuneConfig
 from iclebm.tasks import LinearPrior
 from iclebm.training.config import TrainConfig
 from iclebm.training.trainer import MixtureTrainer, make_trainer
-from iclebm.ui.inside_state import InsideState, decode_inside, encode_inside
 from iclebm.ui.jobs.live_settings import make_configs
+from iclebm.ui.page_tables import INSIDE
 
 BOX = (-12.0, 12.0)
 
@@ -70,13 +70,13 @@ def test_cli_objective_choices_come_from_the_registry(capsys):
 
 
 def test_old_share_links_with_obj_nll_still_load_and_new_links_write_the_canonical_name():
-    old, warnings = decode_inside({"obj": "nll"}, BOX, 64, n_layer=2, n_head=2)
-    assert warnings == [] and old.objective == "exact"
-    assert "obj" not in encode_inside(old)  # exact is the default: the link leaves it out
-    new, warnings = decode_inside({"obj": "exact"}, BOX, 64, n_layer=2, n_head=2)
-    assert warnings == [] and new.objective == "exact"
-    assert encode_inside(InsideState(objective="cd"))["obj"] == "cd"
-    assert "obj" not in encode_inside(InsideState(objective="nll"))
+    old, warnings = INSIDE.decode({"obj": "nll"})
+    assert warnings == [] and old["in_obj"] == "exact"
+    assert "obj" not in INSIDE.encode(old)  # exact is the default: the link leaves it out
+    new, warnings = INSIDE.decode({"obj": "exact"})
+    assert warnings == [] and new["in_obj"] == "exact"
+    assert INSIDE.encode({"in_obj": "cd"})["obj"] == "cd"
+    assert "obj" not in INSIDE.encode({"in_obj": "nll"})
 
 
 # ---- one typed batch per objective ---------------------------------------------------------------

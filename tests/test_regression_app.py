@@ -15,7 +15,7 @@ from iclebm.checkpoints import DEFAULT_CHECKPOINT, save_checkpoint
 from iclebm.dynamics.thinking import ThinkingConfig
 from iclebm.evaluation.regression import regression_table, thinking_curve
 from iclebm.tasks import LinearPrior
-from iclebm.ui.regression_state import RegState, decode_reg, draw_task, encode_reg
+from iclebm.ui.pages.regression import draw_task
 
 BOX = (-10.0, 10.0)
 
@@ -133,13 +133,7 @@ def test_a_regression_model_on_the_density_page_gives_a_message(reg_dir: Path) -
     assert any("regression model" in str(w.value) for w in at.warning)
 
 
-def test_reg_state_round_trip_and_draw_task() -> None:
-    state = RegState(points=[(1.0, -2.5), (0.125, 3.0)], view="energy", k=42, ols=False, bayes=True,
-                     task={"family": "sinusoid", "seed": 3, "n": 9})
-    back, warnings = decode_reg(encode_reg(state), BOX, 64)
-    assert back == state and warnings == []
-    bad, warnings = decode_reg({"view": "nope", "k": "500", "task": "spiral,1,2"}, BOX, 64)
-    assert bad == RegState() and len(warnings) == 3
+def test_draw_task_is_seeded() -> None:
     task, pts = draw_task(LinearPrior().to_card(), 5, 10, BOX)
     again, pts2 = draw_task(LinearPrior().to_card(), 5, 10, BOX)
     assert pts == pts2 and task == again and len(pts) == 10

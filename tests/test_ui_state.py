@@ -6,7 +6,9 @@ import math
 
 import pytest
 
+from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
+from iclebm.ui.page_state import Prop, Table
 
 BOX = (-12.0, 12.0)
 
@@ -122,35 +124,139 @@ def test_editor_ignores_nonsense_keys() -> None:
     assert S.apply_editor_changes([(0.0, 0.0)], None, BOX, 64).points == [(0.0, 0.0)]
 
 
-def test_share_round_trip() -> None:
-    state = S.ShareState(points=[(1.23456789, -2.5), (0.0, 11.9999)], view="density", log=True,
-                         contours=False, arrows=False, model="mog2d", n_shown=1,
-                         mixture={"k": 3, "spread": 3.0, "width": [0.33, 0.5], "seed": 7})
-    q = S.encode_share(state)
-    assert all(isinstance(k, str) and isinstance(v, str) for k, v in q.items())
-    back, warnings = S.decode_share(q, BOX, 64)
-    assert not warnings
-    assert back.view == "density" and back.log and not back.contours and not back.arrows
-    assert back.model == "mog2d" and back.n_shown == 1 and back.mixture == state.mixture
-    for (x0, y0), (x1, y1) in zip(state.points, back.points, strict=True):
-        assert abs(x0 - x1) <= 1e-4 and abs(y0 - y1) <= 1e-4
-    # Query params may arrive as lists (repeated keys): the last one wins.
-    again, _ = S.decode_share({k: [v] for k, v in q.items()}, BOX, 64)
-    assert again == back
+# ---- page state: one property table per page -------------------------------------------------
+
+BOUND = {  # the tables as a page binds them for a model with this box, a 64-point context, 4 layers x 4 heads
+    "density": T.DENSITY.bind(points={"lo": -12, "hi": 12, "size": 64}, n_shown={"hi": 64}, mix_n={"hi": 64}),
+    "inside": T.INSIDE.bind(points={"lo": -12, "hi": 12, "size": 64}, in_query={"lo": -12, "hi": 12},
+                            in_layer={"hi": 4}, in_head={"hi": 4}),
+    "regression": T.REGRESSION.bind(reg_points={"lo": -12, "hi": 12, "size": 64}, reg_task={"size": 64},
+                                    reg_n={"hi": 64}),
+    "train": T.TRAIN,
+}
+MIX = {"k": [1, 6], "spread": 3.0, "width": [0.2, 1.5], "seed": 2, "ratio": [1.0, 4.0], "limit": 6.5}
+# A value other than the default for every property of every page (as the widgets hold them).
+CHANGED = {
+    "density": {"points": [(1.2346, -2.5), (0.0, 11.9999)], "view": "density", "resolution": 140,
+                "show_bayes": True, "log_scale": True, "contours": False, "arrows": False, "show_true": False,
+                "n_shown": 1, "mixture": MIX, "mix_from_prior": False, "mix_k": (2, 5), "mix_spread": 4.5,
+                "mix_width": (0.25, 0.75), "mix_ratio": (1.0, 3.5), "mix_seed": 17, "mix_n": 12,
+                "mix_mode": "one at a time"},
+    "inside": {"points": [(1.0, 2.0), (-3.5, 0.25)], "mixture": {"k": 3, "spread": 3.0, "width": [0.3, 0.5],
+                                                                  "seed": 7},
+               "in_query": (0.5, -1.25), "in_mode": "attention", "in_layer": 2, "in_head": 4, "in_obj": "cd",
+               "in_k": 40, "in_lr": 3e-3, "in_short": 2},
+    "regression": {"reg_points": [(1.0, -2.5), (0.125, 3.0)], "reg_view": "energy", "reg_k": 42,
+                   "reg_ols": False, "reg_bayes": False,
+                   "reg_task": {"family": "sinusoid", "seed": 3, "n": 9},
+                   "reg_family": "sinusoid", "reg_seed": 5, "reg_n": 30, "reg_mode": "point by point"},
+    "train": {"tr_mode": "finetune", "tr_objective": "cd", "tr_lr": 1e-3, "tr_batch": 5, "tr_chains": 3,
+              "tr_lsteps": 20, "tr_lstep": 0.1, "tr_lnoise": 0.5, "tr_layers": 3, "tr_d": 64},
+}
 
 
-def test_share_defaults_and_bad_input() -> None:
-    state, warnings = S.decode_share({}, BOX, 64)
-    assert state == S.ShareState() and not warnings
-    state, warnings = S.decode_share({"pts": "1,2;oops;3,99;4,5", "view": "weird", "n": "x", "mix": "1,2"},
-                                     BOX, 64)
-    assert state.points == [(1.0, 2.0), (4.0, 5.0)] and state.view == "energy"
-    assert state.mixture is None and state.n_shown is None
-    assert len(warnings) == 4
+def test_every_property_of_every_page_round_trips_through_its_link() -> None:
+    for page, table in BOUND.items():
+        values = CHANGED[page]
+        assert set(values) == set(table.names()), f"{page}: give every property a changed value here"
+        assert not table.validate(values), table.validate(values)
+        q = table.encode(values)
+        assert set(q) == {p.key for p in table.props}  # nothing is at its default, so every key travels
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in q.items())
+        back, warnings = table.decode(q)
+        assert warnings == [], (page, warnings)
+        for name, value in values.items():
+            got = back[name]
+            same = (list(map(tuple, got)) == list(map(tuple, value)) if table[name].kind == "points"
+                    else got == (tuple(value) if isinstance(value, tuple) else value))
+            assert same, (page, name, value, got)
+        # query parameters may arrive as lists (repeated keys): the last one wins
+        assert table.decode({k: ["junk", v] for k, v in q.items()})[0] == back
 
 
-def test_share_caps_long_contexts() -> None:
+def test_defaults_are_left_out_of_the_link_and_an_empty_link_gives_the_defaults() -> None:
+    for table in BOUND.values():
+        assert table.encode(table.defaults()) == {}
+        assert table.decode({}) == (table.defaults(), [])
+        one = next(p for p in table.props if p.kind == "bool") if any(
+            p.kind == "bool" for p in table.props) else table.props[0]
+        changed = {**table.defaults(), one.name: CHANGED[table.page][one.name]}
+        assert list(table.encode(changed)) == [one.key]  # only the one that differs
+
+
+def test_tables_follow_the_model_defaults_and_bounds() -> None:
+    """Defaults bound per run (the model's prior) are what the link leaves out."""
+    wide = BOUND["density"].bind(mix_k={"default": (1, 6)}, mix_width={"default": (0.2, 1.5)})
+    assert "mixk" not in wide.encode({"mix_k": (1, 6)}) and wide.encode({"mix_k": (3, 3)}) == {"mixk": "3-3"}
+    small = BOUND["regression"].bind(reg_n={"hi": 8})
+    values, warnings = small.decode({"n": "9"})
+    assert values["reg_n"] == 16 and "n='9'" in warnings[0] and "1 to 8" in warnings[0]
+
+
+@pytest.mark.parametrize(
+    "page,params,fragment,name",
+    [
+        ("density", {"view": "weird"}, "allowed: energy, density", "view"),
+        ("density", {"log": "maybe"}, "allowed: 1 or 0", "log_scale"),
+        ("density", {"grid": "7"}, "allowed: 60, 80, 100, 140, 200", "resolution"),
+        ("density", {"n": "x"}, "n='x'", "n_shown"),
+        ("density", {"mix": "1,2"}, "unreadable mixture", "mixture"),
+        ("density", {"mixk": "5-2"}, "low end is above", "mix_k"),
+        ("density", {"mixwidth": "0.01-0.5"}, "0.1 to 2", "mix_width"),
+        ("inside", {"q": "13,0"}, "outside the box", "in_query"),
+        ("inside", {"q": "1"}, "not x,y", "in_query"),
+        ("inside", {"mode": "x"}, "allowed: query, attention, influence", "in_mode"),
+        ("inside", {"layer": "5"}, "layer='5'", "in_layer"),
+        ("inside", {"head": "0"}, "head='0'", "in_head"),
+        ("inside", {"k": "501"}, "k='501'", "in_k"),
+        ("inside", {"lr": "0.5"}, "lr='0.5'", "in_lr"),
+        ("inside", {"short": "-1"}, "short='-1'", "in_short"),
+        ("inside", {"obj": "sgd"}, "obj='sgd'", "in_obj"),
+        ("regression", {"task": "spiral,1,2"}, "family one of linear, sinusoid", "reg_task"),
+        ("regression", {"k": "500"}, "k='500'", "reg_k"),
+        ("train", {"lr": "0.0042"}, "lr='0.0042'", "tr_lr"),
+        ("train", {"batch": "2.5"}, "integers 1 to 64", "tr_batch"),
+        ("train", {"obj": "sgd"}, "obj='sgd'", "tr_objective"),
+        ("train", {"mode": "resume"}, "allowed: scratch, finetune", "tr_mode"),
+    ],
+)
+def test_a_bad_link_value_is_refused_with_a_message_and_keeps_its_default(page, params, fragment,
+                                                                          name) -> None:
+    table = BOUND[page]
+    values, warnings = table.decode(params)
+    assert len(warnings) == 1 and fragment in warnings[0], warnings
+    assert "kept the default" in warnings[0] or "skipped" in warnings[0]
+    assert values[name] == table[name].default
+
+
+def test_unknown_link_settings_are_named_but_the_model_is_not() -> None:
+    values, warnings = BOUND["train"].decode({"model": "mog2d", "colour": "red"})
+    assert values == BOUND["train"].defaults() and len(warnings) == 1 and "colour=" in warnings[0]
+
+
+def test_link_points_skip_bad_ones_and_keep_the_newest() -> None:
+    table = BOUND["density"]
+    values, warnings = table.decode({"pts": "1,2;oops;3,99;4,5"})
+    assert values["points"] == [(1.0, 2.0), (4.0, 5.0)] and "2 unreadable or out-of-box" in warnings[0]
     pts = ";".join(f"{i / 10},0" for i in range(70))
-    state, warnings = S.decode_share({"pts": pts}, BOX, 64)
-    assert len(state.points) == 64 and state.points[0] == (0.6, 0.0)
+    values, warnings = table.decode({"pts": pts})
+    assert len(values["points"]) == 64 and values["points"][0] == (0.6, 0.0)
     assert any("at most 64" in w for w in warnings)
+
+
+def test_old_links_still_load() -> None:
+    """Links written before the tables: obj=nll (now exact), five-part mixtures without a limit."""
+    values, warnings = BOUND["inside"].decode({"obj": "nll", "mix": "3,3,0.33,0.5,7"})
+    assert warnings == [] and values["in_obj"] == "exact"
+    assert values["mixture"] == {"k": 3, "spread": 3.0, "width": [0.33, 0.5], "seed": 7}
+    assert BOUND["inside"].encode({"in_obj": "nll"}) == {}  # written as the canonical (default) name
+    assert BOUND["inside"].encode({"in_obj": "cd"}) == {"obj": "cd"}
+
+
+def test_a_table_refuses_two_properties_on_one_key() -> None:
+    with pytest.raises(ValueError, match="share a name or a URL key"):
+        Table("x", (Prop("a", "k", "bool", False), Prop("b", "k", "bool", False)))
+    with pytest.raises(ValueError, match="reserved"):
+        Table("x", (Prop("a", "model", "bool", False),))
+    with pytest.raises(ValueError, match="unknown property kind"):
+        Prop("a", "a", "colour", None)

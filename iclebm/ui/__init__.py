@@ -13,9 +13,11 @@
     ui/models.py              AppContext (model, key, box, ...), checkpoints, session models
     ui/context.py             the context points shared by the pages (and the mixture they came from)
     ui/point_editor.py        PointEditor: clicks, undo/clear, points table, feeding (Density, Regression)
-    ui/share.py               URL query <-> page state (share links), `model` shared by all pages
-    ui/state.py               pure state updates and URL encodings (no Streamlit; unit-tested)
-    ui/inside_state.py, ui/regression_state.py   the same for the Inside and Regression pages
+    ui/page_state.py          page state as a property table (name, kind, default, bounds, URL key) ->
+                              defaults, the share-link codec and its validation (pure; unit-tested)
+    ui/page_tables.py         the four pages' property tables
+    ui/share.py               URL query <-> session state through a page's table; the page's `model`
+    ui/state.py               pure state updates: context edits, clicks, the points table (unit-tested)
     ui/compute.py             memoised library calls (landscapes, film strips, true densities)
     ui/figures.py             Plotly figure builders (arrays in, figures out); inside_figures.py and
                               regression_figures.py for those pages
@@ -25,8 +27,9 @@
 
 Adding a page: write `iclebm/ui/pages/NAME.py` with `render(ctx: AppContext) -> None`
 (draw with st.*, numbers from the library via `compute`/`iclebm.*`, wrap panels in
-`guarded`), then add one line to PAGES in app.py. To make its view shareable, restore it
-with `share.restore_once("NAME")` and write it each run with `share.publish(params)`.
+`guarded`), then add one line to PAGES in app.py. To make its view shareable, give it a property
+table in `ui/page_tables.py`, restore it with `share.restore_once(TABLE)` / `share.apply` and
+publish it each run, as soon as the state is settled, with `share.publish(TABLE, values)`.
 Give every widget a key prefixed by the page (e.g. "ins_") and `persist_state="session"`
 so its value survives a visit to another page.
 """

@@ -1,5 +1,7 @@
 """Which model the app shows: checkpoints on disk, models uploaded or trained in this session,
-and the one the sidebar selected (the same on every page).
+and the one the sidebar selected, by family: the density pages (Density, Inside, Train) show the
+selected density model, the Regression page the selected regression model; each is remembered
+on its own (session keys `model_choice` and `reg_model`).
 
 A selector option is "file:NAME" (checkpoints/NAME.safetensors) or "session:NAME" (held in
 session state). `AppContext` is what every page receives: the selected model and its box.
@@ -14,8 +16,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from iclebm.card import box_of
-from iclebm.checkpoints import CHECKPOINT_DIR, DEFAULT_CHECKPOINT, list_checkpoints, load_checkpoint
+from iclebm.card import box_of, is_regression
+from iclebm.checkpoints import (
+    CHECKPOINT_DIR,
+    DEFAULT_CHECKPOINT,
+    list_checkpoints,
+    load_checkpoint,
+    read_card,
+)
 from iclebm.errors import CheckpointError
 from iclebm.models.energy import EnergyTransformer
 
@@ -67,10 +75,49 @@ def file_options() -> dict[str, Path]:
     return paths
 
 
-def model_options() -> list[str]:
+DENSITY_FAMILY, REGRESSION_FAMILY = "density", "regression"
+FAMILIES = (DENSITY_FAMILY, REGRESSION_FAMILY)
+# The session key of each family's selection (the sidebar selector's key on that family's pages).
+CHOICE_KEY = {DENSITY_FAMILY: "model_choice", REGRESSION_FAMILY: "reg_model"}
+# Pages by URL path that show regression models; every other page shows density models.
+REGRESSION_PAGES = frozenset({"regression"})
+
+
+def page_family(url_path: str) -> str:
+    return REGRESSION_FAMILY if url_path in REGRESSION_PAGES else DENSITY_FAMILY
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _file_family(path: str, mtime: float) -> str:
+    """A checkpoint's family from its card (an unreadable card counts as density: loading it says why)."""
+    try:
+        return REGRESSION_FAMILY if is_regression(read_card(path).get("task")) else DENSITY_FAMILY
+    except (CheckpointError, OSError):
+        return DENSITY_FAMILY
+
+
+def model_family(model: EnergyTransformer) -> str:
+    return REGRESSION_FAMILY if is_regression((model.card or {}).get("task")) else DENSITY_FAMILY
+
+
+def option_family(option: str) -> str:
+    """The family of a selector option (a file's card, or a session model's)."""
+    kind, _, name = option.partition(":")
+    if kind == "session":
+        entry = st.session_state.get("session_models", {}).get(name)
+        return DENSITY_FAMILY if entry is None else model_family(entry["model"])
+    path = file_options().get(name)
+    if path is None or not path.exists():
+        return DENSITY_FAMILY
+    return _file_family(str(path), path.stat().st_mtime)
+
+
+def model_options(family: str = DENSITY_FAMILY) -> list[str]:
+    """The selector's options for one family: files first (the default first), then session models."""
     default = default_path().stem
     files = [f"file:{name}" for name in sorted(file_options(), key=lambda n: (n != default, n))]
-    return files + [f"session:{name}" for name in st.session_state.get("session_models", {})]
+    options = files + [f"session:{name}" for name in st.session_state.get("session_models", {})]
+    return [o for o in options if option_family(o) == family]
 
 
 def option_label(option: str) -> str:
@@ -98,11 +145,12 @@ def make_context(model: EnergyTransformer, model_key: str, option: str) -> AppCo
     return AppContext(model, model_key, option, box, int(model.config.max_context))  # type: ignore[arg-type]
 
 
-def switch_model(option: str) -> None:
-    """Select a model for every page. The selector widget already exists in this run, so the
-    choice is applied at the top of the next run."""
-    st.session_state["_pending_model"] = option
-    st.rerun()
+def switch_model(option: str) -> str:
+    """Select a model for every page of its family (returned). The selector widget already exists
+    in this run, so the choice is applied at the top of the next run."""
+    family = option_family(option)
+    st.session_state[f"_pending_{CHOICE_KEY[family]}"] = option
+    return family
 
 
 def add_session_model(name: str, model: EnergyTransformer) -> str:

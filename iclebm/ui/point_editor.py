@@ -48,6 +48,7 @@ class PointEditor:
         ss = st.session_state
         ss[self.points] = [(float(x), float(y)) for x, y in pts]
         ss[self.version] = ss.get(self.version, 0) + 1
+        ss.pop(self.last_added, None)  # a click sets it again after this; any other edit makes it stale
         for key, value in self.also_set:
             ss[key] = value
         if note:

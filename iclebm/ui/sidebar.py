@@ -1,8 +1,10 @@
 """The sidebar every page shares: model selector, model card, checkpoint upload.
 
-`render()` returns the `AppContext` of the selected model (None when no model loads).
-The selection is one session-state key, `model_choice`, so a model picked on any page is
-the model of every page; `models.switch_model` changes it from a page (upload, training).
+`render(url_path)` returns the `AppContext` of the page's selected model (None when no model
+loads). Selection is by family: the density pages offer density models (session key
+`model_choice`), the Regression page regression models (`reg_model`); each is remembered on its
+own, so a density model picked on any density page is the model of every density page.
+`models.switch_model` changes it from a page (upload, training).
 """
 
 from __future__ import annotations
@@ -18,13 +20,18 @@ from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.ui import share
 from iclebm.ui.guard import flash, guarded
 from iclebm.ui.models import (
+    CHOICE_KEY,
+    DENSITY_FAMILY,
+    REGRESSION_FAMILY,
     AppContext,
     add_session_model,
     checkpoint_dir,
     default_path,
     make_context,
     model_options,
+    option_family,
     option_label,
+    page_family,
     resolve_model,
     switch_model,
 )
@@ -32,16 +39,26 @@ from iclebm.ui.models import (
 TRAINING_STATUS_S = 3.0  # refresh of the sidebar's training line while a run is going
 
 
-def render() -> AppContext | None:
-    """Draw the sidebar; the selected model's context, or None if it does not load."""
+def render(url_path: str = "") -> AppContext | None:
+    """Draw the sidebar for the page at `url_path`; its model's context, or None if none loads."""
     ctx = None
     with guarded("Loading the model"):
-        ctx = _render()
+        ctx = _render(url_path)
     share.set_model(ctx.option if ctx is not None else None)
     with guarded("Training status"):
         training_status()
     st.sidebar.caption("Share: the address bar always holds a link to this page as you see it.")
+    if ctx is not None and ctx.option.startswith("session:"):
+        st.sidebar.warning(LOCAL_MODEL_NOTE.format(name=ctx.option.split(":", 1)[1]))
     return ctx
+
+
+# Shown next to the share note for as long as such a model is selected.
+LOCAL_MODEL_NOTE = ("The link cannot carry **{name}**: it was uploaded or trained in this browser session "
+                    "and exists nowhere else, so the link opens this view on the default model. Save it "
+                    "to checkpoints/ (Train page) to link to it.")
+FAMILY_TEXT = {DENSITY_FAMILY: ("Density model", "density models (2-D point clouds)"),
+               REGRESSION_FAMILY: ("Regression model", "regression models (E(y | x, D))")}
 
 
 def training_status() -> None:
@@ -74,48 +91,60 @@ def _training_status_live() -> None:
         st.rerun()  # stopped (paused elsewhere, diverged): back to the static line
 
 
-def _render() -> AppContext | None:
+def _render(url_path: str) -> AppContext | None:
     ss = st.session_state
+    family = page_family(url_path)
+    key = CHOICE_KEY[family]
+    label, what = FAMILY_TEXT[family]
     st.sidebar.header("Model")
-    options = model_options()
-    if "_pending_model" in ss:  # set by switch_model() in the previous run
-        ss["model_choice"] = ss.pop("_pending_model")
-    _apply_link_model(options)
-    if not options:
-        st.sidebar.error(f"No checkpoints in {checkpoint_dir()}.")
-    if ss.get("model_choice") not in options and options:
+    options = model_options(family)
+    if f"_pending_{key}" in ss:  # set by switch_model() in the previous run
+        ss[key] = ss.pop(f"_pending_{key}")
+    _apply_link_model(url_path, family, options)
+    if ss.get(key) not in options and options:
         preferred = f"file:{default_path().stem}"
-        ss["model_choice"] = preferred if preferred in options else options[0]
+        ss[key] = preferred if preferred in options else options[0]
     if options:
-        st.sidebar.selectbox("Checkpoint", options, key="model_choice", format_func=option_label,
-                             help="Shipped checkpoints from checkpoints/, plus models uploaded or trained "
-                                  "in this browser session. The choice holds on every page.")
+        st.sidebar.selectbox(label, options, key=key, format_func=option_label, persist_state="session",
+                             help=f"This page shows {what}: shipped checkpoints from checkpoints/, plus "
+                                  "models uploaded or trained in this browser session. The choice holds on "
+                                  "every page of this kind.")
     upload_box()
     if not options:
+        how = ("with `python -m iclebm train --preset linreg`" if family == REGRESSION_FAMILY
+               else "on the Train page")
+        ss["no_model_note"] = (f"No {what} in {checkpoint_dir()}: upload one in the sidebar, or train one "
+                               f"{how}.")
         return None
-    option = ss["model_choice"]
+    ss.pop("no_model_note", None)
+    option = ss[key]
     try:
-        model, key = resolve_model(option)
+        model, model_key = resolve_model(option)
     except CheckpointError as e:
         st.sidebar.error(f"Could not load {option_label(option)}: {e}")
         ss["model_error"] = str(e)
         return None
     with st.sidebar.expander("Model card", expanded=False):
         card_summary(model.card, model)
-    return make_context(model, key, option)
+    return make_context(model, model_key, option)
 
 
-def _apply_link_model(options: list[str]) -> None:
-    """A link's `model=NAME` selects checkpoints/NAME once per session, before the selector exists."""
-    wanted = share.link_model()
+def _apply_link_model(url_path: str, family: str, options: list[str]) -> None:
+    """A link's `model=NAME` selects checkpoints/NAME for the page's family, once, before the selector
+    exists; a name that is not there, or a model of the other family, is refused with a message."""
+    wanted = share.link_model(url_path or "density")
     if not wanted:
         return
     option = f"file:{wanted}"
     if option in options:
-        st.session_state["model_choice"] = option
+        st.session_state[CHOICE_KEY[family]] = option
+    elif option_family(option) != family and wanted in {o.split(":", 1)[1] for o in model_options(
+            REGRESSION_FAMILY if family == DENSITY_FAMILY else DENSITY_FAMILY)}:
+        flash("warning", f"The link names the model {wanted!r}, which is not one of the "
+                         f"{FAMILY_TEXT[family][1]} this page shows; showing the default.")
     else:
         flash("warning", f"The link names the model {wanted!r}, which is not in checkpoints/; "
-                         "showing the shipped model.")
+                         "showing the default model.")
 
 
 def model_kind(model: EnergyTransformer | MixtureDensityTransformer) -> str:
@@ -161,14 +190,20 @@ def upload_box() -> None:
             ss.pop("upload_error", None)
             for p in model.parameters():
                 p.requires_grad_(False)
-            flash("success", f"Loaded {up.name}; every page now uses it.")
-            switch_model(add_session_model(Path(up.name).stem or "upload", model))
+            family = switch_model(add_session_model(Path(up.name).stem or "upload", model))
+            pages = "the Regression page now uses it" if family == REGRESSION_FAMILY else \
+                "every density page (Density, Inside, Train) now uses it"
+            flash("success", f"Loaded {up.name}, a {family} model; {pages}.")
+            st.rerun()
     if ss.get("upload_error"):
         st.sidebar.error(ss["upload_error"])
 
 
 def missing_model_page() -> None:
     """What every page shows when no model loads: the reason and the ways out."""
+    if st.session_state.get("no_model_note"):
+        st.info(st.session_state["no_model_note"])
+        return
     st.error(
         f"Could not load a model. The shipped checkpoint is expected at {default_path()}"
         + (f" ({st.session_state['model_error']})" if st.session_state.get("model_error") else "")

@@ -6,8 +6,9 @@ while the rest of the page is still being built), and every landscape is memoise
 (model, context, settings), so a widget that does not touch the landscape never
 recomputes it.
 
-URL (share link): pts, view, log, contours, arrows, n (scrubbed prefix), mix (drawn
-mixture), plus the shared model; see `iclebm.ui.state.encode_share`.
+URL (share link): every property of `iclebm.ui.page_tables.DENSITY` that differs from its
+default (the view, overlays, grid, scrubbed prefix, the drawn mixture and the mixture panel's
+inputs), plus the model.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from iclebm.probes import landscape as L
 from iclebm.tasks import DENSITY, PROBE_FAMILIES
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
+from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
 from iclebm.ui.canvas import figure_payload, plotly_canvas
 from iclebm.ui.context import POINTS, current_mixture, set_points, true_density_grid
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.models import AppContext
+from iclebm.ui.page_state import Table
 
 PAGE = "density"
 FEED_TICK_S = 0.8
@@ -47,12 +50,15 @@ def render(ctx: AppContext) -> None:
                    "needs a density model. Pick one in the sidebar (e.g. mog2d), or open the Regression "
                    "page.")
         return
-    init_state()
     model, model_key, box, max_context = ctx.model, ctx.model_key, ctx.box, ctx.max_context
+    table = page_table(model, box, max_context)
+    init_state(table)
+    follow_model_prior(table, model_key, max_context)
     POINTS.remember(box, max_context)
-    restore_link(box, max_context)
+    restore_link(table)
     POINTS.apply_table_edits()
     POINTS.enforce_cap()
+    publish_link(table)  # before drawing: the address bar never lags behind a slow or interrupted run
 
     st.markdown("### ⚡ In-context energy landscapes")
     st.caption("A frozen transformer reads your points as its context and outputs an energy E(x | context); "
@@ -65,6 +71,7 @@ def render(ctx: AppContext) -> None:
     view_controls()
     main_col, side_col = st.columns([1.55, 1], gap="medium")
     with main_col:
+        share.show_link_warnings(PAGE)
         show_flash()
         with guarded("Drawing the landscape"):
             canvas_panel(model, model_key, box)
@@ -84,54 +91,67 @@ def render(ctx: AppContext) -> None:
         icl_panel(model, model_key, box)
     st.caption("Train a model live, save it or switch to it on the **Train** page.")
     with guarded("Share link"):
-        publish_link()
+        publish_link(table)
 
 
 # ---- page state and its share link ---------------------------------------------------------
 
 
-def init_state() -> None:
+def page_table(model: EnergyTransformer, box: tuple[float, float], max_context: int) -> Table:
+    """The page's property table for this model: its box and context cap, and the mixture panel's
+    defaults = the model's own training prior (stored for the Draw callback)."""
+    prior = prior_mixture_settings(model)
+    st.session_state["_prior_mixture"] = prior
+    table = T.DENSITY
+    defaults = {name: {"default": _slider_value(prior[setting], table[name].lo, table[name].hi,
+                                                1 if name == "mix_k" else 0.01)}
+                for name, setting in T.MIX_INPUTS.items()}
+    return table.bind(points={"lo": box[0], "hi": box[1], "size": max_context}, n_shown={"hi": max_context},
+                      mix_n={"hi": max_context, "default": min(32, max_context)}, **defaults)
+
+
+def init_state(table: Table) -> None:
     ss = st.session_state
     ss.setdefault("feed_queue", [])
     ss.setdefault("feeding", False)
-    ss.setdefault("view", "energy")
-    ss.setdefault("log_scale", False)
-    ss.setdefault("contours", True)
-    ss.setdefault("arrows", True)
-    ss.setdefault("resolution", 100)
+    for p in table.props:
+        if p.name not in ("points", "mixture", "n_shown"):  # the context's own (iclebm.ui.context)
+            ss.setdefault(p.name, p.default)
 
 
-def restore_link(box: tuple[float, float], max_context: int) -> None:
-    """The first time the page runs in a session: restore the context and settings from the URL."""
-    params = share.restore_once(PAGE)
-    if not params:
+def follow_model_prior(table: Table, model_key: str, max_context: int) -> None:
+    """A new model: the mixture panel's inputs go back to its training prior (they are its defaults)."""
+    ss = st.session_state
+    if ss.get("_mix_prior_of") == model_key:
+        return
+    ss["_mix_prior_of"] = model_key
+    for name in T.MIX_INPUTS:
+        ss[name] = table[name].default
+    ss["mix_n"] = min(int(ss.get("mix_n", table["mix_n"].default)), max_context)
+
+
+def restore_link(table: Table) -> None:
+    """The first time the page runs in a session: its state from the URL (defaults where it is silent)."""
+    values = share.restore_once(table)
+    if values is None:
         return
     ss = st.session_state
-    link, warnings = S.decode_share(params, box, max_context)
-    for w in warnings:
-        flash("warning", w)
-    ss["points"] = link.points
-    ss["view"], ss["log_scale"] = link.view, link.log
-    ss["contours"], ss["arrows"] = link.contours, link.arrows
-    if link.n_shown is not None and link.n_shown < len(link.points):
-        ss["scrub_all"], ss["n_scrub"] = False, link.n_shown
-    if link.mixture:
-        ss["mixture"] = link.mixture
+    share.apply(table, values, skip=("points", "n_shown"))
+    set_points(values["points"])
+    n = values["n_shown"]
+    if n is not None and n < len(values["points"]):
+        ss["scrub_all"], ss["n_scrub"] = False, n
 
 
-def page_state() -> S.ShareState:
-    """The page's view as one state object (the model is added by `share.publish`)."""
+def page_values() -> dict:
+    """The page's state (the property table's values); the model is added by `share.publish`."""
     ss = st.session_state
-    return S.ShareState(
-        points=list(ss["points"]), view=ss["view"], log=bool(ss["log_scale"]), contours=bool(ss["contours"]),
-        arrows=bool(ss["arrows"]), model=None,
-        n_shown=None if ss["scrub_all"] else int(ss.get("n_scrub", len(ss["points"]))),
-        mixture=ss.get("mixture"),
-    )
+    n_shown = None if ss["scrub_all"] else int(ss.get("n_scrub", len(ss["points"])))
+    return share.session_values(T.DENSITY, n_shown=n_shown)
 
 
-def publish_link() -> None:
-    share.publish(S.encode_share(page_state()))
+def publish_link(table: Table) -> None:
+    share.publish(table, page_values())
 
 
 # ---- callbacks (run before the script, so the page drawn next already shows the change) ----
@@ -148,9 +168,9 @@ def view_controls() -> None:
     overlay, then the four layer toggles."""
     ss = st.session_state
     c1, c2, c3 = st.columns([1.4, 1.0, 2.0], vertical_alignment="center")
-    c1.segmented_control("Show", list(S.VIEWS), key="view", persist_state=KEEP, label_visibility="collapsed",
+    c1.segmented_control("Show", list(T.VIEWS), key="view", persist_state=KEEP, label_visibility="collapsed",
                          required=True)
-    c2.selectbox("grid", [60, 80, 100, 140, 200], key="resolution", persist_state=KEEP,
+    c2.selectbox("grid", list(T.RESOLUTIONS), key="resolution", persist_state=KEEP,
                  label_visibility="collapsed",
                  format_func=lambda r: f"{r}×{r}")
     c3.toggle("Bayes-optimal", key="show_bayes", persist_state=KEEP,
@@ -160,8 +180,7 @@ def view_controls() -> None:
     c4.toggle("log scale", key="log_scale", persist_state=KEEP)
     c5.toggle("contours", key="contours", persist_state=KEEP)
     c6.toggle("−∇E arrows", key="arrows", persist_state=KEEP)
-    c7.toggle("true density", key="show_true", persist_state=KEEP, value=True,
-              disabled=ss.get("mixture") is None)
+    c7.toggle("true density", key="show_true", persist_state=KEEP, disabled=ss.get("mixture") is None)
 
 
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
@@ -207,13 +226,14 @@ def context_panel(box: tuple[float, float], max_context: int) -> None:
                               "the oldest are dropped.")
 
 
-# The mixture sliders: (key, label, lo, hi, step, setting); a setting is a number or [lo, hi].
-MIX_SLIDERS = (
-    ("mix_k", "components", 1, 8, 1, "k"),
-    ("mix_spread", "spread of the means", 0.5, 6.0, 0.1, "spread"),
-    ("mix_width", "component width", 0.1, 2.0, 0.01, "width"),
-    ("mix_ratio", "aspect ratio (major / minor std)", 1.0, 6.0, 0.1, "ratio"),
-)
+# The mixture sliders: (key, label, lo, hi, step, setting); a setting is a number or [lo, hi]. Their
+# bounds are the property table's.
+MIX_SLIDERS = tuple(
+    (key, label, int(T.DENSITY[key].lo) if step == 1 else T.DENSITY[key].lo,
+     int(T.DENSITY[key].hi) if step == 1 else T.DENSITY[key].hi, step, T.MIX_INPUTS[key])
+    for key, label, step in (("mix_k", "components", 1), ("mix_spread", "spread of the means", 0.1),
+                             ("mix_width", "component width", 0.01),
+                             ("mix_ratio", "aspect ratio (major / minor std)", 0.1)))
 
 
 def _slider_value(setting: float | int | list, lo: float, hi: float, step: float) -> float | tuple:
@@ -235,21 +255,20 @@ def prior_mixture_settings(model: EnergyTransformer) -> dict:
 
 def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
     ss = st.session_state
-    prior_settings = prior_mixture_settings(model)
-    ss["_prior_mixture"] = prior_settings
+    prior_settings = ss["_prior_mixture"]
     st.markdown("**Random Gaussian mixture**")
-    from_prior = st.toggle("from the model's training prior", value=True, key="mix_from_prior",
+    from_prior = st.toggle("from the model's training prior", key="mix_from_prior",
                            persist_state=KEEP,
                            help="On: tasks are drawn exactly as in training (for mog2d-wide: 1–6 rotated, "
                                 "elongated components). Off: set your own prior with the sliders.")
     c1, c2 = st.columns(2)
     for i, (key, label, lo, hi, step, name) in enumerate(MIX_SLIDERS):
-        if from_prior or key not in ss:  # the sliders show the model's prior until you take over
+        if from_prior:  # the sliders show the model's prior until you take over
             ss[key] = _slider_value(prior_settings[name], lo, hi, step)
         (c1, c2)[i % 2].slider(label, lo, hi, step=step, key=key, disabled=from_prior, persist_state=KEEP)
-    c1.number_input("seed", 0, 10**6, 0, key="mix_seed", persist_state=KEEP)
-    c2.slider("points", 1, max_context, min(32, max_context), key="mix_n", persist_state=KEEP)
-    c2.radio("feed", ["all at once", "one at a time"], key="mix_mode", persist_state=KEEP, horizontal=True)
+    c1.number_input("seed", 0, T.SEED_MAX, key="mix_seed", persist_state=KEEP)
+    c2.slider("points", 1, max_context, key="mix_n", persist_state=KEEP)
+    c2.radio("feed", list(T.FEED_MODES), key="mix_mode", persist_state=KEEP, horizontal=True)
     queue = ss["feed_queue"]
     b1, b2, b3, b4 = st.columns(4)
     b1.button("Draw", type="primary", width="stretch", on_click=on_draw_mixture, key="mix_draw",

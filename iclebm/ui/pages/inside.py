@@ -3,8 +3,9 @@ each context point in every layer and head, how much each point moves its energy
 out), a map of the plane by the point that dominates; then compare in-context learning with
 gradient descent on the weights ("contexts to weights").
 
-The context is the one the Density page edits (shared). URL (share link): pts, mix, q, mode,
-layer, head, k, lr, short, obj, plus the shared model; see `iclebm.ui.inside_state`.
+The context is the one the Density page edits (shared). URL (share link): the properties of
+`iclebm.ui.page_tables.INSIDE` that differ from their defaults (pts, mix, q, mode, layer, head,
+k, lr, short, obj), plus the model.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from iclebm.probes import ctx2weights as C
 from iclebm.probes import inspector as I
 from iclebm.ui import compute, share
 from iclebm.ui import inside_figures as F
-from iclebm.ui import inside_state as IS
+from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
 from iclebm.ui.canvas import new_clicks, plotly_canvas
 from iclebm.ui.context import current_mixture, set_points
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.finetune import FineTuneJob
 from iclebm.ui.models import AppContext
+from iclebm.ui.page_state import MEAN, Table
 
 PAGE = "inside"
 CANVAS_KEY = "inside_canvas"
@@ -41,7 +43,6 @@ HELDOUT_N = 500
 HELDOUT_SEED = 2024
 REFRESH_S = 1.0
 MODE_LABELS = {"query": "one query", "attention": "attention map", "influence": "influence map"}
-MEAN = "mean"
 
 
 def render(ctx: AppContext) -> None:
@@ -49,8 +50,9 @@ def render(ctx: AppContext) -> None:
         st.warning("The selected model is a regression model (E(y | x, D)); the Inside page explores density "
                    "models. Pick one in the sidebar (e.g. mog2d), or open the Regression page.")
         return
-    init_state()
-    restore_link(ctx)
+    table = page_table(ctx)
+    init_state(table)
+    restore_link(table)
     ss = st.session_state
     pts = list(ss["points"])
     if len(pts) > ctx.max_context:
@@ -58,10 +60,12 @@ def render(ctx: AppContext) -> None:
         set_points(pts, msg, "warning")
     if ss.get("in_query") is None:
         ss["in_query"] = _default_query(pts)
+    share.publish(table, page_values())  # before drawing: the address bar never lags behind the page
     st.markdown("### Inside the model")
     st.caption("Click the plane to place a **query** q. Each small panel is one attention head: the context "
                "points are sized and coloured by the attention q pays them when the model computes E(q | D). "
                "The context is the Density page's.")
+    share.show_link_warnings(PAGE)
     show_flash()
     if not isinstance(ctx.model, EnergyTransformer):
         kind = type(ctx.model).__name__
@@ -74,22 +78,27 @@ def render(ctx: AppContext) -> None:
     with guarded("Contexts to weights"):
         c2w_panel(ctx, pts)
     with guarded("Share link"):
-        share.publish(IS.encode_inside(page_state()))
+        share.publish(table, page_values())
 
 
 # ---- state and link --------------------------------------------------------------------------
 
 
-def init_state() -> None:
+def page_table(ctx: AppContext) -> Table:
+    """The page's property table for this model (its box, context cap, layers and heads)."""
+    cfg = ctx.model.config
+    lo, hi = ctx.box
+    return T.INSIDE.bind(points={"lo": lo, "hi": hi, "size": ctx.max_context},
+                         in_query={"lo": lo, "hi": hi}, in_layer={"hi": getattr(cfg, "n_layer", 1)},
+                         in_head={"hi": getattr(cfg, "n_head", 1)})
+
+
+def init_state(table: Table) -> None:
     """Widget defaults live in session state (a widget never gets both a default and a state value)."""
     ss = st.session_state
-    ss.setdefault("in_mode", MODE_LABELS["query"])
-    ss.setdefault("in_layer", MEAN)
-    ss.setdefault("in_head", MEAN)
-    ss.setdefault("in_obj", IS.DEFAULT_OBJECTIVE)  # the canonical name; the widget shows its label
-    ss.setdefault("in_k", IS.DEFAULT_K)
-    ss.setdefault("in_lr", IS.DEFAULT_LR)
-    ss.setdefault("in_short", 0)
+    for p in table.props:
+        if p.name not in ("points", "mixture"):  # the context's own (iclebm.ui.context)
+            ss.setdefault(p.name, p.default)
 
 
 def _default_query(pts: list) -> tuple[float, float]:
@@ -99,29 +108,18 @@ def _default_query(pts: list) -> tuple[float, float]:
     return (round(float(c[0]), 3), round(float(c[1]), 3))
 
 
-def restore_link(ctx: AppContext) -> None:
-    params = share.restore_once(PAGE)
-    if not params:
+def restore_link(table: Table) -> None:
+    """The first time the page runs in a session: its state from the URL (defaults where it is silent)."""
+    values = share.restore_once(table)
+    if values is None:
         return
-    cfg = ctx.model.config
-    link, warnings = IS.decode_inside(params, ctx.box, ctx.max_context, cfg.n_layer, cfg.n_head)
-    for w in warnings:
-        flash("warning", w)
-    ss = st.session_state
-    if "pts" in params:
-        set_points(link.points)
-        ss["mixture"] = link.mixture
-    ss["in_query"] = link.query
-    ss["in_mode"] = MODE_LABELS[link.mode]
-    ss["in_layer"] = MEAN if link.layer is None else link.layer + 1
-    ss["in_head"] = MEAN if link.head is None else link.head + 1
-    ss["in_k"], ss["in_lr"], ss["in_short"] = link.k, link.lr, link.short
-    ss["in_obj"] = link.objective
+    share.apply(table, values, skip=("points",))
+    set_points(values["points"])
 
 
 def _mode() -> str:
-    label = st.session_state.get("in_mode", MODE_LABELS["query"])
-    return next((m for m, lab in MODE_LABELS.items() if lab == label), "query")
+    mode = st.session_state.get("in_mode", "query")
+    return mode if mode in MODE_LABELS else "query"
 
 
 def _index(key: str) -> int | None:
@@ -129,16 +127,10 @@ def _index(key: str) -> int | None:
     return None if v == MEAN else int(v) - 1
 
 
-def page_state() -> IS.InsideState:
-    ss = st.session_state
-    obj = ss.get("in_obj", IS.DEFAULT_OBJECTIVE)
-    obj = obj if obj in OBJECTIVES else IS.DEFAULT_OBJECTIVE
-    q = ss.get("in_query")
-    return IS.InsideState(
-        points=list(ss["points"]), mixture=ss.get("mixture"), query=None if q is None else tuple(q),
-        mode=_mode(), layer=_index("in_layer"), head=_index("in_head"), k=int(ss.get("in_k", IS.DEFAULT_K)),
-        lr=float(ss.get("in_lr", IS.DEFAULT_LR)), short=int(ss.get("in_short", 0)), objective=obj,
-    )
+def page_values() -> dict:
+    """The page's state (the property table's values); the model is added by `share.publish`."""
+    q = st.session_state.get("in_query")
+    return share.session_values(T.INSIDE, in_query=None if q is None else tuple(q))
 
 
 def on_click() -> None:
@@ -187,8 +179,8 @@ def inspector_panel(ctx: AppContext, pts: list) -> None:
     ss["_in_box"] = ctx.box
     cfg = ctx.model.config
     c = st.columns([2.5, 0.8, 0.8, 2.4], vertical_alignment="bottom")
-    c[0].segmented_control("mode", list(MODE_LABELS.values()), key="in_mode", persist_state=KEEP,
-                           required=True, label_visibility="collapsed")
+    c[0].segmented_control("mode", list(T.MODES), key="in_mode", persist_state=KEEP,
+                           format_func=MODE_LABELS.get, required=True, label_visibility="collapsed")
     mode = _mode()
     heat = mode != "query"
     c[1].selectbox("layer", [MEAN, *range(1, cfg.n_layer + 1)], key="in_layer", persist_state=KEEP,
@@ -281,7 +273,7 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
     c[0].selectbox("objective", list(OBJECTIVES), key="in_obj", format_func=objective_label,
                    persist_state=KEEP)
     c[1].slider("steps k", int(lo), int(hi), step=1, key="in_k", persist_state=KEEP)
-    c[2].select_slider("learning rate", IS.LR_CHOICES, key="in_lr", format_func=lambda v: f"{v:g}",
+    c[2].select_slider("learning rate", T.LR_CHOICES, key="in_lr", format_func=lambda v: f"{v:g}",
                        persist_state=KEEP)
     max_short = int(min(C.BOUNDS["short"][1], max(0, len(pts) - 1)))
     if int(ss.get("in_short", 0)) > max_short:
@@ -324,16 +316,16 @@ def start_job(ctx: AppContext, pts: list) -> None:
         old.stop()
     ss.pop("in_snap", None)  # the snapshot slider starts over, following the new run
     ss.pop("_in_snap_newest", None)
-    state = page_state()
-    cfg = C.FineTuneConfig(steps=state.k, lr=state.lr, objective=state.objective)
+    k, lr, objective = int(ss["in_k"]), float(ss["in_lr"]), str(ss["in_obj"])
+    cfg = C.FineTuneConfig(steps=k, lr=lr, objective=objective)
     heldout, oracle = _heldout()
-    short = [tuple(p) for p in pts[: state.short]]
+    short = [tuple(p) for p in pts[: int(ss["in_short"])]]
     ss["in_job"] = FineTuneJob(ctx.model, np.asarray(pts).reshape(-1, 2), cfg, ctx.box,
                                  short_context=np.asarray(short).reshape(-1, 2), heldout=heldout,
                                  display_resolution=C2W_RES)
     ss["in_job_info"] = {"points": [tuple(p) for p in pts], "short": short, "model_key": ctx.model_key,
                          "heldout": None if heldout is None else tuple(map(tuple, heldout)), "oracle": oracle,
-                         "k": state.k, "lr": state.lr, "objective": state.objective}
+                         "k": k, "lr": lr, "objective": objective}
 
 
 def c2w_results(ctx: AppContext) -> None:

@@ -7,32 +7,35 @@ the OLS line and the Bayes posterior mean +- 2 sd. A random linear or sinusoid t
 fed all at once or point by point. Below: the card's held-out NLL/MSE-vs-n tables with the
 baselines, and the thinking curve.
 
-Only checkpoints of a regression family (linear, sinusoid) are offered here; the sidebar's
-model is used when it is one.
+The sidebar offers regression checkpoints here (linear, sinusoid), remembered apart from the
+density pages' model.
 
-URL (share link): pts, view, k, ols, bayes, task, plus the shared model.
+URL (share link): the properties of `iclebm.ui.page_tables.REGRESSION` that differ from their
+defaults (pts, view, k, ols, bayes, task and the random-task panel), plus the model.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
+import torch
 
 from iclebm.card import is_regression, prior_from_card, task_family
-from iclebm.checkpoints import read_card
 from iclebm.dynamics.thinking import ThinkingConfig
-from iclebm.errors import CheckpointError
 from iclebm.evaluation.baselines import linear_predictive, ols_predict, sinusoid_posterior
+from iclebm.grid import Box
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes.regression_view import compute_regression_view
-from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior
+from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior, RegressionTask
+from iclebm.ui import page_tables as T
 from iclebm.ui import share
 from iclebm.ui.canvas import plotly_canvas
-from iclebm.ui.guard import flash, guarded, show_flash
-from iclebm.ui.models import AppContext, file_options, make_context, option_label, resolve_model
+from iclebm.ui.guard import guarded, show_flash
+from iclebm.ui.models import AppContext
+from iclebm.ui.page_state import Table
+from iclebm.ui.page_tables import MAX_STEPS, REG_VIEWS
 from iclebm.ui.point_editor import PointEditor
 from iclebm.ui.regression_figures import method_curves_figure, regression_figure, thinking_curve_figure
-from iclebm.ui.regression_state import MAX_STEPS, REG_VIEWS, RegState, decode_reg, draw_task, encode_reg
 
 PAGE = "regression"
 FEED_TICK_S = 0.8
@@ -47,25 +50,32 @@ POINTS = PointEditor(
 )
 
 
+Point = tuple[float, float]
+
+
 def render(ctx: AppContext) -> None:
-    init_state()
     st.markdown("### Regression in context: prediction by energy minimisation")
     st.caption("Tokens are (x, y) pairs; a frozen transformer gives E(y | x, D). **Click the picture to add "
                "a pair**; the heatmap is p(y | x, D) per column, the yellow curve is ŷ(x) after k steps of "
                "gradient descent on E over y (thinking).")
-    rctx = regression_context(ctx)
-    if rctx is None:
+    if not is_regression((ctx.model.card or {}).get("task")):  # the sidebar offers regression models only
+        st.info("This page needs a regression model (E(y | x, D)); pick one in the sidebar.")
         return
+    rctx = ctx
     ss = st.session_state
     model, box, cap = rctx.model, rctx.box, rctx.max_context
+    table = page_table(model, box, cap)
+    init_state(table)
     POINTS.remember(box, cap)
     ss["_reg_task_card"] = dict(model.card.get("task") or {})
-    restore_link(box, cap)
+    restore_link(table)
     POINTS.apply_table_edits()
     POINTS.enforce_cap()
+    share.publish(table, share.session_values(table))  # before drawing: the address bar never lags
     controls(model)
     main_col, side_col = st.columns([1.55, 1], gap="medium")
     with main_col:
+        share.show_link_warnings(PAGE)
         show_flash()
         with guarded("Drawing the regression canvas"):
             canvas_panel(rctx)
@@ -77,100 +87,50 @@ def render(ctx: AppContext) -> None:
     with guarded("Evaluation charts"):
         charts_panel(model)
     with guarded("Share link"):
-        share.publish(encode_reg(page_state()))
-
-
-# ---- which model: regression checkpoints only ----------------------------------------------
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _file_family(path: str, mtime: float) -> str:
-    try:
-        return task_family(read_card(path).get("task"))
-    except CheckpointError:
-        return "unreadable"
-
-
-def regression_options() -> list[str]:
-    """Selector options whose card names a regression family (files on disk and session models)."""
-    out = [f"file:{name}" for name, p in sorted(file_options().items())
-           if is_regression({"family": _file_family(str(p), p.stat().st_mtime)})]
-    for name, entry in st.session_state.get("session_models", {}).items():
-        if is_regression((entry["model"].card or {}).get("task")):
-            out.append(f"session:{name}")
-    return out
-
-
-def regression_context(ctx: AppContext) -> AppContext | None:
-    ss = st.session_state
-    sidebar_is_reg = is_regression((ctx.model.card or {}).get("task"))
-    options = regression_options()
-    if sidebar_is_reg and ctx.option not in options:
-        options.insert(0, ctx.option)
-    if not options:
-        st.info(f"No regression checkpoints (family {' or '.join(DEFAULT_PRIORS)}) were found in "
-                "checkpoints/. Train one with `python -m iclebm train --preset linreg` or upload one in the "
-                "sidebar.")
-        return None
-    if not sidebar_is_reg:
-        st.info(f"The sidebar's model ({option_label(ctx.option)}) is a density model "
-                f"(family {task_family(ctx.model.card.get('task'))}); this page uses a regression model, "
-                "chosen below. The Density page keeps using the sidebar's model.")
-    if sidebar_is_reg and ss.get("_reg_follow") != ctx.option:
-        ss["reg_model"], ss["_reg_follow"] = ctx.option, ctx.option  # follow the sidebar's choice
-    if ss.get("reg_model") not in options:
-        ss["reg_model"] = options[0]
-    st.selectbox("Regression model", options, key="reg_model", format_func=option_label,
-                 help="Only checkpoints trained on a regression family are listed.")
-    option = ss["reg_model"]
-    if option == ctx.option:
-        return ctx
-    try:
-        model, key = resolve_model(option)
-    except CheckpointError as e:
-        st.error(f"Could not load {option_label(option)}: {e}")
-        return None
-    if not is_regression((model.card or {}).get("task")):
-        st.error(f"{option_label(option)} is not a regression model.")
-        return None
-    return make_context(model, key, option)
+        share.publish(table, share.session_values(table))
 
 
 # ---- state, link, callbacks -------------------------------------------------------------
 
 
-def init_state() -> None:
+def page_table(model: EnergyTransformer, box: tuple[float, float], cap: int) -> Table:
+    """The page's property table for this model: its box and context cap; the random task's family
+    defaults to the model's own."""
+    family = task_family(model.card.get("task"))
+    return T.REGRESSION.bind(
+        reg_points={"lo": box[0], "hi": box[1], "size": cap}, reg_task={"size": cap},
+        reg_n={"hi": cap, "default": min(16, cap)},
+        reg_family={"default": family if family in DEFAULT_PRIORS else "linear"})
+
+
+def init_state(table: Table) -> None:
     ss = st.session_state
-    ss.setdefault("reg_points", [])
     ss.setdefault("reg_pts_version", 0)
-    ss.setdefault("reg_task", None)
     ss.setdefault("reg_feed_queue", [])
     ss.setdefault("reg_feeding", False)
-    ss.setdefault("reg_view", "density")
-    ss.setdefault("reg_k", 20)
-    ss.setdefault("reg_ols", True)
-    ss.setdefault("reg_bayes", True)
+    for p in table.props:
+        ss.setdefault(p.name, p.default)
+    if int(ss["reg_n"]) > int(table["reg_n"].hi):  # a model with a smaller context
+        ss["reg_n"] = int(table["reg_n"].hi)
 
 
-def restore_link(box: tuple[float, float], cap: int) -> None:
-    params = share.restore_once(PAGE)
-    if not params:
+def restore_link(table: Table) -> None:
+    """The first time the page runs in a session: its state from the URL (defaults where it is silent)."""
+    values = share.restore_once(table)
+    if values is None:
         return
-    ss = st.session_state
-    link, warnings = decode_reg(params, box, cap)
-    for w in warnings:
-        flash("warning", w)
-    ss["reg_points"] = link.points
-    ss["reg_view"], ss["reg_k"], ss["reg_ols"], ss["reg_bayes"] = link.view, link.k, link.ols, link.bayes
-    ss["reg_task"] = link.task
-    if link.task:
-        ss["reg_family"], ss["reg_seed"], ss["reg_n"] = link.task["family"], link.task["seed"], link.task["n"]
+    share.apply(table, values, skip=("reg_points",))
+    POINTS.set_points(values["reg_points"])
 
 
-def page_state() -> RegState:
-    ss = st.session_state
-    return RegState(points=list(ss["reg_points"]), view=ss["reg_view"], k=int(ss["reg_k"]),
-                    ols=bool(ss["reg_ols"]), bayes=bool(ss["reg_bayes"]), task=ss.get("reg_task"))
+def draw_task(task_card: dict, seed: int, n: int, box: Box) -> tuple[RegressionTask, list[Point]]:
+    """A task from the prior in `task_card` and n of its points (y clamped into the box)."""
+    prior = prior_from_card(task_card)
+    g = torch.Generator().manual_seed(int(seed))
+    task = prior.sample_task(g)
+    pts = task.sample(int(n), g).double().numpy()
+    pts = np.clip(pts, box[0], box[1])
+    return task, [(float(x), float(y)) for x, y in pts]
 
 
 # ---- panels --------------------------------------------------------------------------------
@@ -255,13 +215,11 @@ def context_panel(box: tuple[float, float], cap: int) -> None:
 def task_panel(model: EnergyTransformer, cap: int) -> None:
     ss = st.session_state
     st.markdown("**Random task** · from the model's training prior when the family matches")
-    family = task_family(model.card.get("task"))
-    ss.setdefault("reg_family", family if family in DEFAULT_PRIORS else "linear")
     c1, c2, c3 = st.columns([1.4, 1, 1])
     c1.selectbox("family", list(DEFAULT_PRIORS), key="reg_family", persist_state=KEEP)
-    c2.number_input("seed", 0, 10**6, 0, key="reg_seed", persist_state=KEEP)
-    c3.number_input("points", 1, cap, min(16, cap), key="reg_n", persist_state=KEEP)
-    st.radio("feed", ["all at once", "point by point"], key="reg_mode", horizontal=True, persist_state=KEEP,
+    c2.number_input("seed", 0, T.SEED_MAX, key="reg_seed", persist_state=KEEP)
+    c3.number_input("points", 1, cap, key="reg_n", persist_state=KEEP)
+    st.radio("feed", list(T.REG_FEED_MODES), key="reg_mode", horizontal=True, persist_state=KEEP,
              label_visibility="collapsed")
     d1, d2, d3 = st.columns(3)
     d1.button("Draw", on_click=on_draw_task, key="reg_draw", type="primary", width="stretch")

@@ -4,9 +4,8 @@ the page); watch the loss, the ICL curve of the current weights (with its histor
 film strip on the current context; switch every page to the result, save it to
 checkpoints/ or download it. Below: the checkpoints on disk.
 
-URL (share link): mode, lr, batch, chains, lsteps, lstep, lnoise, layers, d (only the
-settings that differ from the defaults), plus the shared model; see
-`iclebm.ui.state.encode_train`.
+URL (share link): the properties of `iclebm.ui.page_tables.TRAIN` that differ from their
+defaults (mode, obj, lr, batch, chains, lsteps, lstep, lnoise, layers, d), plus the model.
 """
 
 from __future__ import annotations
@@ -27,9 +26,9 @@ from iclebm.objectives import OBJECTIVES, objective_label
 from iclebm.probes import landscape as L
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
-from iclebm.ui import state as S
+from iclebm.ui import page_tables as T
 from iclebm.ui.guard import flash, guarded, show_flash
-from iclebm.ui.jobs.live_settings import BOUNDS, FAST_DEFAULTS
+from iclebm.ui.jobs.live_settings import BOUNDS
 from iclebm.ui.jobs.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
 from iclebm.ui.models import (
     AppContext,
@@ -45,9 +44,6 @@ TRAIN_REFRESH_S = 3.0  # the live view's refresh; each costs app CPU in every tr
 STRIP_REFRESH_S = 6.0
 KEEP = "session"  # widgets keep their values while another page is shown
 MODE_LABELS = {"scratch": "scratch (fast preset)", "finetune": "fine-tune the loaded model"}
-# form widget key -> setting name (the names of FAST_DEFAULTS / BOUNDS / state.TRAIN_URL_KEYS)
-FORM = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains", "tr_lsteps": "langevin_steps",
-        "tr_lstep": "step_size", "tr_lnoise": "noise_std", "tr_layers": "n_layer", "tr_d": "d_model"}
 
 
 @st.cache_resource
@@ -58,10 +54,13 @@ def trainer_pool() -> TrainerPool:
 
 
 def render(ctx: AppContext) -> None:
+    init_state()
     restore_link()
+    share.publish(T.TRAIN, share.session_values(T.TRAIN))  # before drawing: the address bar never lags
     st.markdown("### Train a model live")
     st.caption("Training runs in a low-priority process of its own for this browser session; the rest of "
                "the app stays usable. The film strip is drawn on the Density page's context.")
+    share.show_link_warnings(PAGE)
     show_flash()
     model = ctx.model
     if is_regression((model.card or {}).get("task")):
@@ -74,31 +73,23 @@ def render(ctx: AppContext) -> None:
     with guarded("Checkpoints"):
         checkpoints_panel()
     with guarded("Share link"):
-        share.publish(S.encode_train(page_state(), FAST_DEFAULTS))
+        share.publish(T.TRAIN, share.session_values(T.TRAIN))
 
 
 # ---- page state and its share link ---------------------------------------------------------
 
 
+def init_state() -> None:
+    """The form's defaults (the `fast` preset) live in session state, from the property table."""
+    for p in T.TRAIN.props:
+        st.session_state.setdefault(p.name, p.default)
+
+
 def restore_link() -> None:
     """The first time the page runs in a session: the training form from the URL."""
-    params = share.restore_once(PAGE)
-    if not params:
-        return
-    link, warnings = S.decode_train(params, FAST_DEFAULTS, BOUNDS)
-    for w in warnings:
-        flash("warning", w)
-    ss = st.session_state
-    ss["tr_mode"] = MODE_LABELS[link.mode]
-    for key, name in FORM.items():
-        ss[key] = link.settings[name]
-
-
-def page_state() -> S.TrainState:
-    ss = st.session_state
-    label = ss.get("tr_mode", MODE_LABELS["scratch"])
-    mode = next((m for m, lab in MODE_LABELS.items() if lab == label), "scratch")
-    return S.TrainState(mode, {name: ss.get(key, FAST_DEFAULTS[name]) for key, name in FORM.items()})
+    values = share.restore_once(T.TRAIN)
+    if values is not None:
+        share.apply(T.TRAIN, values)
 
 
 # ---- live training ---------------------------------------------------------------------------
@@ -108,27 +99,28 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
     ss = st.session_state
     st.subheader("Live training")
     c = st.columns([1.3, 1, 1, 1, 1, 1])
-    mode = c[0].radio("start from", list(MODE_LABELS.values()), key="tr_mode", persist_state=KEEP)
-    lr = c[1].select_slider("learning rate", S.TRAIN_CHOICES["lr"], value=FAST_DEFAULTS["lr"], key="tr_lr",
+    # Defaults and bounds come from the property table (page_tables.TRAIN), via session state.
+    mode = c[0].radio("start from", list(T.TRAIN_MODES), key="tr_mode", format_func=MODE_LABELS.get,
+                      persist_state=KEEP)
+    lr = c[1].select_slider("learning rate", T.TRAIN_LR_CHOICES, key="tr_lr",
                             format_func=lambda v: f"{v:g}", persist_state=KEEP)
-    batch = c[1].number_input("batch (tasks)", *map(int, BOUNDS["batch_size"]), FAST_DEFAULTS["batch_size"],
-                              key="tr_batch", persist_state=KEEP)
-    chains = c[2].number_input("chains / position", *map(int, BOUNDS["chains"]), FAST_DEFAULTS["chains"],
-                               key="tr_chains", persist_state=KEEP)
-    lsteps = c[2].number_input("Langevin steps", *map(int, BOUNDS["langevin_steps"]),
-                               FAST_DEFAULTS["langevin_steps"], key="tr_lsteps", persist_state=KEEP)
-    lstep = c[3].number_input("Langevin step size", *BOUNDS["step_size"], FAST_DEFAULTS["step_size"],
-                              format="%.3f", key="tr_lstep", persist_state=KEEP)
-    lnoise = c[3].number_input("Langevin noise", *BOUNDS["noise_std"], FAST_DEFAULTS["noise_std"],
-                               format="%.3f", key="tr_lnoise", persist_state=KEEP)
-    scratch = mode.startswith("scratch")
-    n_layer = c[4].number_input("layers", *map(int, BOUNDS["n_layer"]), FAST_DEFAULTS["n_layer"],
-                                key="tr_layers", disabled=not scratch, persist_state=KEEP)
-    d_model = c[4].select_slider("width d", S.TRAIN_CHOICES["d_model"], value=FAST_DEFAULTS["d_model"],
-                                 key="tr_d", disabled=not scratch, persist_state=KEEP)
+    batch = c[1].number_input("batch (tasks)", *map(int, BOUNDS["batch_size"]), key="tr_batch",
+                              persist_state=KEEP)
+    chains = c[2].number_input("chains / position", *map(int, BOUNDS["chains"]), key="tr_chains",
+                               persist_state=KEEP)
+    lsteps = c[2].number_input("Langevin steps", *map(int, BOUNDS["langevin_steps"]), key="tr_lsteps",
+                               persist_state=KEEP)
+    lstep = c[3].number_input("Langevin step size", *BOUNDS["step_size"], format="%.3f", key="tr_lstep",
+                              persist_state=KEEP)
+    lnoise = c[3].number_input("Langevin noise", *BOUNDS["noise_std"], format="%.3f", key="tr_lnoise",
+                               persist_state=KEEP)
+    scratch = mode == "scratch"
+    n_layer = c[4].number_input("layers", *map(int, BOUNDS["n_layer"]), key="tr_layers", disabled=not scratch,
+                                persist_state=KEEP)
+    d_model = c[4].select_slider("width d", T.TRAIN_D_CHOICES, key="tr_d", disabled=not scratch,
+                                 persist_state=KEEP)
     objective = st.radio("objective", list(OBJECTIVES), key="tr_objective", horizontal=True,
                          format_func=objective_label, persist_state=KEEP,
-                         index=list(OBJECTIVES).index(FAST_DEFAULTS["objective"]),
                          help="Exact: the NLL normalised over the box (possible in 2-D), Z estimated "
                               "from a coarse jittered grid plus importance points around the context; "
                               "CD: contrastive divergence with Langevin negatives (chains and Langevin "
@@ -248,8 +240,9 @@ def training_actions(trainer: ProcessTrainer) -> None:
         assert snap.model is not None
         for p in snap.model.parameters():
             p.requires_grad_(False)
-        flash("success", f"Every page now uses the trained model (step {snap.step}).")
+        flash("success", f"Every density page now uses the trained model (step {snap.step}).")
         switch_model(add_session_model(f"trained-{trainer.mode}-step{snap.step}", snap.model))
+        st.rerun()
     name = c2.text_input("checkpoint name", value=f"live-{trainer.mode}", key="tr_name", persist_state=KEEP,
                          label_visibility="collapsed", placeholder="new checkpoint name")
     if c3.button("Save to checkpoints/", key="tr_save", width="stretch"):
