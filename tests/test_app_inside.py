@@ -47,7 +47,7 @@ def test_inside_page_shows_the_inspector_and_its_link(ckpt_dir: Path) -> None:  
     assert _q(at)["q"] == "2,-3" and "q = (2.00, -3.00)" in _texts(at, "caption")
 
 
-@pytest.mark.parametrize("mode", ["attention map", "influence map"])
+@pytest.mark.parametrize("mode", ["attention", "influence"])
 def test_map_modes_run(ckpt_dir: Path, mode: str) -> None:  # noqa: F811
     at = _inside(PTS)
     at.segmented_control(key="in_mode").set_value(mode).run()
@@ -62,7 +62,7 @@ def test_empty_context_says_only_the_self_weight(ckpt_dir: Path) -> None:  # noq
     info = _texts(at, "info")
     assert "only attend to itself" in info and "add points on the Density page" in info
     assert at.button(key="in_run").disabled
-    at.segmented_control(key="in_mode").set_value("attention map").run()
+    at.segmented_control(key="in_mode").set_value("attention").run()
     _ok(at)
     assert "no point to colour the plane by" in _texts(at, "info")
 
@@ -77,7 +77,7 @@ def test_a_link_reopens_the_inside_view(ckpt_dir: Path) -> None:  # noqa: F811
     _ok(link)
     ss = link.session_state
     assert ss["points"] == [(1.0, 2.0), (3.0, 1.0), (-2.0, 0.5)] and ss["in_query"] == (2.0, -1.0)
-    assert link.segmented_control(key="in_mode").value == "attention map"
+    assert link.segmented_control(key="in_mode").value == "attention"
     assert link.selectbox(key="in_layer").value == 2 and link.selectbox(key="in_head").value == "mean"
     assert link.slider(key="in_k").value == 30 and link.select_slider(key="in_lr").value == 0.003
     assert link.number_input(key="in_short").value == 1

@@ -53,7 +53,7 @@ def test_app_runs_every_panel_with_the_mdn(mdn_dir: Path) -> None:
     # live fine-tuning of the MDN uses its own objective, exact NLL
     _open(at, "train").run()
     at.number_input(key="tr_batch").set_value(2)
-    at.radio(key="tr_mode").set_value("fine-tune the loaded model")
+    at.radio(key="tr_mode").set_value("finetune")
     at.run()
     at.button(key="tr_new").click().run()
     _ok(at)

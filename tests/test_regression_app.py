@@ -65,7 +65,7 @@ def test_regression_page_lists_only_regression_models_and_runs_its_widgets(reg_d
     at = _reg_page()
     _ok(at)
     assert at.selectbox(key="reg_model").options == ["tinyreg  (checkpoints/)"]
-    assert any("density model" in str(i.value) for i in at.info)  # the sidebar holds mog2d
+    assert not any("density model" in str(i.value) for i in at.info)  # one selector per family: no banner
     at.button(key="reg_draw").click().run()
     _ok(at)
     assert len(at.session_state["reg_points"]) == 16 and at.session_state["reg_task"]["family"] == "linear"
@@ -116,21 +116,25 @@ def test_a_regression_link_restores_the_page(reg_dir: Path) -> None:
     assert any("out-of-box" in str(w.value) for w in at.warning)
 
 
-def test_a_regression_model_on_the_density_page_gives_a_message(reg_dir: Path) -> None:
+def test_each_family_has_its_own_selector_and_choice(reg_dir: Path) -> None:
+    """Density pages offer density models, the Regression page regression models; each choice is kept
+    apart, and no page shows a banner about a model of the other family."""
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    at.session_state["model_choice"] = "file:tinyreg"
+    _ok(at)
+    assert at.selectbox(key="model_choice").options == [f"{DEFAULT_CHECKPOINT.stem}  (checkpoints/)"]
+    at.session_state["model_choice"] = "file:tinyreg"  # not one of the density models: refused
     at.run()
     _ok(at)
-    assert any("regression model" in str(w.value) for w in at.warning)
-    _open(at, "regression").run()  # the sidebar's regression model is the page's model
+    assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
+    _open(at, "regression").run()
     _ok(at)
     assert at.session_state["reg_model"] == "file:tinyreg"
-    assert not any("density model" in str(i.value) for i in at.info)
-    _open(at, "train").run()
-    _ok(at)
-    _open(at, "inside").run()
-    _ok(at)
-    assert any("regression model" in str(w.value) for w in at.warning)
+    assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"  # remembered apart
+    for path in ("train", "inside", "regression"):
+        _open(at, path).run()
+        _ok(at)
+        banners = " ".join(str(m.value) for m in [*at.warning, *at.info])
+        assert "regression model" not in banners and "density model" not in banners, (path, banners)
 
 
 def test_draw_task_is_seeded() -> None:

@@ -69,6 +69,8 @@ def link_model(page: str) -> str | None:
     if st.session_state.get(flag):
         return None
     st.session_state[flag] = True
+    if _query() == st.session_state.get("_published_query"):
+        return None  # the address this session wrote itself for another page
     return st.query_params.get(MODEL_PARAM) or None
 
 
