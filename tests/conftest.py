@@ -20,6 +20,7 @@ SLOW_MODULES = {
     "test_browser",
     "test_app",
     "test_app_inside",
+    "test_app_links",
     "test_mdn_app",
     "test_regression_app",
     "test_trainer_process",
