@@ -201,7 +201,7 @@ def test_live_training_panel(ckpt_dir: Path) -> None:
     at.button(key="tr_use").click().run()
     _ok(at)
     assert at.session_state["model_choice"].startswith("session:trained-scratch")
-    at.radio(key="tr_mode").set_value("fine-tune the loaded model")
+    at.radio(key="tr_mode").set_value("finetune")
     at.button(key="tr_new").click().run()
     _ok(at)
     assert at.session_state["trainer"].mode == "finetune"

@@ -119,13 +119,13 @@ def test_a_regression_link_restores_the_page(reg_dir: Path) -> None:
 def test_each_family_has_its_own_selector_and_choice(reg_dir: Path) -> None:
     """Density pages offer density models, the Regression page regression models; each choice is kept
     apart, and no page shows a banner about a model of the other family."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    _ok(at)
-    assert at.selectbox(key="model_choice").options == [f"{DEFAULT_CHECKPOINT.stem}  (checkpoints/)"]
-    at.session_state["model_choice"] = "file:tinyreg"  # not one of the density models: refused
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["model"] = "tinyreg"  # a link naming a regression model on the Density page: refused
     at.run()
     _ok(at)
+    assert at.selectbox(key="model_choice").options == [f"{DEFAULT_CHECKPOINT.stem}  (checkpoints/)"]
     assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
+    assert any("not one of the density models" in str(w.value) for w in at.warning)
     _open(at, "regression").run()
     _ok(at)
     assert at.session_state["reg_model"] == "file:tinyreg"

@@ -110,6 +110,9 @@ def _render(url_path: str) -> AppContext | None:
                                   "models uploaded or trained in this browser session. The choice holds on "
                                   "every page of this kind.")
     upload_box()
+    if not options and family == DENSITY_FAMILY:
+        st.sidebar.error(f"No checkpoints in {checkpoint_dir()}.")
+        return None  # the page says the shipped checkpoint is missing and how to get it back
     if not options:
         how = ("with `python -m iclebm train --preset linreg`" if family == REGRESSION_FAMILY
                else "on the Train page")
