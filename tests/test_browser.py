@@ -344,7 +344,7 @@ LINKS = {
          "seed": "7", "model": "mog2d"},
     "inside": {"pts": "1,2;3,1", "q": "2,-1", "mode": "attention", "layer": "2", "obj": "cd", "k": "30",
                "model": "mog2d"},
-    "regression": {"pts": "1,2", "view": "energy", "k": "7", "bayes": "0", "family": "sinusoid",
+    "regression": {"pts": "1,2", "view": "energy", "k": "7", "bayes": "0", "family": "linear",
                    "model": "sinusoid"},
     "train": {"mode": "finetune", "obj": "cd", "batch": "5", "model": "mog2d"},
 }
