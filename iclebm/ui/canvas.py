@@ -27,6 +27,8 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
+from iclebm.ui.figures import CHART_CONFIG
+
 LOADER_NAME = "iclebm.plotlyjs"
 CANVAS_NAME = "iclebm.click_canvas"
 
@@ -63,6 +65,24 @@ function eventToData(gd, ev) {
   return { x: xa.p2d(px), y: ya.p2d(py), px: px, py: py };
 }
 
+// Pausing an animation (or moving its slider) while it plays makes Plotly.animate reject the
+// promise of the interrupted run, with no reason. The figure's own buttons and slider start that
+// run inside plotly.js (Plots.executeAPICommand re-rejects it), so no caller of ours can attach a
+// .catch: the rejection is caught here instead, on the window, and only when a canvas has just
+// reported "plotly_animationinterrupted" and the reason is Plotly's empty one. Anything else still
+// reaches the console.
+const INTERRUPT_WINDOW_MS = 2000;
+if (!window.__iclebmAnimationGuard) {
+  window.__iclebmAnimationGuard = true;
+  window.addEventListener("unhandledrejection", (ev) => {
+    const at = window.__iclebmInterruptedAt;
+    if (ev.reason === undefined && at !== undefined && performance.now() - at < INTERRUPT_WINDOW_MS) {
+      ev.preventDefault();
+      window.__iclebmInterruptionsCaught = (window.__iclebmInterruptionsCaught || 0) + 1;
+    }
+  });
+}
+
 export default function (component) {
   const { data, parentElement, setTriggerValue, setStateValue } = component;
   const root = parentElement.querySelector(".iclebm-canvas");
@@ -87,12 +107,15 @@ export default function (component) {
     if (root._iclebmFigureId === data.figure_id) return finish();  // unchanged: skip parse + redraw
     const spec = JSON.parse(data.figure);
     const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
-    const config = Object.assign(
-      { responsive: true, displaylogo: false, scrollZoom: false,
-        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] },
-      data.config || {});
+    const config = Object.assign({ responsive: true, scrollZoom: false }, data.config || {});
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
-    return Plotly.react(root, fig).then(finish);
+    return Plotly.react(root, fig).then(() => {
+      if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
+        root._iclebmWatchesAnimation = true;
+        root.on("plotly_animationinterrupted", () => { window.__iclebmInterruptedAt = performance.now(); });
+      }
+      finish();
+    });
   }).catch((err) => {
     root.textContent = "Could not draw the canvas: " + err;
   });
@@ -231,6 +254,7 @@ def plotly_canvas(
         "canvas_id": key,
         "plotly_ready": ready,
         "ack": st.session_state.get(_ack_key(key)),  # the browser forgets clicks up to this seq
+        "config": CHART_CONFIG,
     }
     result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None),
                     on_ready_change=lambda: None)

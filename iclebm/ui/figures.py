@@ -31,6 +31,13 @@ PARTICLE_COLOR = "#ffffff"
 TRUE_COLOR = "rgba(255,255,255,0.85)"
 ARROW_COLOR = "rgba(255,255,255,0.75)"
 BAYES_COLOR = "rgba(0,255,255,0.9)"
+# Plotly's modebar config for every chart and canvas: no "Share chart…" (it uploads the figure to
+# Plotly's cloud), no Chart Studio link, no logo; the PNG download stays (at twice the size).
+CHART_CONFIG: dict = {
+    "displaylogo": False, "showSendToCloud": False, "showEditInChartStudio": False,
+    "modeBarButtonsToRemove": ["sendChartToCloud", "editInChartStudio", "select2d", "lasso2d", "autoScale2d"],
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
 # Log density is floored this far below its peak so that empty space does not stretch
 # the colour scale over dozens of nats.
 LOG_DENSITY_SPAN = 25.0
