@@ -65,6 +65,28 @@ function eventToData(gd, ev) {
   return { x: xa.p2d(px), y: ya.p2d(py), px: px, py: py };
 }
 
+// A colour bar's length is a share of the plot area's height, but a square plot in a narrow
+// column is shorter than that area (constrain: "domain" shrinks its y domain), so the bar stood up
+// to twice as tall as the picture. Fit it to the y axis's actual domain (never longer than
+// COLORBAR_LEN, the figures' own length); runs after every plot, so a resize refits it too.
+const COLORBAR_LEN = 0.9;
+function fitColorbars(Plotly, gd) {
+  const ya = gd._fullLayout && gd._fullLayout.yaxis;
+  if (!ya || !ya.domain) return;
+  const len = Math.min(COLORBAR_LEN, ya.domain[1] - ya.domain[0]);
+  const y = (ya.domain[0] + ya.domain[1]) / 2;
+  const off = (cb) => cb && cb.orientation !== "h" && Math.abs(cb.len - len) > 0.02;
+  const heat = [], marker = [];
+  (gd._fullData || []).forEach((t) => {
+    if (t.showscale && off(t.colorbar)) heat.push(t.index);
+    else if (t.marker && t.marker.showscale && off(t.marker.colorbar)) marker.push(t.index);
+  });
+  if (heat.length) Plotly.restyle(gd, { "colorbar.len": len, "colorbar.y": y, "colorbar.yanchor": "middle" },
+                                  heat);
+  if (marker.length) Plotly.restyle(gd, { "marker.colorbar.len": len, "marker.colorbar.y": y,
+                                          "marker.colorbar.yanchor": "middle" }, marker);
+}
+
 // Pausing an animation (or moving its slider) while it plays makes Plotly.animate reject the
 // promise of the interrupted run, with no reason. The figure's own buttons and slider start that
 // run inside plotly.js (Plots.executeAPICommand re-rejects it), so no caller of ours can attach a
@@ -113,7 +135,9 @@ export default function (component) {
       if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
         root._iclebmWatchesAnimation = true;
         root.on("plotly_animationinterrupted", () => { window.__iclebmInterruptedAt = performance.now(); });
+        root.on("plotly_afterplot", () => fitColorbars(Plotly, root));
       }
+      fitColorbars(Plotly, root);
       finish();
     });
   }).catch((err) => {
