@@ -195,3 +195,42 @@ def test_ema_and_loss_figure() -> None:
     assert len(fig.data[0].x) == 300 and fig.data[0].x[0] == 0 and fig.data[0].x[-1] == 999
     full = P.ema([float(i % 7) for i in range(1000)])
     assert fig.data[1].y[-1] == full[-1] and fig.data[0].y[-1] == 999 % 7
+
+
+def _regression(points: np.ndarray | None):  # type: ignore[no-untyped-def]
+    from iclebm.ui.regression_figures import regression_figure
+
+    xs = np.linspace(-10, 10, 16)
+    z = np.random.default_rng(0).normal(size=(16, 16))
+    curves = np.stack([0 * xs, 0.5 * xs])
+    return regression_figure(xs, z, "E(y | x, D)", "energy", (-10.0, 10.0), [0, 5], curves, 5, points=points,
+                             ols=xs, truth=0.5 * xs)
+
+
+def test_regression_canvas_draws_points_above_the_curve_and_rings_the_newest() -> None:
+    pts = np.array([[1.0, 0.5], [2.0, 1.0], [-3.0, -1.5]])
+    fig = _regression(pts)
+    names = [t.name for t in fig.data]
+    curve = names.index("ŷ(x) (thinking)")
+    assert names.index("context") > curve and names.index("newest point") > curve
+    ring = fig.data[names.index("newest point")]
+    assert (ring.x[0], ring.y[0]) == (-3.0, -1.5)
+    assert fig.frames[0].traces == (curve,)  # the animation still moves the curve
+    # the play buttons sit below the plot, away from the legend above it; the legend is dark,
+    # so the white "true f(x)" swatch shows
+    assert fig.layout.updatemenus[0].y < 0 and fig.layout.legend.y >= 1.0
+    assert fig.layout.legend.bgcolor == "#111111"
+    assert "true f(x)" in names
+    assert "newest point" not in [t.name for t in _regression(None).data]
+
+
+def test_regression_charts_are_compact_with_human_names_and_a_short_title() -> None:
+    from iclebm.ui.regression_figures import method_curves_figure, thinking_curve_figure
+
+    values = {"model": [2.0, 1.0, 0.8], "bayes": [1.9, 0.9, 0.7], "ols": [8.0, 553.0, 0.9]}
+    fig = method_curves_figure([0, 1, 2], values, "NLL", "NLL of y given x")
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["model", "Bayes", "OLS"]
+    assert fig.layout.yaxis.range[1] < 5 and any("553↑" in a.text for a in fig.layout.annotations)
+    think = thinking_curve_figure({"steps": [0, 1, 5], "mse": {"4": [1.5, 1.2, 1.0], "16": [1.0, 0.6, 0.3]}})
+    assert len(think.layout.title.text) <= 20 and "thinking steps" in think.layout.title.subtitle.text
+    assert think.data[0].line.color != think.data[1].line.color
