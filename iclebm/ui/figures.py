@@ -431,7 +431,7 @@ def icl_history_figure(curves: dict, height: int = 340) -> go.Figure:
     curves = [(step, NLL at each n)], oldest first."""
     ns = [int(n) for n in curves["ns"]]
     fig = empty_chart(ns, metric="NLL (nats / point)", title="ICL curve of the current weights",
-                      height=height)
+                      height=height, compact=True)  # beside the loss chart: a narrow column
     history = curves["curves"]
     for step, nll in history[:-1]:
         add_line(fig, "model", nll, label=f"step {step}", background=True, color="#1f77b4", width=1,
