@@ -100,10 +100,23 @@ def _assert_modebars_safe(pg, at_least: int) -> None:  # type: ignore[no-untyped
     assert all(b["png"] == 1 for b in bars), f"a modebar lost its PNG download: {bars}"
 
 
-def _play_and_pause(pg, canvas, play: str) -> None:  # type: ignore[no-untyped-def]
-    """Play the canvas's animation, pause it mid-play, twice; then let any rejection surface."""
+def _play_and_pause(pg, canvas, play: str, index: int) -> None:  # type: ignore[no-untyped-def]
+    """Play the canvas's animation from its first frame, pause it mid-play, twice; then let any
+    rejection surface. (Played from the last frame, as the thinking slider often stands, there is
+    nothing to interrupt.)"""
     canvas.scroll_into_view_if_needed()
     for _ in range(2):
+        _wait_idle(pg)
+        pg.wait_for_function(
+            "i => (document.querySelectorAll('.iclebm-canvas')[i]._transitionData?._frames || []).length > 5",
+            arg=index, timeout=60_000)
+        pg.evaluate(
+            """i => { const gd = document.querySelectorAll('.iclebm-canvas')[i];
+                const still = {duration: 0, redraw: false};
+                return Plotly.animate(gd, [gd._transitionData._frames[0].name],
+                                      {mode: 'immediate', frame: still, transition: {duration: 0}}); }""",
+            index)
+        pg.wait_for_timeout(200)
         canvas.get_by_text(play).click()
         pg.wait_for_timeout(400)
         canvas.get_by_text("❚❚ pause").click()
@@ -131,7 +144,7 @@ def test_density_modebars_legend_and_langevin_pause(page, app_url: str) -> None:
     _wait_canvas(pg, 1)
     _wait_idle(pg)
     _assert_modebars_safe(pg, 3)  # the canvas, the ICL chart and the Langevin canvas
-    _play_and_pause(pg, pg.locator(".iclebm-canvas").nth(1), "▶ play")
+    _play_and_pause(pg, pg.locator(".iclebm-canvas").nth(1), "▶ play", 1)
     pg.screenshot(path=str(ARTIFACTS / "figures-density.png"), full_page=True)
     assert not pg.problems, pg.problems
 
@@ -149,7 +162,7 @@ def test_regression_modebars_and_thinking_pause(page, app_url: str) -> None:  # 
     for key in ("reg_nll_chart", "reg_mse_chart", "reg_think_chart"):
         pg.locator(f".st-key-{key} .js-plotly-plot").wait_for(timeout=60_000)
     _assert_modebars_safe(pg, 4)
-    _play_and_pause(pg, pg.locator(".iclebm-canvas").first, "▶ think")
+    _play_and_pause(pg, pg.locator(".iclebm-canvas").first, "▶ think", 0)
     pg.screenshot(path=str(ARTIFACTS / "figures-regression.png"), full_page=True)
     assert not pg.problems, pg.problems
 

@@ -65,6 +65,15 @@ function eventToData(gd, ev) {
   return { x: xa.p2d(px), y: ya.p2d(py), px: px, py: py };
 }
 
+// Plotly.react keeps a figure's frames on the first draw but drops them on a redraw that replots
+// the figure (new traces: a click, a drawn task), and the play button then had nothing to play.
+// Put them back when the count is off.
+function restoreFrames(Plotly, gd, frames) {
+  const have = ((gd._transitionData && gd._transitionData._frames) || []).length;
+  if (!frames.length || have === frames.length) return undefined;
+  return (have ? Plotly.deleteFrames(gd) : Promise.resolve()).then(() => Plotly.addFrames(gd, frames));
+}
+
 // A colour bar's length is a share of the plot area's height, but a square plot in a narrow
 // column is shorter than that area (constrain: "domain" shrinks its y domain), so the bar stood up
 // to twice as tall as the picture. Fit it to the y axis's actual domain (never longer than
@@ -131,7 +140,7 @@ export default function (component) {
     const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
     const config = Object.assign({ responsive: true, scrollZoom: false }, data.config || {});
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
-    return Plotly.react(root, fig).then(() => {
+    return Plotly.react(root, fig).then(() => restoreFrames(Plotly, root, fig.frames)).then(() => {
       if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
         root._iclebmWatchesAnimation = true;
         root.on("plotly_animationinterrupted", () => { window.__iclebmInterruptedAt = performance.now(); });
