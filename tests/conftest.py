@@ -28,6 +28,7 @@ SLOW_MODULES = {
     "test_cli_inspect",
     "test_devices",
     "test_app_matrix",
+    "test_browser_figures",
 }
 
 

@@ -34,3 +34,15 @@ def test_odd_payloads() -> None:
     clicks, ack = unapplied_clicks({**_c(2), "clicks": [_c(2), {"seq": 1}, "junk"]}, None)
     assert [c["seq"] for c in clicks] == [2] and ack == 2
     assert unapplied_clicks({"clicks": "junk"}, 1) == ([], 1)
+
+
+def test_chart_config_drops_share_and_keeps_png_download() -> None:
+    from iclebm.ui.canvas import _CANVAS_JS
+    from iclebm.ui.figures import CHART_CONFIG
+
+    assert CHART_CONFIG["showSendToCloud"] is False and CHART_CONFIG["displaylogo"] is False
+    removed = CHART_CONFIG["modeBarButtonsToRemove"]
+    assert "sendChartToCloud" in removed and "toImage" not in removed
+    assert CHART_CONFIG["toImageButtonOptions"]["format"] == "png"
+    # the canvas takes its modebar from Python (data.config), not from defaults of its own
+    assert "data.config" in _CANVAS_JS and "modeBarButtonsToRemove" not in _CANVAS_JS

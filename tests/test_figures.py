@@ -57,15 +57,23 @@ def test_landscape_figure_layers_follow_the_toggles() -> None:
     assert _names(bare) == ["E(x | context)"]
 
 
-def test_context_trace_numbers_points_and_highlights_the_latest() -> None:
+def test_context_points_are_numbered_and_the_newest_is_ringed() -> None:
     pts = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
     tr = P.context_trace(pts)
-    assert list(tr.customdata) == [1, 2, 3, 4]
+    assert list(tr.customdata) == [1, 2, 3, 4] and list(tr.text) == ["1", "2", "3", "4"]
+    assert "text" in tr.mode and tr.textfont.size <= 10  # small labels beside the markers
     assert "point #%{customdata}" in tr.hovertemplate
-    assert tr.marker.color[-1] == P.LATEST_COLOR and tr.marker.color[0] == P.CONTEXT_COLOR
     tr = P.context_trace(pts, n_shown=2)
-    assert tr.marker.color[1] == P.LATEST_COLOR and tr.marker.color[2] != P.CONTEXT_COLOR
-    assert tr.text[3] == "not yet seen"
+    assert tr.marker.color[1] == P.CONTEXT_COLOR and tr.marker.color[2] != P.CONTEXT_COLOR
+    assert tr.hovertext[3] == "not yet seen"
+    ring = P.newest_traces(pts, n_shown=2)
+    assert len(ring) == 2 and all(r.x[0] == 1.0 and r.y[0] == 1.0 for r in ring)  # point #2
+    assert ring[0].marker.size == ring[1].marker.size > tr.marker.size
+    assert P.newest_traces(pts, n_shown=0) == []
+    # the points come after the ring, so they are drawn on top of it
+    assert [t.name for t in P.context_traces(pts)][-1] == "context"
+    fig = P.landscape_figure(XS, *_grids(), BOX, points=np.zeros((64, 2)) + 0.1)
+    assert len(fig.data[-1].text) == 64  # a long context is numbered too
 
 
 def test_arrow_segments() -> None:
@@ -147,13 +155,30 @@ def test_colormap_contours_and_png() -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (4, 3)
 
 
-def test_icl_curve_figure() -> None:
+def test_icl_curve_figure_uses_human_names_and_fits_the_core_lines() -> None:
     curve = {"ns": [0, 1, 2, 4], "nll": {"model": [5, 4, 3, 2.5], "oracle": [2, 2, 2, 2],
-                                          "kde_scott": [float("nan"), 6, 4, 3]}}
+                                          "kde_scott": [float("nan"), 6, 4, 3], "em_bic": [5, 78.1, 40, 3],
+                                          "prior_predictive": [5, 5, 5, 5]}}
     fig = P.icl_curve_figure(curve)
-    assert [t.name for t in fig.data] == ["model", "oracle", "kde_scott"]
-    assert list(fig.data[0].x) == ["0", "1", "2", "4"] and fig.layout.xaxis.type == "category"
+    names = [t.name for t in fig.data if t.showlegend is not False]
+    assert names == ["model", "oracle (true distribution)", "KDE (Scott)", "EM (BIC)",
+                     "prior predictive (no context)"]
+    assert list(fig.layout.xaxis.ticktext) == ["0", "1", "2", "4"]
     assert np.isnan(fig.data[2].y[0])
+    lo, hi = fig.layout.yaxis.range
+    assert lo < 2 and hi > 6 and hi < 10  # the EM spike does not flatten the chart
+    edges = " ".join(a.text for a in fig.layout.annotations)
+    assert "EM BIC 78.1↑" in edges and "EM BIC 40↑" in edges
+
+
+def test_icl_history_figure_keeps_faint_history_out_of_the_range() -> None:
+    curves = {"ns": [0, 2, 8], "prior_predictive": 5.0, "oracle": 3.0,
+              "curves": [(10, [90.0, 80.0, 70.0]), (20, [5.0, 4.5, 4.0])]}
+    fig = P.icl_history_figure(curves)
+    lo, hi = fig.layout.yaxis.range
+    assert lo < 3.0 and 5.0 < hi < 7.0  # the diverged early refresh is faint history, not fitted
+    assert not fig.layout.annotations  # nor marked at the edge
+    assert fig.data[-1].name == "model, step 20" and fig.data[0].opacity < 0.5
 
 
 def test_ema_and_loss_figure() -> None:
@@ -170,3 +195,42 @@ def test_ema_and_loss_figure() -> None:
     assert len(fig.data[0].x) == 300 and fig.data[0].x[0] == 0 and fig.data[0].x[-1] == 999
     full = P.ema([float(i % 7) for i in range(1000)])
     assert fig.data[1].y[-1] == full[-1] and fig.data[0].y[-1] == 999 % 7
+
+
+def _regression(points: np.ndarray | None):  # type: ignore[no-untyped-def]
+    from iclebm.ui.regression_figures import regression_figure
+
+    xs = np.linspace(-10, 10, 16)
+    z = np.random.default_rng(0).normal(size=(16, 16))
+    curves = np.stack([0 * xs, 0.5 * xs])
+    return regression_figure(xs, z, "E(y | x, D)", "energy", (-10.0, 10.0), [0, 5], curves, 5, points=points,
+                             ols=xs, truth=0.5 * xs)
+
+
+def test_regression_canvas_draws_points_above_the_curve_and_rings_the_newest() -> None:
+    pts = np.array([[1.0, 0.5], [2.0, 1.0], [-3.0, -1.5]])
+    fig = _regression(pts)
+    names = [t.name for t in fig.data]
+    curve = names.index("ŷ(x) (thinking)")
+    assert names.index("context") > curve and names.index("newest point") > curve
+    ring = fig.data[names.index("newest point")]
+    assert (ring.x[0], ring.y[0]) == (-3.0, -1.5)
+    assert fig.frames[0].traces == (curve,)  # the animation still moves the curve
+    # the play buttons sit below the plot, away from the legend above it; the legend is dark,
+    # so the white "true f(x)" swatch shows
+    assert fig.layout.updatemenus[0].y < 0 and fig.layout.legend.y >= 1.0
+    assert fig.layout.legend.bgcolor == "#111111"
+    assert "true f(x)" in names
+    assert "newest point" not in [t.name for t in _regression(None).data]
+
+
+def test_regression_charts_are_compact_with_human_names_and_a_short_title() -> None:
+    from iclebm.ui.regression_figures import method_curves_figure, thinking_curve_figure
+
+    values = {"model": [2.0, 1.0, 0.8], "bayes": [1.9, 0.9, 0.7], "ols": [8.0, 553.0, 0.9]}
+    fig = method_curves_figure([0, 1, 2], values, "NLL", "NLL of y given x")
+    assert [t.name for t in fig.data if t.showlegend is not False] == ["model", "Bayes", "OLS"]
+    assert fig.layout.yaxis.range[1] < 5 and any("553↑" in a.text for a in fig.layout.annotations)
+    think = thinking_curve_figure({"steps": [0, 1, 5], "mse": {"4": [1.5, 1.2, 1.0], "16": [1.0, 0.6, 0.3]}})
+    assert len(think.layout.title.text) <= 20 and "thinking steps" in think.layout.title.subtitle.text
+    assert think.data[0].line.color != think.data[1].line.color

@@ -57,14 +57,57 @@ def test_dominant_map_colours_each_region_like_its_point():
     assert heat.customdata[3][0] == "itself" and heat.customdata[0][2] == "point #2"
     # the stepped scale maps value i + 0.5 to colour i, and the point markers wear the same colours
     scale = heat.colorscale
-    colours = F.categorical_colors(2)
+    colours = F.position_colors(2)
     assert scale[0][1] == colours[0] and scale[2][1] == colours[1] and scale[-1][1] == F.SELF_COLOR
-    assert list(fig.data[1].marker.color) == colours
+    points = next(t for t in fig.data if t.name == "context")
+    assert list(points.marker.color) == colours
+    # each region carries its point's number (inside the region), and the colour bar says what
+    # the colours mean
+    numbers = next(t for t in fig.data if t.name == "region numbers")
+    assert list(numbers.text) == ["1", "2"]
+    assert numbers.x[0] < 0 < numbers.x[1] and all(y < 11 for y in numbers.y)  # not in the self row
+    assert heat.showscale and list(heat.colorbar.ticktext) == ["#1", "#2", "itself"]
     with pytest.raises(ValueError):
         # without the self entry, index 2 is out of range for 2 points
         F.dominant_map_figure(xs, owner, BOX, pts, (0, 0), "most influence", self_index=False)
     with pytest.raises(ValueError):
         F.dominant_map_figure(xs, owner * 0, BOX, np.zeros((0, 2)), None, "x", self_index=False)
+
+
+def test_position_colours_run_in_context_order():
+    cols = F.position_colors(32)
+    assert len(set(cols)) == 32 and F.position_colors(0) == [] and len(F.position_colors(1)) == 1
+    # first dark, last bright: a region's colour says how early its point came
+    def lum(c: str) -> float:
+        r, g, b = (float(v) for v in c[c.index("(") + 1:-1].split(","))
+        return 0.3 * r + 0.6 * g + 0.1 * b
+    assert lum(cols[0]) < lum(cols[15]) < lum(cols[-1])
+
+
+def test_region_labels_skip_tiny_regions_and_stay_inside_their_region():
+    xs = np.linspace(-10, 10, 50)
+    gx, gy = np.meshgrid(xs, xs)
+    owner = np.where(np.hypot(gx - 4, gy) < 3, 1, 0)  # a disc (1) inside a ring-shaped region (0)
+    owner[0, 0] = 2  # one cell: too small for a number
+    spots = F.region_labels(xs, owner, 3)
+    assert [i for i, _, _ in spots] == [0, 1]
+    for i, x, y in spots:
+        cell = owner[np.argmin(np.abs(xs - y)), np.argmin(np.abs(xs - x))]
+        assert cell == i
+
+
+def test_head_panels_zoom_to_the_context_and_the_query():
+    pts = np.array([[1.0, 1.0], [2.0, 1.5], [1.5, 3.0]])
+    x0, x1, y0, y1 = F.view_window(pts, (2.0, 2.0), BOX)
+    assert x1 - x0 == pytest.approx(y1 - y0)  # square
+    assert x0 < 1.0 and x1 > 2.0 and y0 < 1.0 and y1 > 3.0  # everything in view, with a margin
+    assert x1 - x0 < 4.0  # ... and not the 24-wide box
+    assert F.view_window(np.zeros((0, 2)), None, BOX) == (-12.0, 12.0, -12.0, 12.0)
+    edge = F.view_window(np.array([[11.9, -11.9]]), None, BOX)  # the window stays inside the box
+    assert edge[1] <= 12.0 and edge[2] >= -12.0 and edge[1] - edge[0] == pytest.approx(2.0)
+    w = np.full((2, 2, 4), 0.25)
+    fig = F.attention_grid_figure(pts, (2.0, 2.0), w, BOX)
+    assert tuple(fig.layout.xaxis4.range) == (x0, x1) and tuple(fig.layout.yaxis4.range) == (y0, y1)
 
 
 def test_side_by_side_and_distance_figures():
@@ -73,6 +116,9 @@ def test_side_by_side_and_distance_figures():
     fig = F.side_by_side_figure(xs, a, a - 1.0, BOX, np.ones((3, 2)), np.ones((1, 2)), step=20)
     heats = [t for t in fig.data if t.type == "heatmap"]
     assert len(heats) == 2 and heats[0].zmax == heats[1].zmax == 0.0  # one shared colour scale
+    # the colour bar lies below, as wide as both panels; the right panel repeats no y tick labels
+    assert heats[1].colorbar.orientation == "h" and heats[1].colorbar.len == 1.0
+    assert fig.layout.yaxis2.showticklabels is False and fig.layout.yaxis.showticklabels is not False
     assert "k = 20" in fig.layout.annotations[1].text and "3 points read" in fig.layout.annotations[0].text
     d = F.distance_figure([0, 1, 5], [2.0, 1.0, 0.5], [0.6, 0.4, 0.2], selected=5)
     assert [t.name for t in d.data] == ["symmetric KL", "Hellinger"] and list(d.data[1].y) == [0.6, 0.4, 0.2]

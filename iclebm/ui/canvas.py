@@ -27,6 +27,8 @@ from typing import Any
 import plotly.graph_objects as go
 import streamlit as st
 
+from iclebm.ui.figures import CHART_CONFIG
+
 LOADER_NAME = "iclebm.plotlyjs"
 CANVAS_NAME = "iclebm.click_canvas"
 
@@ -63,6 +65,55 @@ function eventToData(gd, ev) {
   return { x: xa.p2d(px), y: ya.p2d(py), px: px, py: py };
 }
 
+// Plotly.react keeps a figure's frames on the first draw but drops them on a redraw that replots
+// the figure (new traces: a click, a drawn task), and the play button then had nothing to play.
+// Put them back when the count is off.
+function restoreFrames(Plotly, gd, frames) {
+  const have = ((gd._transitionData && gd._transitionData._frames) || []).length;
+  if (!frames.length || have === frames.length) return undefined;
+  return (have ? Plotly.deleteFrames(gd) : Promise.resolve()).then(() => Plotly.addFrames(gd, frames));
+}
+
+// A colour bar's length is a share of the plot area's height, but a square plot in a narrow
+// column is shorter than that area (constrain: "domain" shrinks its y domain), so the bar stood up
+// to twice as tall as the picture. Fit it to the y axis's actual domain (never longer than
+// COLORBAR_LEN, the figures' own length); runs after every plot, so a resize refits it too.
+const COLORBAR_LEN = 0.9;
+function fitColorbars(Plotly, gd) {
+  const ya = gd._fullLayout && gd._fullLayout.yaxis;
+  if (!ya || !ya.domain) return;
+  const len = Math.min(COLORBAR_LEN, ya.domain[1] - ya.domain[0]);
+  const y = (ya.domain[0] + ya.domain[1]) / 2;
+  const off = (cb) => cb && cb.orientation !== "h" && Math.abs(cb.len - len) > 0.02;
+  const heat = [], marker = [];
+  (gd._fullData || []).forEach((t) => {
+    if (t.showscale && off(t.colorbar)) heat.push(t.index);
+    else if (t.marker && t.marker.showscale && off(t.marker.colorbar)) marker.push(t.index);
+  });
+  if (heat.length) Plotly.restyle(gd, { "colorbar.len": len, "colorbar.y": y, "colorbar.yanchor": "middle" },
+                                  heat);
+  if (marker.length) Plotly.restyle(gd, { "marker.colorbar.len": len, "marker.colorbar.y": y,
+                                          "marker.colorbar.yanchor": "middle" }, marker);
+}
+
+// Pausing an animation (or moving its slider) while it plays makes Plotly.animate reject the
+// promise of the interrupted run, with no reason. The figure's own buttons and slider start that
+// run inside plotly.js (Plots.executeAPICommand re-rejects it), so no caller of ours can attach a
+// .catch: the rejection is caught here instead, on the window, and only when a canvas has just
+// reported "plotly_animationinterrupted" and the reason is Plotly's empty one. Anything else still
+// reaches the console.
+const INTERRUPT_WINDOW_MS = 2000;
+if (!window.__iclebmAnimationGuard) {
+  window.__iclebmAnimationGuard = true;
+  window.addEventListener("unhandledrejection", (ev) => {
+    const at = window.__iclebmInterruptedAt;
+    if (ev.reason === undefined && at !== undefined && performance.now() - at < INTERRUPT_WINDOW_MS) {
+      ev.preventDefault();
+      window.__iclebmInterruptionsCaught = (window.__iclebmInterruptionsCaught || 0) + 1;
+    }
+  });
+}
+
 export default function (component) {
   const { data, parentElement, setTriggerValue, setStateValue } = component;
   const root = parentElement.querySelector(".iclebm-canvas");
@@ -87,12 +138,17 @@ export default function (component) {
     if (root._iclebmFigureId === data.figure_id) return finish();  // unchanged: skip parse + redraw
     const spec = JSON.parse(data.figure);
     const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
-    const config = Object.assign(
-      { responsive: true, displaylogo: false, scrollZoom: false,
-        modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"] },
-      data.config || {});
+    const config = Object.assign({ responsive: true, scrollZoom: false }, data.config || {});
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
-    return Plotly.react(root, fig).then(finish);
+    return Plotly.react(root, fig).then(() => restoreFrames(Plotly, root, fig.frames)).then(() => {
+      if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
+        root._iclebmWatchesAnimation = true;
+        root.on("plotly_animationinterrupted", () => { window.__iclebmInterruptedAt = performance.now(); });
+        root.on("plotly_afterplot", () => fitColorbars(Plotly, root));
+      }
+      fitColorbars(Plotly, root);
+      finish();
+    });
   }).catch((err) => {
     root.textContent = "Could not draw the canvas: " + err;
   });
@@ -231,6 +287,7 @@ def plotly_canvas(
         "canvas_id": key,
         "plotly_ready": ready,
         "ack": st.session_state.get(_ack_key(key)),  # the browser forgets clicks up to this seq
+        "config": CHART_CONFIG,
     }
     result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None),
                     on_ready_change=lambda: None)

@@ -20,17 +20,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from iclebm.grid import Box
+from iclebm.ui.curve_figures import add_line, curve_chart, empty_chart, refit
 
 CONTEXT_COLOR = "#ff4b4b"
-LATEST_COLOR = "#ffd400"
+LATEST_COLOR = "#ffffff"  # the ring around the newest point (on a black edge)
+# Point numbers: small, white with a dark shadow, so they read on every part of a heatmap.
+NUMBER_FONT = {"size": 9, "color": "white",
+               "shadow": "1px 1px 1px black, -1px -1px 1px black, 1px -1px 1px black, -1px 1px 1px black"}
 PARTICLE_COLOR = "#ffffff"
 TRUE_COLOR = "rgba(255,255,255,0.85)"
 ARROW_COLOR = "rgba(255,255,255,0.75)"
-METHOD_COLORS = {
-    "model": "#ff4b4b", "oracle": "#222222", "kde_scott": "#1f77b4", "kde_scipy": "#17becf",
-    "em_mixture": "#2ca02c", "gaussian": "#9467bd", "bayes": "#e377c2", "em_bic": "#8c564b",
-}
 BAYES_COLOR = "rgba(0,255,255,0.9)"
+# Plotly's modebar config for every chart and canvas: no "Share chart…" (it uploads the figure to
+# Plotly's cloud), no Chart Studio link, no logo; the PNG download stays (at twice the size).
+CHART_CONFIG: dict = {
+    "displaylogo": False, "showSendToCloud": False, "showEditInChartStudio": False,
+    "modeBarButtonsToRemove": ["sendChartToCloud", "editInChartStudio", "select2d", "lasso2d", "autoScale2d"],
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
 # Log density is floored this far below its peak so that empty space does not stretch
 # the colour scale over dozens of nats.
 LOG_DENSITY_SPAN = 25.0
@@ -98,22 +105,48 @@ def arrow_segments(
     return pts[:, 0], pts[:, 1]
 
 
-def context_trace(points: np.ndarray, n_shown: int | None = None, name: str = "context") -> go.Scatter:
-    """Context points in order: numbered on hover, the newest highlighted, hidden ones faded."""
+def context_trace(points: np.ndarray, n_shown: int | None = None, name: str = "context",
+                  numbers: bool = True) -> go.Scatter:
+    """Context points in order, numbered beside each marker (small, shadowed: readable on any part
+    of the heatmap) and on hover; points not yet seen (n_shown) faded."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     n = len(pts)
     shown = n if n_shown is None else max(0, min(int(n_shown), n))
     colors = [CONTEXT_COLOR if i < shown else "rgba(255,255,255,0.25)" for i in range(n)]
-    if 0 < shown:
-        colors[shown - 1] = LATEST_COLOR
     return go.Scatter(
-        x=pts[:, 0], y=pts[:, 1], mode="markers", name=name,
+        x=pts[:, 0], y=pts[:, 1], mode="markers+text" if numbers else "markers", name=name,
         marker={"size": 9, "color": colors, "line": {"width": 1.2, "color": "black"}},
-        customdata=np.arange(1, n + 1),
-        text=[("in context" if i < shown else "not yet seen") for i in range(n)],
-        hovertemplate="point #%{customdata}<br>(%{x:.3f}, %{y:.3f})<br>%{text}<extra></extra>",
-        showlegend=False,
+        customdata=np.arange(1, n + 1), text=[str(i + 1) for i in range(n)] if numbers else None,
+        textposition="top right", textfont=NUMBER_FONT,
+        hovertext=[("in context" if i < shown else "not yet seen") for i in range(n)],
+        hovertemplate="point #%{customdata}<br>(%{x:.3f}, %{y:.3f})<br>%{hovertext}<extra></extra>",
+        showlegend=False, cliponaxis=True,
     )
+
+
+def newest_traces(points: np.ndarray, n_shown: int | None = None) -> list[go.Scatter]:
+    """A ring around the newest point in view (point n_shown): white on a black edge, so it stands
+    out on the dark and the bright (yellow) ends of the colour scale alike."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    shown = len(pts) if n_shown is None else max(0, min(int(n_shown), len(pts)))
+    if shown == 0:
+        return []
+    x, y = [pts[shown - 1, 0]], [pts[shown - 1, 1]]
+    ring = {"symbol": "circle-open", "size": 19}
+    return [
+        go.Scatter(x=x, y=y, mode="markers", name="newest (edge)", hoverinfo="skip", showlegend=False,
+                   marker={**ring, "color": "black", "line": {"width": 5}}),
+        go.Scatter(x=x, y=y, mode="markers", name="newest point", showlegend=False,
+                   marker={**ring, "color": LATEST_COLOR, "line": {"width": 2.5}},
+                   hovertemplate=f"newest: point #{shown}<extra></extra>"),
+    ]
+
+
+def context_traces(
+    points: np.ndarray, n_shown: int | None = None, numbers: bool = True
+) -> list[go.Scatter]:
+    """The context points (numbered) with the newest one ringed, in drawing order (points last)."""
+    return [*newest_traces(points, n_shown), context_trace(points, n_shown, numbers=numbers)]
 
 
 def landscape_figure(
@@ -179,7 +212,7 @@ def landscape_figure(
                                  marker={"size": 4, "color": PARTICLE_COLOR, "opacity": 0.8},
                                  hoverinfo="skip"))
     if points is not None and len(points):
-        fig.add_trace(context_trace(points, n_shown))
+        fig.add_traces(context_traces(points, n_shown))
     _square_axes(fig, box)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(
@@ -305,7 +338,7 @@ def langevin_figure(
         rgb[on] = (0.3 * rgb[on] + 0.7 * 255).astype(np.uint8)
     fig = image_figure(rgb, z, label, kind, box)
     if points is not None and len(points):
-        fig.add_trace(context_trace(points))
+        fig.add_trace(context_trace(points, numbers=False))  # the particles are the subject here
     _square_axes(fig, box)
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(height=height, dragmode=False, hovermode="closest", plot_bgcolor="#111",
@@ -366,17 +399,18 @@ def animation_controls(steps: Sequence[int], play_label: str, slider_prefix: str
 
     anim = {"frame": {"duration": frame_ms, "redraw": False}, "transition": {"duration": 0},
             "fromcurrent": True, "mode": "immediate"}
+    # The buttons sit at the slider's left end, below the plot: above it they covered the legend.
     return {
         "updatemenus": [{
-            "type": "buttons", "direction": "left", "x": 0.0, "y": 1.0, "xanchor": "left",
-            "yanchor": "bottom", "pad": {"b": 4}, "showactive": False,
+            "type": "buttons", "direction": "left", "x": 0.0, "y": -0.06, "xanchor": "left",
+            "yanchor": "top", "pad": {"t": 30, "r": 6}, "showactive": False,
             "buttons": [
                 {"label": play_label, "method": "animate", "args": [None, anim]},
                 {"label": "❚❚ pause", "method": "animate", "args": [[None], still()]},
             ],
         }],
         "sliders": [{
-            "active": active, "x": 0.0, "len": 1.0, "y": -0.06, "yanchor": "top",
+            "active": active, "x": 0.3, "len": 0.7, "y": -0.06, "yanchor": "top",
             "currentvalue": {"prefix": slider_prefix, "font": {"size": 12}}, "pad": {"t": 4},
             "steps": [{"label": str(int(s)), "method": "animate", "args": [[str(int(s))], still()]}
                       for s in steps],
@@ -385,51 +419,31 @@ def animation_controls(steps: Sequence[int], play_label: str, slider_prefix: str
 
 
 def icl_curve_figure(curve: dict, title: str = "In-context NLL vs context size") -> go.Figure:
-    """NLL (nats/point) vs n for the model and the baselines; lower is better."""
-    ns = [int(n) for n in curve["ns"]]
-    fig = go.Figure()
-    for name, values in curve["nll"].items():
-        vals = np.asarray(values, dtype=np.float64)
-        fig.add_trace(go.Scatter(
-            x=[str(n) for n in ns], y=np.where(np.isfinite(vals), vals, np.nan), mode="lines+markers",
-            name=name, line={"width": 3 if name in ("model", "bayes") else 1.6,
-                             "color": METHOD_COLORS.get(name),
-                             "dash": {"oracle": "dot", "bayes": "dash"}.get(name)},
-        ))
-    fig.update_layout(
-        title={"text": title, "font": {"size": 14}}, height=360,
-        xaxis={"title": "context points n", "type": "category"},
-        yaxis={"title": "NLL (nats / point)"}, margin={"l": 50, "r": 10, "t": 40, "b": 40},
-        legend={"orientation": "h", "y": -0.25},
-    )
-    return fig
+    """NLL (nats/point) vs n for the model and the baselines; lower is better. The y-range and the
+    legend names follow `iclebm.ui.curve_figures` (out-of-range baselines marked at the edge)."""
+    return curve_chart(curve["ns"], curve["nll"], metric="NLL (nats / point)", title=title,
+                       stderr={k: v for k, v in (curve.get("stderr") or {}).items() if k == "model"})
 
 
-def icl_history_figure(curves: dict, height: int = 320) -> go.Figure:
-    """The ICL curve of the current weights (bold), earlier refreshes (faint), and the prior
-    predictive and the oracle as reference lines. curves: ns, prior_predictive, oracle,
+def icl_history_figure(curves: dict, height: int = 340) -> go.Figure:
+    """The ICL curve of the current weights (bold), earlier refreshes (faint, never fitted), and the
+    prior predictive and the oracle as reference lines. curves: ns, prior_predictive, oracle,
     curves = [(step, NLL at each n)], oldest first."""
-    ns = [str(n) for n in curves["ns"]]
-    fig = go.Figure()
+    ns = [int(n) for n in curves["ns"]]
+    fig = empty_chart(ns, metric="NLL (nats / point)", title="ICL curve of the current weights",
+                      height=height, compact=True)  # beside the loss chart: a narrow column
     history = curves["curves"]
     for step, nll in history[:-1]:
-        fig.add_trace(go.Scatter(x=ns, y=nll, mode="lines", line={"color": "#1f77b4", "width": 1},
-                                 opacity=0.18, hoverinfo="skip", showlegend=False, name=f"step {step}"))
-    for name, value, dash in (("prior predictive", curves["prior_predictive"], "dash"),
-                              ("oracle", curves["oracle"], "dot")):
-        fig.add_trace(go.Scatter(x=ns, y=[value] * len(ns), mode="lines", name=name,
-                                 line={"color": METHOD_COLORS.get(name.replace(" ", "_"), "#888"),
-                                       "dash": dash, "width": 1.6}))
+        add_line(fig, "model", nll, label=f"step {step}", background=True, color="#1f77b4", width=1,
+                 opacity=0.18, showlegend=False, refit=False)
+    for key in ("prior_predictive", "oracle"):
+        if curves.get(key) is not None:
+            add_line(fig, key, [float(curves[key])] * len(ns), refit=False)
     if history:
         step, nll = history[-1]
-        fig.add_trace(go.Scatter(x=ns, y=nll, mode="lines+markers", name=f"model, step {step}",
-                                 line={"color": "#1f77b4", "width": 3}))
-    fig.update_layout(
-        title={"text": "ICL curve of the current weights", "font": {"size": 14}}, height=height,
-        xaxis={"title": "context points n", "type": "category"}, yaxis={"title": "NLL (nats / point)"},
-        margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.25},
-        uirevision="icl",
-    )
+        add_line(fig, "model", nll, label=f"model, step {step}", color="#1f77b4", refit=False)
+    fig = refit(fig)
+    fig.update_layout(uirevision="icl")
     return fig
 
 

@@ -8,13 +8,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from iclebm.grid import Box
+from iclebm.ui.curve_figures import curve_chart
 from iclebm.ui.figures import (
-    METHOD_COLORS,
     _colorscale,
     _square_axes,
     animation_controls,
     colormap,
-    context_trace,
+    context_traces,
     image_figure,
 )
 
@@ -51,13 +51,13 @@ def regression_figure(
     if truth is not None:
         fig.add_trace(go.Scatter(x=xs, y=truth, mode="lines", name="true f(x)",
                                  line={"color": TRUE_COLOR, "width": 1.2, "dash": "longdash"}))
-    if points is not None and len(points):
-        fig.add_trace(context_trace(points))
     steps = [int(s) for s in steps]
     i0 = max((i for i, s in enumerate(steps) if s <= k), default=0)
     fig.add_trace(go.Scatter(x=xs, y=curves[i0], mode="lines", name="ŷ(x) (thinking)",
                              line={"color": CURVE_COLOR, "width": 3}))
     curve_idx = len(fig.data) - 1
+    if points is not None and len(points):  # above the curve, the newest ringed
+        fig.add_traces(context_traces(points))
     fig.frames = [go.Frame(data=[go.Scatter(x=xs, y=curves[i])], traces=[curve_idx], name=str(s))
                   for i, s in enumerate(steps)]
     _square_axes(fig, box)
@@ -65,36 +65,40 @@ def regression_figure(
     fig.update_layout(
         height=height, dragmode=False, hovermode="closest", plot_bgcolor="#111",
         margin={"l": 40, "r": 10, "t": 40, "b": 70}, uirevision="reg-canvas",
+        # dark like the plot, so the white "true f(x)" swatch shows
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right",
-                "font": {"size": 11}, "bgcolor": "rgba(0,0,0,0)"},
+                "font": {"size": 11, "color": "#eeeeee"}, "bgcolor": "#111111"},
         **animation_controls(steps, "▶ think", "thinking steps k = ", active=i0, frame_ms=frame_ms),
     )
     return fig
 
 
 def method_curves_figure(ns: Sequence[int], values: dict, metric: str, title: str) -> go.Figure:
-    """NLL or MSE vs n for the model and the baselines (held-out tasks from the card)."""
-    fig = go.Figure()
-    colors = {**METHOD_COLORS, "model": "#ff4b4b", "bayes": BAYES_COLOR, "ols": OLS_COLOR, "ridge": "#7e57c2",
-              "knn": "#8d6e63", "oracle": "#9e9e9e"}
-    for name, vals in values.items():
-        fig.add_trace(go.Scatter(x=[str(n) for n in ns], y=vals, mode="lines+markers", name=name,
-                                 line={"width": 3 if name == "model" else 1.6, "color": colors.get(name),
-                                       "dash": "dot" if name == "oracle" else None}))
-    fig.update_layout(title={"text": title, "font": {"size": 14}}, height=340,
-                      xaxis={"title": "context points n", "type": "category"}, yaxis={"title": metric},
-                      margin={"l": 50, "r": 10, "t": 40, "b": 40}, legend={"orientation": "h", "y": -0.3})
-    return fig
+    """NLL or MSE vs n for the model and the baselines (held-out tasks from the card); a third of the
+    page wide, so compact (short legend names; values only at the edge, see `curve_figures`)."""
+    return curve_chart(ns, values, metric=metric, title=title, height=400, compact=True)
 
 
-def thinking_curve_figure(curve: dict) -> go.Figure:
+THINKING_COLORS = ("#9ecae1", "#4292c6", "#08519c", "#08306b")  # light: few points, dark: many
+
+
+def thinking_curve_figure(curve: dict, height: int = 400) -> go.Figure:
+    """MSE of y_hat vs thinking steps k, one line per context size n (held-out tasks from the card).
+    A short title with the details on a second, smaller line: a third of the page wide, the long
+    title was clipped."""
     fig = go.Figure()
-    for n, vals in curve["mse"].items():
-        fig.add_trace(go.Scatter(x=[str(s) for s in curve["steps"]], y=vals, mode="lines+markers",
-                                 name=f"n = {n}"))
-    title = "Thinking curve: MSE vs thinking steps (held-out tasks)"
-    fig.update_layout(title={"text": title, "font": {"size": 14}},
-                      height=340, xaxis={"title": "thinking steps", "type": "category"},
-                      yaxis={"title": "MSE of ŷ"}, margin={"l": 50, "r": 10, "t": 40, "b": 40},
-                      legend={"orientation": "h", "y": -0.3})
+    steps = [str(s) for s in curve["steps"]]
+    for i, (n, vals) in enumerate(curve["mse"].items()):
+        color = THINKING_COLORS[min(i, len(THINKING_COLORS) - 1)]
+        fig.add_trace(go.Scatter(x=steps, y=vals, mode="lines+markers", name=f"n = {n}",
+                                 line={"color": color, "width": 2.2},
+                                 hovertemplate=f"n = {n}, k = %{{x}}: MSE %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(
+        title={"text": "Thinking curve", "font": {"size": 14}, "x": 0.01, "xanchor": "left",
+               "subtitle": {"text": "MSE vs thinking steps k, held-out tasks", "font": {"size": 11}}},
+        height=height, xaxis={"title": "thinking steps k", "type": "category", "title_standoff": 4},
+        yaxis={"title": "MSE of ŷ"}, margin={"l": 55, "r": 10, "t": 64, "b": 70},
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "yref": "container", "y": 0,
+                "yanchor": "bottom", "font": {"size": 11}},
+    )
     return fig

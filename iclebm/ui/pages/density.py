@@ -455,6 +455,7 @@ def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]
     if res:
         if res["sig"] != sig:
             st.caption("The context or model changed since this curve was computed.")
-        st.plotly_chart(P.icl_curve_figure(res["curve"]), width="stretch", key="icl_chart")
+        st.plotly_chart(P.icl_curve_figure(res["curve"]), width="stretch", key="icl_chart",
+                        config=P.CHART_CONFIG)
 
 

@@ -30,6 +30,7 @@ from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior, RegressionTask
 from iclebm.ui import page_tables as T
 from iclebm.ui import share
 from iclebm.ui.canvas import plotly_canvas
+from iclebm.ui.figures import CHART_CONFIG
 from iclebm.ui.guard import guarded, show_flash
 from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
@@ -258,8 +259,9 @@ def charts_panel(model: EnergyTransformer) -> None:
                f"({table.get('family')}); {table.get('notes', '')}.")
     c1, c2, c3 = st.columns(3)
     c1.plotly_chart(method_curves_figure(table["ns"], table["nll"], "NLL (nats / point)", "NLL of y given x"),
-                    width="stretch", key="reg_nll_chart")
+                    width="stretch", key="reg_nll_chart", config=CHART_CONFIG)
     c2.plotly_chart(method_curves_figure(table["ns"], table["mse"], "MSE", "MSE of ŷ"), width="stretch",
-                    key="reg_mse_chart")
+                    key="reg_mse_chart", config=CHART_CONFIG)
     if curve:
-        c3.plotly_chart(thinking_curve_figure(curve), width="stretch", key="reg_think_chart")
+        c3.plotly_chart(thinking_curve_figure(curve), width="stretch", key="reg_think_chart",
+                        config=CHART_CONFIG)

@@ -178,7 +178,8 @@ def _training_view(box: tuple[float, float]) -> None:
         st.markdown(f"**{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s · "
                     f"{trainer.mode} · {objective_label(trainer.train_config.objective)}")
         if snap.history:
-            st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart")
+            st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart",
+                            config=P.CHART_CONFIG)
         else:
             st.caption("No steps yet: press Play or Step." if snap.status != "waiting" else
                        "Training starts as soon as a slot is free.")
