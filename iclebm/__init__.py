@@ -200,6 +200,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "Trainer",
         "make_trainer",
     ),
+    "iclebm.training.watchdog": (
+        "Watchdog",
+        "WatchdogLimits",
+        "icl_gap",
+        "step_fault",
+    ),
     "iclebm.evaluation.baselines": (
         "BayesRegression",
         "DensityBaseline",

@@ -242,3 +242,79 @@ def test_curves_come_less_often_when_they_are_slow() -> None:
     cfg = PoolConfig(curve_every=4.0, curve_share=0.2)
     assert _Child.curve_interval(SimpleNamespace(cfg=cfg, curve_seconds=0.3)) == 4.0
     assert _Child.curve_interval(SimpleNamespace(cfg=cfg, curve_seconds=2.0)) == pytest.approx(10.0)
+
+
+def test_pings_keep_a_run_going_and_a_run_nobody_looks_at_pauses() -> None:
+    """The page's live refresh pings the run (ProcessTrainer.ping); without pings it pauses after
+    `idle_pause` s, says why, and offers Play again (wants_run cleared), the message staying put."""
+    limit = 1.0
+    pool = TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.05, curve_every=0, idle_pause=limit))
+    try:
+        t = pool.create("scratch", TINY)
+        assert started(t)
+        t.play()
+        first = t.wait(lambda s: s.step >= 1, START).step
+        end = time.monotonic() + 4 * limit
+        while time.monotonic() < end:  # a page that keeps refreshing
+            t.ping()
+            assert t.poll().status == "running" and t.active
+            time.sleep(limit / 5)
+        assert t.poll().step > first and t.poll().status == "running"
+        # The page is gone: polls (which are no pings) see it pause by itself.
+        snap = t.wait(lambda s: s.status == "paused", 10 * limit)
+        assert snap.status == "paused" and "no open page has looked at this run" in (snap.message or "")
+        assert not t.active and not t.wants_run  # Play enabled, Pause disabled
+        time.sleep(0.3)
+        assert t.poll().message == snap.message and t.poll().steps_per_s == 0.0  # until the user acts
+        t.play()
+        assert t.poll().message is None
+        assert t.wait(lambda s: s.status == "running" and s.step > snap.step).step > snap.step
+    finally:
+        pool.shutdown()
+
+
+def test_pause_shows_at_once_without_a_rate(pool: TrainerPool) -> None:
+    t = pool.create("scratch", TINY)
+    try:
+        assert started(t)
+        t.play()
+        assert t.wait(lambda s: s.steps_per_s > 0 and s.status == "running").status == "running"
+        t.pause()
+        for _ in range(20):  # reports sent before the child saw the pause must not flip it back
+            snap = t.poll()
+            assert snap.status == "paused" and snap.steps_per_s == 0.0
+            time.sleep(0.02)
+        assert not t.active
+    finally:
+        t.close()
+
+
+def test_pool_config_from_the_environment() -> None:
+    cfg = PoolConfig.from_env({"ICLEBM_IDLE_PAUSE_S": "4.5", "ICLEBM_MAX_TRAINERS": "3",
+                               "ICLEBM_WATCHDOG_WARMUP": "20", "ICLEBM_WATCHDOG_ENERGY": "50"})
+    assert cfg.idle_pause == 4.5 and cfg.max_trainers == 3
+    assert cfg.watchdog.warmup_steps == 20 and cfg.watchdog.energy_bound == 50.0
+    default = PoolConfig.from_env({"ICLEBM_MAX_TRAINERS": "0"})
+    assert default.idle_pause == PoolConfig().idle_pause and default.max_trainers == (os.cpu_count() or 1)
+    with pytest.raises(ValueError, match="ICLEBM_IDLE_PAUSE_S"):
+        PoolConfig.from_env({"ICLEBM_IDLE_PAUSE_S": "soon"})
+    with pytest.raises(ValueError, match="idle_pause"):
+        PoolConfig.from_env({"ICLEBM_IDLE_PAUSE_S": "-1"})
+
+
+def test_the_pool_sees_every_trainers_state_without_polling() -> None:
+    pool = TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.05, curve_every=0))
+    try:
+        a = pool.create("scratch", TINY)
+        b = pool.create("scratch", TINY)
+        assert pool.summary() in ({"starting": 1, "waiting": 1}, {"paused": 1, "waiting": 1})
+        assert started(a)
+        a.play()
+        a.wait(lambda s: s.step >= 1, START)
+        end = time.monotonic() + START
+        while pool.summary() != {"running": 1, "waiting": 1} and time.monotonic() < end:
+            time.sleep(0.05)  # nobody polls a: the pool reads what its process reports
+        assert pool.summary() == {"running": 1, "waiting": 1}
+        del b
+    finally:
+        pool.shutdown()

@@ -62,13 +62,14 @@ FAMILY_TEXT = {DENSITY_FAMILY: ("Density model", "density models (2-D point clou
 
 
 def training_status() -> None:
-    """While a live-training run exists: its status on every page. Polling it here also keeps
-    a run going while you look at another page (an unpolled run pauses after two minutes)."""
+    """While a live-training run exists: its status on every page, refreshed while the run is
+    going (starting, running, single steps). The refresh pings the run, which keeps it going
+    while you look at another page (a run nobody looks at pauses after `idle_pause` seconds)."""
     trainer = st.session_state.get("trainer")
     if trainer is None:
         return
     with st.sidebar:
-        if trainer.running:
+        if trainer.active:
             _training_status_live()
         else:
             _training_status_line()
@@ -79,16 +80,21 @@ def _training_status_line() -> None:
     if trainer is None:
         return
     snap = trainer.poll(with_model=False)
-    st.caption(f"Live training: **{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s "
-               "(Train page)")
+    rate = f" · {snap.steps_per_s:.1f} steps/s" if snap.status == "running" else ""
+    st.caption(f"Live training: **{snap.status}** · step {snap.step}{rate} (Train page)")
+    if snap.message and snap.status in ("paused", "diverged", "error", "stopped"):
+        # why it stopped (idle, watchdog, crash) stays until the user acts on the Train page
+        (st.error if snap.status != "paused" else st.info)(snap.message)
 
 
 @st.fragment(run_every=TRAINING_STATUS_S)
 def _training_status_live() -> None:
-    _training_status_line()
     trainer = st.session_state.get("trainer")
-    if trainer is not None and not trainer.running:
-        st.rerun()  # stopped (paused elsewhere, diverged): back to the static line
+    if trainer is not None:
+        trainer.ping()  # a page of this session is open: the run keeps going
+    _training_status_line()
+    if trainer is not None and not trainer.active:
+        st.rerun()  # paused (here, elsewhere or by itself), diverged, stopped: back to the static line
 
 
 def _render(url_path: str) -> AppContext | None:

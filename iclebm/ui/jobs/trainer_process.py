@@ -33,8 +33,8 @@ import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -48,6 +48,7 @@ from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.tasks import DENSITY
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import MixtureTrainer, Trainer
+from iclebm.training.watchdog import Watchdog, WatchdogLimits
 from iclebm.ui.jobs.live_settings import LIVE_PRESET, MODES, make_configs
 
 HISTORY_LIMIT = 20_000  # metrics rows kept per trainer (bounded memory)
@@ -63,7 +64,8 @@ class PoolConfig:
     nice: int = 19  # added to the child's niceness (19: lowest priority): page reruns come first
     threads: int = 1  # torch threads per trainer process
     session_timeout: float = 600.0  # close a trainer nobody polled for this long (tab closed)
-    idle_pause: float = 120.0  # a running trainer nobody polled for this long pauses
+    idle_pause: float = 120.0  # a running trainer that got no ping for this long pauses (the page's
+    # live refresh pings it every few seconds, so keep this well above that refresh)
     status_every: float = 0.25  # seconds between status messages while running
     weights_every: float = 2.0  # seconds between weight snapshots while running
     stop_grace: float = 3.0  # seconds a closed child gets to exit before terminate / kill
@@ -72,12 +74,49 @@ class PoolConfig:
     curve_resolution: int = 60  # grid cells per axis normalising its densities
     curve_share: float = 0.2  # at most this share of a trainer's wall time goes to ICL curves: with
     # several trainers on few cores a curve takes longer, so the curves come less often instead
+    watchdog: WatchdogLimits = field(default_factory=WatchdogLimits)  # when a diverging run pauses
 
     def __post_init__(self) -> None:
         if int(self.max_trainers) < 1:
             raise ValueError("max_trainers must be >= 1")
         if int(self.threads) < 1:
             raise ValueError("threads must be >= 1")
+        for name in ("session_timeout", "idle_pause"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PoolConfig:
+        """The app's pool config: the defaults, changed by the ICLEBM_* variables of ENV_KEYS
+        (tests drive the idle pause and the watchdog past their limits in seconds this way)."""
+        env = os.environ if environ is None else environ
+        pool: dict[str, Any] = {}
+        limits: dict[str, Any] = {}
+        for var, (target, name, kind) in ENV_KEYS.items():
+            raw = str(env.get(var, "")).strip()
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{var}={raw!r} is not a {kind.__name__}") from None
+            if name == "max_trainers" and value == 0:
+                continue  # 0: one per core, the default
+            (pool if target == "pool" else limits)[name] = value
+        return cls(**pool, watchdog=WatchdogLimits(**limits))
+
+
+# environment variable -> (pool or watchdog limits, field, type); unset keeps the default
+ENV_KEYS: dict[str, tuple[str, str, type]] = {
+    "ICLEBM_MAX_TRAINERS": ("pool", "max_trainers", int),
+    "ICLEBM_IDLE_PAUSE_S": ("pool", "idle_pause", float),
+    "ICLEBM_SESSION_TIMEOUT_S": ("pool", "session_timeout", float),
+    "ICLEBM_CURVE_EVERY_S": ("pool", "curve_every", float),
+    "ICLEBM_WATCHDOG_ENERGY": ("watchdog", "energy_bound", float),
+    "ICLEBM_WATCHDOG_WARMUP": ("watchdog", "warmup_steps", int),
+    "ICLEBM_WATCHDOG_MARGIN": ("watchdog", "icl_margin", float),
+    "ICLEBM_WATCHDOG_STRIKES": ("watchdog", "icl_strikes", int),
+}
 
 
 @dataclass
@@ -113,8 +152,9 @@ class _Child:
     """The trainer loop inside the child process."""
 
     def __init__(self, cmd_q: Any, out_q: Any, spec: dict, cfg: PoolConfig,
-                 factory: Callable[[dict], Trainer]) -> None:
+                 factory: Callable[[dict], Trainer], board: Any = None) -> None:
         self.cmd_q, self.out_q, self.spec, self.cfg, self.factory = cmd_q, out_q, spec, cfg, factory
+        self.board = board  # shared [state index, step]: the pool reads it without the queues
         self.trainer = factory(spec)
         self.running = False
         self.pending = 0
@@ -129,6 +169,9 @@ class _Child:
         self.last_curve = 0.0
         self.curve_seconds = 0.0  # wall time the last curve took
         self.curve_step = -1
+        self.handled = 0  # commands applied; the parent knows which of its commands a status reflects
+        self.watchdog = Watchdog(cfg.watchdog)
+        self.good = (0, self.trainer._good_state)  # (step, weights) the last healthy ICL check saw
 
     # -- messages to the parent --
     def send_status(self) -> None:
@@ -142,8 +185,11 @@ class _Child:
         rate = (len(times) - 1) / max(times[-1] - times[0], 1e-9) if len(times) >= 2 else 0.0
         self.out_q.put(("status", {
             "step": self.trainer.step_count, "rows": rows, "status": self.status, "message": self.message,
-            "steps_per_s": rate, "pending": self.pending, "pid": os.getpid(),
+            "steps_per_s": rate if self.running else 0.0, "pending": self.pending, "pid": os.getpid(),
+            "acked": self.handled,
         }))
+        if self.board is not None:
+            self.board[0], self.board[1] = STATES.index(self.status), self.trainer.step_count
         self.last_status = time.monotonic()
 
     def send_weights(self) -> None:
@@ -168,6 +214,12 @@ class _Child:
                                   "prior_predictive": v.prior_predictive, "oracle": v.oracle}))
         self.curve_step = self.trainer.step_count
         self.last_curve = time.monotonic()
+        cause = self.watchdog.check_curve(self.trainer.step_count, v.ns, nll, v.prior_predictive)
+        if cause is not None:
+            self.trip(cause, rewind=True)
+        elif self.watchdog.healthy_curve:
+            # Between steps the model's weights are the trainer's last good state (a fresh dict per step).
+            self.good = (self.trainer.step_count, self.trainer._good_state)
 
     def curve_interval(self) -> float:
         """Seconds from one curve to the next: curve_every, or longer when curves are slow."""
@@ -175,9 +227,32 @@ class _Child:
 
     def halt(self, status: str, message: str) -> None:
         self.running, self.pending = False, 0
+        self.step_times.clear()
         self.status, self.message = status, message
         self.send_weights()  # the Trainer restored the last good weights
         self.send_status()
+
+    def trip(self, cause: str, rewind: bool) -> None:
+        """The watchdog saw a divergence: pause, and (rewind) go back to the weights of the last
+        healthy ICL check, with that step count; otherwise keep the Trainer's last finite weights."""
+        tr = self.trainer
+        if rewind and self.good[0] < tr.step_count:
+            step, state = self.good
+            with tr.lock:
+                tr.model.load_state_dict(state)
+                tr._good_state = state
+                tr.optimizer.state.clear()  # Adam's moments come from the diverging steps
+                tr.step_count = step
+                del tr.history[sum(1 for row in tr.history if row.get("step", 0) < step):]
+            self.sent_rows = min(self.sent_rows, len(tr.history))
+            self.curve_step = -1
+            self.out_q.put(("rewind", step))
+            kept = f"the weights of step {step} (the last healthy check) are restored"
+        else:
+            kept = f"the last good weights (step {tr.step_count}) are kept"
+        self.watchdog.reset()
+        self.halt("diverged", f"Training diverged and was paused: {cause}; {kept}. Lower the learning rate "
+                              "or the Langevin step size and noise, then press Reset (or Play to go on).")
 
     # -- commands from the parent --
     def handle(self, cmd: str, arg: Any) -> bool:
@@ -185,10 +260,12 @@ class _Child:
         self.last_ping = time.monotonic()
         if cmd == "close":
             return False
+        self.handled += 1
         if cmd == "play":
             self.running, self.status, self.message = True, "running", None
         elif cmd == "pause":
             self.running, self.pending = False, 0
+            self.step_times.clear()  # a paused run has no rate
             if self.status == "running":
                 self.status = "paused"
         elif cmd == "step" and not self.running:
@@ -203,6 +280,8 @@ class _Child:
             self.status, self.message = "paused", None
             self.step_times.clear()
             self.vset, self.curve_step = None, -1
+            self.watchdog = Watchdog(self.cfg.watchdog)
+            self.good = (0, self.trainer._good_state)
             self.out_q.put(("reset", None))
             self.weights_dirty = True
         elif cmd == "ping":
@@ -238,8 +317,11 @@ class _Child:
             return
         self.step_times.append(time.monotonic())
         self.weights_dirty = True
-        if metrics.get("skipped"):
-            self.message = metrics.get("event") or "A non-finite step was skipped."
+        cause = self.watchdog.check_step(metrics)
+        if cause is not None:
+            # A non-finite step was undone by the Trainer (its last finite weights are sound); an
+            # energy run-away goes back to the last healthy ICL check.
+            self.trip(cause, rewind=not metrics.get("skipped"))
 
     def loop(self) -> None:
         parent = mp.parent_process()
@@ -254,7 +336,10 @@ class _Child:
             now = time.monotonic()
             if self.running and now - self.last_ping > self.cfg.idle_pause:
                 self.running, self.status = False, "paused"
-                self.message = "Paused: no browser has looked at this run for a while."
+                self.step_times.clear()
+                self.message = (f"Paused: no open page has looked at this run for {self.cfg.idle_pause:g} s "
+                                "(a run keeps going while its Train page or any page of its session is "
+                                "open). Press Play to go on.")
                 self.send_status()
             if self.running or self.pending > 0:
                 self.one_step()
@@ -272,14 +357,14 @@ class _Child:
 
 
 def _child_main(cmd_q: Any, out_q: Any, spec: dict, cfg: PoolConfig,
-                factory: Callable[[dict], Trainer]) -> None:
+                factory: Callable[[dict], Trainer], board: Any = None) -> None:
     try:
         os.nice(int(cfg.nice))
     except OSError:
         pass
     torch.set_num_threads(int(cfg.threads))
     try:
-        _Child(cmd_q, out_q, spec, cfg, factory).loop()
+        _Child(cmd_q, out_q, spec, cfg, factory, board).loop()
     except BaseException as e:  # noqa: BLE001 - report, then exit; the parent shows the reason
         out_q.put(("fatal", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"))
         raise
@@ -298,6 +383,7 @@ class _Record:
         self.spec = spec
         self.factory = factory
         self.process: Any = None
+        self.board: Any = None  # shared with the child: [index in STATES, step]
         self.cmd_q: Any = None
         self.out_q: Any = None
         self.state = "waiting"
@@ -361,6 +447,20 @@ class TrainerPool:
         with self._lock:
             return len(self._waiting)
 
+    def summary(self) -> dict[str, int]:
+        """How many of this app's trainers are in each state, as their processes report it now
+        (whether or not a page polls them): {"running": 2, "paused": 1, "waiting": 1, ...}."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            recs = list(self._active) + list(self._waiting)
+        for rec in recs:
+            alive = rec.process is not None and rec.process.is_alive()
+            state = STATES[rec.board[0]] if alive and rec.board is not None else rec.state
+            if rec.process is not None and not alive:
+                state = "stopped"
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     def queue_position(self, rec: _Record) -> int | None:
         with self._lock:
             return list(self._waiting).index(rec) + 1 if rec in self._waiting else None
@@ -389,8 +489,9 @@ class TrainerPool:
 
     def _start(self, rec: _Record) -> None:
         rec.cmd_q, rec.out_q = self._ctx.Queue(), self._ctx.Queue()
+        rec.board = self._ctx.RawArray("q", [STATES.index("starting"), 0])
         rec.process = self._ctx.Process(
-            target=_child_main, args=(rec.cmd_q, rec.out_q, rec.spec, self.config, rec.factory),
+            target=_child_main, args=(rec.cmd_q, rec.out_q, rec.spec, self.config, rec.factory, rec.board),
             daemon=True, name="iclebm-trainer",
         )
         rec.process.start()
@@ -512,6 +613,9 @@ class ProcessTrainer:
         self._model: EnergyTransformer | None = None  # decoded lazily from _weights
         self._model_step = -1
         self.wants_run = False  # Play pressed and not paused since
+        self._sent = 0  # commands sent to the current process (the child counts those it applied)
+        self._state_cmd = 0  # number of the last play / pause / step / reset: until the child has
+        # applied it, the page shows the state that command asked for, not the child's older reports
         self._step_target: int | None = None  # single steps asked for and not yet done
         self._curves: list[tuple[int, list[float]]] = []  # (step, NLL at each n), oldest first
         self._curve_ref: dict[str, Any] | None = None  # ns, prior_predictive, oracle
@@ -527,6 +631,15 @@ class ProcessTrainer:
                 rec.backlog.append((cmd, arg))
             else:
                 rec.cmd_q.put((cmd, arg))
+            self._sent += 1
+            if cmd != "ping":
+                self._state_cmd = self._sent
+
+    def ping(self) -> None:
+        """Tell the child that a page still shows this run (a running child that gets no ping for
+        `PoolConfig.idle_pause` seconds pauses itself). The page's live refresh calls this."""
+        if self._rec.process is not None:  # a waiting trainer has no idle clock; no backlog of pings
+            self._send("ping")
 
     def play(self) -> None:
         self.wants_run = True
@@ -534,8 +647,11 @@ class ProcessTrainer:
         self._status.update(status="running" if self.started else self._status["status"], message=None)
 
     def pause(self) -> None:
+        """Pause; the status says so at once (the child's last reports still say running)."""
         self.wants_run = False
         self._send("pause")
+        if self._status.get("status") == "running":
+            self._status.update(status="paused", steps_per_s=0.0)
 
     def step(self, n: int = 1) -> None:
         self._step_target = (self._step_target or int(self._status.get("step", 0))) + max(0, int(n))
@@ -556,6 +672,7 @@ class ProcessTrainer:
         self._status.update(step=0, message=None, steps_per_s=0.0)
         if self._rec.state == "stopped":
             self._status["status"] = "waiting"
+            self._sent = self._state_cmd = 0  # a fresh process counts from 0
             self.pool.restart(self._rec)
         else:
             self._send("reset", self.settings if settings is not None else None)
@@ -581,8 +698,19 @@ class ProcessTrainer:
         for kind, payload in _drain(rec.out_q):
             if kind == "status":
                 self._history.extend(payload.pop("rows"))
+                # A report older than the last command keeps the state that command set here.
+                if (payload.get("acked", 0) < self._state_cmd
+                        and self._status.get("status") in ("running", "paused")):
+                    payload = {k: v for k, v in payload.items()
+                               if k not in ("status", "message", "steps_per_s")}
+                    rec.state = self._status["status"]
+                else:
+                    rec.state = payload["status"]
                 self._status.update(payload)
-                rec.state = payload["status"]
+            elif kind == "rewind":  # the watchdog went back to the weights of this step
+                self._history = deque((r for r in self._history if r.get("step", 0) < payload),
+                                      maxlen=HISTORY_LIMIT)
+                self._curves = [c for c in self._curves if c[0] <= payload]
             elif kind == "weights":
                 self._weights = payload
             elif kind == "curve":
@@ -670,6 +798,8 @@ class ProcessTrainer:
             return False
         if self._step_target is not None and snap.step >= self._step_target:
             self._step_target = None
+        if self.wants_run and snap.status == "paused" and self._status.get("acked", 0) >= self._state_cmd:
+            self.wants_run = False  # the child paused by itself (nobody looked): Play is offered again
         return self.wants_run or self._step_target is not None
 
     def card(self, step: int | None = None) -> dict:

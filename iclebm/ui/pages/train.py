@@ -11,7 +11,6 @@ defaults (mode, obj, lr, batch, chains, lsteps, lstep, lnoise, layers, d), plus 
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
@@ -29,7 +28,7 @@ from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.live_settings import BOUNDS
-from iclebm.ui.jobs.trainer_process import PoolConfig, ProcessTrainer, TrainerPool
+from iclebm.ui.jobs.trainer_process import LiveSnapshot, PoolConfig, ProcessTrainer, TrainerPool
 from iclebm.ui.models import (
     AppContext,
     add_session_model,
@@ -48,9 +47,9 @@ MODE_LABELS = {"scratch": "scratch (fast preset)", "finetune": "fine-tune the lo
 
 @st.cache_resource
 def trainer_pool() -> TrainerPool:
-    """One pool for the whole app: at most ICLEBM_MAX_TRAINERS (default: the cores) trainer processes."""
-    cap = int(os.environ.get("ICLEBM_MAX_TRAINERS", "0") or 0) or (os.cpu_count() or 1)
-    return TrainerPool(PoolConfig(max_trainers=cap))
+    """One pool for the whole app: at most ICLEBM_MAX_TRAINERS (default: the cores) trainer processes;
+    the idle pause and the divergence watchdog's limits from ICLEBM_* too (`PoolConfig.from_env`)."""
+    return TrainerPool(PoolConfig.from_env())
 
 
 def render(ctx: AppContext) -> None:
@@ -149,6 +148,7 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
         if st.button("Step ▸", key="tr_step", width="stretch", disabled=trainer is None or running):
             trainer.step(1)  # type: ignore[union-attr]  # the fragment shows the result when it lands
             st.rerun()
+    pool_line()
     if trainer is None:
         st.caption("Press New run to create a trainer; it trains in a process of its own for this browser "
                    "session while the rest of the page stays usable.")
@@ -158,6 +158,20 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
     else:
         training_static(box)
     training_actions(trainer)
+
+
+def pool_line() -> None:
+    """The app's trainers at a glance (every session's, as their processes report now)."""
+    pool = trainer_pool()
+    counts = pool.summary()
+    shown = " · ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none"
+    st.caption(f"Trainers in this app: {shown} (at most {pool.config.max_trainers} run at once).")
+
+
+def status_line(snap: LiveSnapshot) -> str:
+    """State and step; the rate only while running (a paused run has none)."""
+    rate = f" · {snap.steps_per_s:.1f} steps/s" if snap.status == "running" else ""
+    return f"**{snap.status}** · step {snap.step}{rate}"
 
 
 def _training_view(box: tuple[float, float]) -> None:
@@ -175,8 +189,8 @@ def _training_view(box: tuple[float, float]) -> None:
     tmodel = trainer.model()  # the last weights received (None until the trainer has started)
     left, right = st.columns([1.6, 1])
     with left:
-        st.markdown(f"**{snap.status}** · step {snap.step} · {snap.steps_per_s:.1f} steps/s · "
-                    f"{trainer.mode} · {objective_label(trainer.train_config.objective)}")
+        objective = objective_label(trainer.train_config.objective)
+        st.markdown(f"{status_line(snap)} · {trainer.mode} · {objective}")
         if snap.history:
             st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart",
                             config=P.CHART_CONFIG)
@@ -222,8 +236,10 @@ def _strip_step(trainer: ProcessTrainer, context: tuple) -> int:
 
 @st.fragment(run_every=TRAIN_REFRESH_S)
 def training_live(box: tuple[float, float]) -> None:
-    _training_view(box)
     trainer: ProcessTrainer | None = st.session_state.get("trainer")
+    if trainer is not None:
+        trainer.ping()  # this page still shows the run: it must not pause for want of a viewer
+    _training_view(box)
     if trainer is not None and not trainer.active:
         st.rerun()  # paused, diverged or stopped: switch to the static view
 
