@@ -18,6 +18,7 @@ import pytest
 # journeys: marked slow here, in one place, rather than test by test.
 SLOW_MODULES = {
     "test_browser",
+    "test_browser_live",
     "test_app",
     "test_app_inside",
     "test_app_links",

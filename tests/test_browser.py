@@ -250,10 +250,7 @@ def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untype
 
 def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-untyped-def]
     pg = page
-    _go_to(pg, "Train")
-    pg.locator(".st-key-tr_new button").first.click()
-    pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
-    pg.locator(".st-key-tr_play button").first.click()
+    _start_training(pg)  # waits (on the page, not a clock) for the first steps: slow on a loaded machine
 
     main = pg.locator('[data-testid="stMain"]')  # the Train page's own view (the sidebar has a status line)
 
@@ -261,16 +258,17 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
         m = re.search(r"step (\d+) · [\d.]+ steps/s", main.inner_text())
         return int(m.group(1)) if m else -1
 
-    pg.wait_for_function("() => /step [1-9]\\d* · /.test("
-                         "document.querySelector('[data-testid=\"stMain\"]').innerText)", timeout=60_000)
     first = step()
-    pg.wait_for_timeout(5000)  # the fragment refreshes every 2 s while training runs
+    # The live view refreshes every 3 s; wait for it to show a later step (however slow the steps are).
+    pg.wait_for_function("s => { const m = document.querySelector('[data-testid=\"stMain\"]').innerText"
+                         ".match(/step (\\d+) · [\\d.]+ steps\\/s/); return m && +m[1] > s; }",
+                         arg=first, timeout=120_000)
     second = step()
     assert second > first >= 1, (first, second)
     # While the fragment reruns Streamlit keeps a stale copy of the chart beside the new one.
     chart = pg.locator('.st-key-loss_chart[data-stale="false"]').first
     chart.wait_for(timeout=30_000)
-    # The chart re-renders every 2 s while training runs, so Playwright's scroll (which waits
+    # The chart re-renders every 3 s while training runs, so Playwright's scroll (which waits
     # for the element to stop moving) can time out; scroll with plain JS instead.
     chart.evaluate("e => e.scrollIntoView({block: 'center'})")
     pg.screenshot(path=str(ARTIFACTS / "training.png"), full_page=False)
@@ -283,15 +281,15 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
         return int(m.group(1)) if m else -1
 
     pg.wait_for_function("() => /Live training: running · step/.test("
-                         "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=30_000)
+                         "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=60_000)
     seen = side_step()
     pg.wait_for_function("s => { const m = document.querySelector('[data-testid=\"stSidebar\"]').innerText"
                          ".match(/Live training: running · step (\\d+)/); return m && +m[1] > s; }",
-                         arg=seen, timeout=30_000)
+                         arg=seen, timeout=120_000)
     _go_to(pg, "Train")
     pg.locator(".st-key-tr_pause button").first.click()
     pg.wait_for_function("() => /Live training: paused/.test("
-                         "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=30_000)
+                         "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=60_000)
 
 
 def test_every_page_opens_through_the_navigation(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -425,6 +423,13 @@ def _start_training(pg, batch: int = 4) -> None:  # type: ignore[no-untyped-def]
     pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=180_000)
 
 
+def _wait_train_step_above(pg, step: int) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the page's live view shows a step beyond `step` (as `_train_step` reads it)."""
+    pg.wait_for_function(
+        "s => { const all = [...document.body.innerText.matchAll(/step (\\d+) · [\\d.]+ steps\\/s/g)];"
+        " return all.length > 0 && +all[all.length - 1][1] > s; }", arg=step, timeout=120_000)
+
+
 def _rate(pages, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
     """Steps/s of each page's trainer over `seconds`, from the step counts the pages show."""
     t0, s0 = time.monotonic(), [_train_step(p) for p in pages]
@@ -454,6 +459,8 @@ def test_four_sessions_training_while_another_clicks(browser, app_url: str) -> N
         t0, s0 = time.monotonic(), [_train_step(p) for p in trainers]
         spots = [(3.0, -2.0), (-5.0, 4.0), (0.5, 0.5), (6.0, 6.0), (-7.5, -3.0)]
         latencies = [_click(observer, x, y, expect=i + 1) for i, (x, y) in enumerate(spots)]
+        for pg, before in zip(trainers, s0, strict=True):  # every trainer advances, however slowly
+            _wait_train_step_above(pg, before)
         rates = _rate(trainers, 4.0)
         t1, s1 = time.monotonic(), [_train_step(p) for p in trainers]
         during = [(b - a) / (t1 - t0) for a, b in zip(s0, s1, strict=True)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import signal
 import time
 
@@ -316,5 +317,60 @@ def test_the_pool_sees_every_trainers_state_without_polling() -> None:
             time.sleep(0.05)  # nobody polls a: the pool reads what its process reports
         assert pool.summary() == {"running": 1, "waiting": 1}
         del b
+    finally:
+        pool.shutdown()
+
+
+# The run of the issue that diverged unnoticed (lr 0.01, contrastive divergence, Langevin step 0.5,
+# noise 2), with 4 tasks a batch so that it is short: its ICL NLL at n = 16 climbs above the prior
+# predictive within a few dozen steps.
+DIVERGING = {"lr": 0.01, "objective": "cd", "step_size": 0.5, "noise_std": 2.0, "batch_size": 4}
+
+
+def watched_pool(warmup: int) -> TrainerPool:
+    from iclebm.training.watchdog import WatchdogLimits
+
+    return TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.1, curve_every=0.01, curve_tasks=4,
+                                  curve_resolution=40, watchdog=WatchdogLimits(warmup_steps=warmup)))
+
+
+def test_the_watchdog_pauses_a_diverging_run_and_restores_healthy_weights() -> None:
+    pool = watched_pool(warmup=10)
+    try:
+        t = pool.create("scratch", DIVERGING)
+        assert started(t)
+        t.play()
+        snap = t.wait(lambda s: s.status != "running" and s.step > 0, 600)
+        assert snap.status == "diverged", (snap.status, snap.step, snap.message)
+        assert "ICL NLL at n = 16 was worse than the prior predictive" in snap.message
+        assert "restored" in snap.message and not t.active and not t.wants_run
+        # The weights and the step count went back to the last healthy check, after the warm-up
+        # (the checks that struck came later); the history ends there too.
+        restored = int(re.search(r"the weights of step (\d+)", snap.message).group(1))
+        assert snap.step == restored >= 10
+        assert all(row["step"] < restored for row in snap.history)
+        assert t.wait(lambda s: t.weights_step == restored).step == restored
+        assert all(c[0] <= restored for c in t.icl_curves()["curves"])
+        model = t.model()
+        assert model is not None and all(torch.isfinite(p).all() for p in model.parameters())
+        time.sleep(0.3)
+        assert t.poll().message == snap.message  # until the user acts
+    finally:
+        pool.shutdown()
+
+
+def test_a_normal_fast_preset_run_never_trips_the_watchdog() -> None:
+    """The fast preset from scratch (4 tasks a batch: noisier than the default 32, so stricter), 200
+    steps with an ICL check every few steps; a warm-up of 50 instead of 200 puts most checks to work."""
+    pool = watched_pool(warmup=50)
+    try:
+        t = pool.create("scratch", {"batch_size": 4})
+        assert started(t)
+        t.step(200)
+        snap = t.wait(lambda s: s.step >= 200 or s.status != "paused", 900)
+        assert snap.status == "paused" and snap.step == 200, (snap.status, snap.step, snap.message)
+        assert snap.message is None
+        judged = [step for step, _ in t.icl_curves()["curves"] if step >= 50]
+        assert len(judged) >= 3, judged
     finally:
         pool.shutdown()
