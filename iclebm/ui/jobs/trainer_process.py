@@ -21,6 +21,16 @@ trainers made a click take 2.5 s to redraw). Here each session's trainer is a ch
   exits by itself when its parent process is gone, so no orphans are left behind.
 - A child that dies (killed, out of memory, a bug) is reported in its session as
   "Training stopped: ..."; `reset()` starts a fresh process.
+- A running child pauses itself when no command came for `idle_pause` seconds. The page's live
+  refreshes (the Train page's view, the sidebar's status line) send `ping()`, so a run goes on
+  while any page of its session is open and pauses once none is.
+- The divergence watchdog (`iclebm.training.watchdog`) judges every step and every ICL curve; a
+  trip pauses the run as "diverged" with the cause and the weights of the last healthy check.
+- Every status report carries how many commands the child has applied, so the handle shows the
+  state its last command asked for (Pause: "paused" at once) until the child has caught up, and
+  knows that a pause it did not ask for came from the child (idle, watchdog). The child also
+  writes its state and step to a small shared array, so `TrainerPool.summary()` sees every
+  session's trainer without draining anyone's queue.
 """
 
 from __future__ import annotations
@@ -270,8 +280,9 @@ class _Child:
                 self.status = "paused"
         elif cmd == "step" and not self.running:
             self.pending += max(0, int(arg))
+            self.message = None  # the user acted: why it had stopped is old news
             if self.status in ("diverged", "error"):
-                self.status, self.message = "paused", None
+                self.status = "paused"
         elif cmd == "reset":
             if arg is not None:
                 self.spec = {**self.spec, "settings": arg}
@@ -656,6 +667,7 @@ class ProcessTrainer:
     def step(self, n: int = 1) -> None:
         self._step_target = (self._step_target or int(self._status.get("step", 0))) + max(0, int(n))
         self._send("step", int(n))
+        self._status["message"] = None
 
     def reset(self, settings: dict[str, Any] | None = None) -> None:
         """Start again from the initial weights (optionally with new settings, model size included).
