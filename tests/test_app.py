@@ -390,4 +390,5 @@ def test_the_training_status_shows_on_every_page(ckpt_dir: Path) -> None:
         _ok(at)
         line = " ".join(str(c.value) for c in at.sidebar.caption)
         assert "Live training: **paused** · step 1" in line, (path, line)
+        assert "steps/s" not in line, (path, line)  # a paused run has no rate
     at.session_state["trainer"].close()

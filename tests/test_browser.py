@@ -70,7 +70,7 @@ def page(browser, app_url: str):  # type: ignore[no-untyped-def]
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.goto(app_url)
-    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=90_000)
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=180_000)  # a cold server on a loaded machine
     pg.wait_for_function("() => document.querySelector('.iclebm-canvas').dataset.rendered !== undefined",
                          timeout=30_000)
     yield pg
@@ -420,7 +420,8 @@ def _start_training(pg, batch: int = 4) -> None:  # type: ignore[no-untyped-def]
     pg.locator(".st-key-tr_new button").first.click()
     pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
     pg.locator(".st-key-tr_play button").first.click()
-    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=180_000)
+    # the first step: the process starts (forkserver) and, niced below everything, takes one step
+    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=300_000)
 
 
 def _wait_train_step_above(pg, step: int) -> None:  # type: ignore[no-untyped-def]
