@@ -420,15 +420,16 @@ def _start_training(pg, batch: int = 4) -> None:  # type: ignore[no-untyped-def]
     pg.locator(".st-key-tr_new button").first.click()
     pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
     pg.locator(".st-key-tr_play button").first.click()
-    # the first step: the process starts (forkserver) and, niced below everything, takes one step
-    pg.wait_for_function("() => /step [1-9]\\d* · /.test(document.body.innerText)", timeout=300_000)
+    # the first step: the process starts (forkserver) and, niced below everything, takes one step;
+    # the Train page's own view shows it (the sidebar's line, earlier in the page, may come first)
+    _wait_train_step_above(pg, 0, timeout_ms=300_000)
 
 
-def _wait_train_step_above(pg, step: int) -> None:  # type: ignore[no-untyped-def]
+def _wait_train_step_above(pg, step: int, timeout_ms: int = 120_000) -> None:  # type: ignore[no-untyped-def]
     """Wait until the page's live view shows a step beyond `step` (as `_train_step` reads it)."""
     pg.wait_for_function(
         "s => { const all = [...document.body.innerText.matchAll(/step (\\d+) · [\\d.]+ steps\\/s/g)];"
-        " return all.length > 0 && +all[all.length - 1][1] > s; }", arg=step, timeout=120_000)
+        " return all.length > 0 && +all[all.length - 1][1] > s; }", arg=step, timeout=timeout_ms)
 
 
 def _rate(pages, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
