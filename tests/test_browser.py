@@ -449,7 +449,7 @@ def test_four_sessions_training_while_another_clicks(browser, app_url: str) -> N
         for _ in range(5):
             pg = browser.new_page(viewport={"width": 1400, "height": 1000})
             pg.goto(app_url)
-            pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=90_000)
+            pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=180_000)
             pages.append(pg)
         observer, trainers = pages[0], pages[1:]
         # batch 4 keeps steps quick in CI; ICLEBM_CLASSROOM_BATCH=32 measures the Train page's default

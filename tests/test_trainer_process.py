@@ -330,8 +330,10 @@ DIVERGING = {"lr": 0.01, "objective": "cd", "step_size": 0.5, "noise_std": 2.0, 
 def watched_pool(warmup: int) -> TrainerPool:
     from iclebm.training.watchdog import WatchdogLimits
 
+    # idle_pause: these tests poll but never ping (a slow machine must not idle-pause the run first)
     return TrainerPool(PoolConfig(max_trainers=1, nice=0, status_every=0.1, curve_every=0.01, curve_tasks=4,
-                                  curve_resolution=40, watchdog=WatchdogLimits(warmup_steps=warmup)))
+                                  curve_resolution=40, idle_pause=3600.0,
+                                  watchdog=WatchdogLimits(warmup_steps=warmup)))
 
 
 def test_the_watchdog_pauses_a_diverging_run_and_restores_healthy_weights() -> None:
@@ -344,13 +346,15 @@ def test_the_watchdog_pauses_a_diverging_run_and_restores_healthy_weights() -> N
         assert snap.status == "diverged", (snap.status, snap.step, snap.message)
         assert "ICL NLL at n = 16 was worse than the prior predictive" in snap.message
         assert "restored" in snap.message and not t.active and not t.wants_run
-        # The weights and the step count went back to the last healthy check, after the warm-up
-        # (the checks that struck came later); the history ends there too.
+        # The weights and the step count went back to the last healthy check (the last curve kept),
+        # before the three checks that struck; the history ends there too.
         restored = int(re.search(r"the weights of step (\d+)", snap.message).group(1))
-        assert snap.step == restored >= 10
+        struck = [int(v) for v in re.search(r"\(steps ([\d, ]+);", snap.message).group(1).split(", ")]
+        assert snap.step == restored and len(struck) == 3 and all(s > restored for s in struck), snap.message
+        assert min(struck) >= 10  # no strike during the warm-up
         assert all(row["step"] < restored for row in snap.history)
         assert t.wait(lambda s: t.weights_step == restored).step == restored
-        assert all(c[0] <= restored for c in t.icl_curves()["curves"])
+        assert t.icl_curves()["curves"][-1][0] == restored
         model = t.model()
         assert model is not None and all(torch.isfinite(p).all() for p in model.parameters())
         time.sleep(0.3)
