@@ -1,0 +1,153 @@
+"""Browser latency of the explorer, as a user feels it: page load, clicks, model switches.
+
+    python benchmarks/browser_bench.py            # 1280x800, default overlays, warm server
+    python benchmarks/browser_bench.py --reps 5   # fewer repeats
+
+Starts `streamlit run app.py` on a free port, drives Debian's Chromium (headless) with
+Playwright and prints, side by side, the medians it measured:
+
+- page load: a new tab on /density until the canvas has drawn (the first load, on a cold
+  server, is reported apart from the warm ones);
+- Density click: canvas click -> redrawn landscape (100x100 grid), timed in the page by the
+  canvas component itself (`window.__iclebmLatencies`);
+- Regression click: the same on the Regression page (linreg);
+- model switch: picking another model in the sidebar until the canvas has redrawn and the run
+  finished;
+- optional overlays, apart: a Density click with the Bayes-optimal overlay on.
+
+Run it with nothing else on the cores: it measures wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from iclebm.ui.app_server import app_server  # noqa: E402
+
+CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
+VIEWPORT = {"width": 1280, "height": 800}
+TARGETS_MS = {"page load (warm)": 3000, "Density click": 200, "Regression click": 400, "model switch": 1000}
+
+
+def wait_idle(pg) -> None:  # type: ignore[no-untyped-def]
+    pg.wait_for_timeout(50)
+    pg.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
+        timeout=120_000)
+
+
+def wait_canvas(pg) -> None:  # type: ignore[no-untyped-def]
+    pg.wait_for_function("() => document.querySelector('.iclebm-canvas')?.dataset.rendered !== undefined",
+                         timeout=120_000)
+
+
+def canvas_pixel(pg, x: float, y: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    pos = pg.evaluate(
+        """([x, y]) => { const gd = document.querySelector('.iclebm-canvas');
+            const r = gd.getBoundingClientRect(); const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+            return [r.left + xa._offset + xa.d2p(x), r.top + ya._offset + ya.d2p(y)]; }""", [x, y])
+    return float(pos[0]), float(pos[1])
+
+
+def click_latencies(pg, points: list[tuple[float, float]]) -> list[float]:  # type: ignore[no-untyped-def]
+    """Click each data point on an idle page; the canvas reports click -> redraw in ms."""
+    out = []
+    for x, y in points:
+        wait_idle(pg)
+        done = len(pg.evaluate("window.__iclebmLatencies || []"))
+        px, py = canvas_pixel(pg, x, y)
+        pg.mouse.click(px, py)
+        pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=60_000)
+        out.append(float(pg.evaluate("window.__iclebmLatencies")[-1]))
+    wait_idle(pg)
+    return out
+
+
+def page_load_ms(browser, url: str) -> float:  # type: ignore[no-untyped-def]
+    pg = browser.new_page(viewport=VIEWPORT)
+    t0 = time.perf_counter()
+    pg.goto(url)
+    wait_canvas(pg)
+    ms = (time.perf_counter() - t0) * 1000
+    pg.close()
+    return ms
+
+
+def switch_model_ms(pg, label: str) -> float:  # type: ignore[no-untyped-def]
+    """Pick `label` in the sidebar's density-model selector; until the canvas redrew and the run ended."""
+    wait_idle(pg)
+    rev = pg.evaluate("() => document.querySelector('.iclebm-canvas').dataset.rendered")
+    sig = pg.evaluate("() => document.querySelector('.iclebm-canvas')._fullData[0].z.length")
+    pg.locator(".st-key-model_choice [data-baseweb='select']").first.click()
+    option = pg.locator("li[role='option']").filter(has_text=label).first
+    option.wait_for(timeout=30_000)
+    t0 = time.perf_counter()
+    option.click()
+    pg.wait_for_function(
+        "([rev, sig]) => { const gd = document.querySelector('.iclebm-canvas');"
+        " return gd && (gd.dataset.rendered !== rev || gd._fullData[0].z.length !== sig); }",
+        arg=[rev, sig], timeout=120_000)
+    wait_idle(pg)
+    return (time.perf_counter() - t0) * 1000
+
+
+def med(values: list[float]) -> str:
+    return (f"{statistics.median(values):7.0f} ms  "
+            f"(n={len(values)}, min {min(values):.0f}, max {max(values):.0f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=9, help="clicks / loads / switches per measurement")
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    rows: dict[str, list[float]] = {}
+    rng = __import__("random").Random(0)
+    with app_server(ROOT) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        cold = page_load_ms(browser, f"{url}/density")
+        rows["page load (warm)"] = [page_load_ms(browser, f"{url}/density") for _ in range(args.reps)]
+
+        pg = browser.new_page(viewport=VIEWPORT)
+        pg.goto(f"{url}/density")
+        wait_canvas(pg)
+        pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
+        rows["Density click"] = click_latencies(pg, pts)[1:]  # the first includes Plotly's warm-up
+
+        labels = ["mog2d", "mog2d-wide"]
+        rows["model switch"] = [switch_model_ms(pg, labels[i % 2]) for i in range(args.reps)]
+
+        pg.locator(".st-key-show_bayes label").first.click()
+        wait_idle(pg)
+        pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(max(3, args.reps // 2))]
+        rows["Density click, Bayes overlay on (optional)"] = click_latencies(pg, pts)
+        pg.close()
+
+        pg = browser.new_page(viewport=VIEWPORT)
+        pg.goto(f"{url}/regression?model=linreg")
+        wait_canvas(pg)
+        pts = [(rng.uniform(-8, 8), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
+        rows["Regression click"] = click_latencies(pg, pts)[1:]
+        pg.close()
+        browser.close()
+
+    print(f"\nbrowser latency, {VIEWPORT['width']}x{VIEWPORT['height']}, {os.cpu_count()} cores "
+          f"(medians; first page load on a cold server: {cold:.0f} ms)")
+    for name, values in rows.items():
+        target = TARGETS_MS.get(name)
+        met = target is not None and statistics.median(values) <= target
+        verdict = "" if target is None else f"  target <= {target} ms: {'met' if met else 'NOT met'}"
+        print(f"  {name:44s} {med(values)}{verdict}")
+
+
+if __name__ == "__main__":
+    main()
