@@ -26,6 +26,7 @@ from iclebm.probes import landscape as L
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
+from iclebm.ui.card_view import card_markdown
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.live_settings import BOUNDS
 from iclebm.ui.jobs.trainer_process import LiveSnapshot, PoolConfig, ProcessTrainer, TrainerPool
@@ -317,9 +318,10 @@ def checkpoints_panel() -> None:
         try:
             card = read_card(path)
             cfg = card.get("model", {})
-            st.markdown(f"**{name}** — {cfg.get('n_layer', '?')} layers × d={cfg.get('d_model', '?')}, "
-                        f"max context {cfg.get('max_context', '?')}")
-            if card.get("evaluation"):
-                st.json(card["evaluation"], expanded=False)
+            with st.expander(f"**{name}** — {cfg.get('n_layer', '?')} layers × d={cfg.get('d_model', '?')}, "
+                             f"max context {cfg.get('max_context', '?')}"):
+                st.markdown(card_markdown(card))
+                with st.expander("Raw card (JSON)"):
+                    st.json(card, expanded=1)
         except (CheckpointError, OSError) as e:
             st.markdown(f"**{name}** — unreadable card: {e}")
