@@ -124,8 +124,21 @@ def test_data_editor_rejects_bad_rows(ckpt_dir: Path) -> None:
     _ok(at)
     assert _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
     warnings = " ".join(str(w.value) for w in at.warning)
-    assert "Row 1 rejected" in warnings and warnings.count("New row") == 2
-    assert list(at.data_editor[0].value["x"]) == [1.0, 2.0, 3.0]  # the table shows the valid context
+    assert "Row 1 rejected: x = 'not a number' is not a number; kept (1.000, 1.000)" in warnings
+    assert warnings.count("New row") == 2
+    # The table shows the truth: the valid context, then the NaN row's valid y still waiting for an x.
+    assert list(at.data_editor[0].value["x"].fillna("-")) == ["1.000", "2.000", "3.000", "-"]
+    assert list(at.data_editor[0].value["y"]) == ["1.000", "2.000", "-3.000", "1.000"]
+    at.run()  # the refusals were said once; a rerun does not repeat them
+    _ok(at)
+    assert not at.warning and _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
+    # Letters typed into a cell of a point: refused, the point stays (it used to become 0).
+    at.session_state[at.data_editor[0].key] = {"edited_rows": {1: {"y": "abc"}}, "added_rows": [],
+                                               "deleted_rows": []}
+    at.run()
+    _ok(at)
+    assert _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
+    assert "Row 2 rejected: y = 'abc' is not a number" in " ".join(str(w.value) for w in at.warning)
 
 
 def test_mixture_probe_and_feeding(ckpt_dir: Path) -> None:
@@ -164,6 +177,16 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
     _ok(at)
     assert at.session_state["lv_result"]["traj"].positions.shape[1] == 20
     assert "within 3σ" in " ".join(str(m.value) for m in at.markdown)
+    # By default the sampler samples p itself: T = 1, noise = sqrt(2 * the card's step size).
+    card_step = at.number_input(key="lv_step").value
+    assert at.number_input(key="lv_temp").value == 1.0
+    assert at.session_state["lv_result"]["noise_std"] == pytest.approx((2 * card_step) ** 0.5)
+    assert any("samples p(x) itself" in c.value for c in at.caption)
+    # One click away: the card's calibrated sampler (step 0.1, noise 0.2 = T 0.2, the sharpened p^5).
+    at.button(key="lv_card_preset").click().run()
+    _ok(at)
+    assert at.number_input(key="lv_temp").value == pytest.approx(0.2)
+    assert any("p^5, sharpened" in c.value for c in at.caption)
     at.button(key="icl_run").click().run()
     _ok(at)
     curve = at.session_state["icl_result"]["curve"]
