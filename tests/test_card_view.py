@@ -32,14 +32,15 @@ def test_every_shipped_card_reads_as_a_summary(path: Path):
     assert f"Training: {training['steps']} steps in " in text and f"`{training['command']}`" in text
     e = card["evaluation"]
     table = evaluation_table(e)
-    assert table in text and table.count("\n") == len(e["ns"]) + 1  # header, rule, one row per n
+    assert table in text and table.count("\n|") == len(e["ns"]) + 1  # header, rule, one row per n
+    assert f"The oracle (the true task's own density) scores {e['nll']['oracle'][0]:.2f} at every n." in table
     model_nll = e["nll"]["model"]
     if "bayes" in e["nll"]:
-        assert "| n | model | Bayes-optimal | gap | oracle |" in table
+        assert "| n | model | Bayes | gap |" in table
         n, gap = e["ns"][-1], model_nll[-1] - e["nll"]["bayes"][-1]
         assert f"| {n} | {model_nll[-1]:.2f} | {e['nll']['bayes'][-1]:.2f} | {gap:+.2f} |" in table
     else:
-        assert "| n | model | oracle |" in table and "No Bayes-optimal column: " in text
+        assert "| n | model |\n" in table and "No Bayes-optimal column: " in text
     if "mse" in e:
         assert "MSE of the predicted y" in text
 
@@ -59,10 +60,11 @@ def test_prior_words_by_family():
 def test_evaluation_table_gap_and_missing_values():
     table = evaluation_table({"ns": [0, 4], "nll": {"model": [5.0, 3.5], "bayes": [4.9, None],
                                                     "oracle": [2.0, 2.0]}})
-    assert table.splitlines() == ["| n | model | Bayes-optimal | gap | oracle |",
-                                  "|---:|---:|---:|---:|---:|",
-                                  "| 0 | 5.00 | 4.90 | +0.10 | 2.00 |",
-                                  "| 4 | 3.50 | — | — | 2.00 |"]
+    assert table.splitlines() == ["| n | model | Bayes | gap |", "|---:|---:|---:|---:|",
+                                  "| 0 | 5.00 | 4.90 | +0.10 |", "| 4 | 3.50 | — | — |", "",
+                                  "The oracle (the true task's own density) scores 2.00 at every n."]
+    varying = evaluation_table({"ns": [0, 4], "nll": {"model": [5.0, 3.5], "oracle": [2.0, 1.5]}})
+    assert varying.splitlines()[0] == "| n | model | oracle |" and "| 4 | 3.50 | 1.50 |" in varying
     assert evaluation_table({}) == "" and evaluation_table({"ns": [0], "nll": {"kde": [1.0]}}) == ""
 
 

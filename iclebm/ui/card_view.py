@@ -108,24 +108,40 @@ def _cell(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}"
 
 
+def _constant(seq: Any) -> float | None:
+    """The value of a per-n row that does not change with n (the oracle's), else None."""
+    if not isinstance(seq, (list, tuple)) or not seq:
+        return None
+    vals = [float(v) for v in seq if isinstance(v, (int, float)) and math.isfinite(v)]
+    return vals[0] if len(vals) == len(seq) and max(vals) - min(vals) < 1e-9 else None
+
+
 def evaluation_table(evaluation: Mapping[str, Any] | None, metric: str = "nll") -> str:
-    """The evaluation as a markdown table over n: model, Bayes-optimal, the gap model − Bayes, oracle.
-    Without a Bayes column the table says so instead of a gap."""
+    """The evaluation as a markdown table over n: model, Bayes-optimal and the gap model − Bayes,
+    narrow enough for the sidebar. The oracle (the true density) does not depend on n, so it is said
+    once under the table (a column only when it does vary). Without Bayes there is no gap column."""
     e = evaluation or {}
     values = e.get(metric) or {}
     ns = e.get("ns") or []
     if not ns or "model" not in values:
         return ""
     has_bayes = "bayes" in values
-    head = ["n", "model", "Bayes-optimal", "gap", "oracle"] if has_bayes else ["n", "model", "oracle"]
+    oracle = _constant(values.get("oracle"))
+    oracle_column = "oracle" in values and oracle is None
+    head = ["n", "model"] + (["Bayes", "gap"] if has_bayes else []) + (["oracle"] if oracle_column else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     for i, n in enumerate(ns):
-        model, bayes, oracle = (_row(values, k, i) for k in ("model", "bayes", "oracle"))
+        model = _row(values, "model", i)
         cells = [str(n), _cell(model)]
         if has_bayes:
+            bayes = _row(values, "bayes", i)
             gap = None if model is None or bayes is None else model - bayes
             cells += [_cell(bayes), "—" if gap is None else f"{gap:+.2f}"]
-        lines.append("| " + " | ".join(cells + [_cell(oracle)]) + " |")
+        if oracle_column:
+            cells.append(_cell(_row(values, "oracle", i)))
+        lines.append("| " + " | ".join(cells) + " |")
+    if oracle is not None:
+        lines.append(f"\nThe oracle (the true task's own density) scores {oracle:.2f} at every n.")
     return "\n".join(lines)
 
 
