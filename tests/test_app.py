@@ -81,6 +81,10 @@ def test_app_starts_on_the_shipped_checkpoint(ckpt_dir: Path) -> None:
     assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
     assert "0 context points" in _captions(at)
     assert len(at.data_editor) == 1
+    # The sidebar's model card is a readable summary, the raw JSON one click away.
+    card = " ".join(str(m.value) for m in at.sidebar.markdown)
+    assert "**Prior**: Gaussian mixtures" in card and "| n | model |" in card
+    assert len(at.sidebar.json) == 1
 
 
 def test_context_panel_and_view_controls(ckpt_dir: Path) -> None:
@@ -326,6 +330,8 @@ def test_every_page_runs_and_the_app_opens_on_density(ckpt_dir: Path) -> None:
     _open(at, "train").run()
     assert any("Live training" in str(h.value) for h in at.subheader)
     assert any("Checkpoints in checkpoints/" in str(h.value) for h in at.subheader)
+    main = " ".join(str(m.value) for m in at.main.markdown)  # the checkpoint list: summaries, not JSON
+    assert "**Prior**: Gaussian mixtures" in main and "**Architecture**" in main and at.main.json
 
 
 def test_view_settings_survive_a_visit_to_another_page(ckpt_dir: Path) -> None:

@@ -129,8 +129,10 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
                 "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model, "objective": objective}
     trainer: ProcessTrainer | None = ss.get("trainer")
     with c[5]:
-        label = "New run" if trainer is None else "Reset (apply settings)"
-        if st.button(label, key="tr_new", width="stretch"):
+        # One short word: at 1280 px with the sidebar open this column is ~130 px wide.
+        label = "New run" if trainer is None else "↺ Reset"
+        if st.button(label, key="tr_new", width="stretch",
+                     help="Start a new run with the settings on the left (the current run is discarded)"):
             if trainer is not None:
                 trainer.close()
             if not scratch and model is None:
