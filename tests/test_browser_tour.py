@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 # (text-overflow: ellipsis, or one line with overflow hidden) and its text is wider than its box; or
 # an ancestor that clips or scrolls (a column, a segmented control's row) cuts it off at a side.
 # Plotly's SVG text, the data editor's canvas cells, JSON trees and code blocks (which scroll on purpose)
-# and anything hidden (a closed expander) are skipped.
+# and anything hidden (a closed expander) are skipped. Inputs (a selectbox's choice) are checked too.
 TRUNCATED_JS = """() => {
   const roots = document.querySelectorAll(
     '[data-testid="stMain"], [data-testid="stSidebar"], [role="listbox"]');
@@ -60,6 +60,13 @@ TRUNCATED_JS = """() => {
         break;
       }
     }
+  }
+  // A selectbox shows its choice in an <input>: its text is a value, not a text node.
+  for (const root of roots) for (const el of root.querySelectorAll('input')) {
+    if (!el.value || el.type === 'file' || el.closest('[data-testid="stDataFrame"]')) continue;
+    if (!el.checkVisibility({opacityProperty: true, visibilityProperty: true})) continue;
+    if (el.scrollWidth > el.clientWidth + 1)
+      out.push(`${el.value.slice(0, 60)} (${el.scrollWidth} > ${el.clientWidth} px, a widget's value)`);
   }
   return [...new Set(out)];
 }"""

@@ -338,9 +338,10 @@ def feed_ticker() -> None:
 
 def probe_panel(max_context: int) -> None:
     st.markdown("**Probe shapes** (never seen in training)")
-    c1, c2, c3 = st.columns([1.6, 1, 1])
-    c1.selectbox("shape", sorted(PROBE_FAMILIES), key="probe_family", persist_state=KEEP,
+    # The shape's name on a row of its own: in a third of the side column "concentric rings" was cut.
+    st.selectbox("shape", sorted(PROBE_FAMILIES), key="probe_family", persist_state=KEEP,
                  label_visibility="collapsed")
+    c2, c3 = st.columns(2)
     c2.number_input("points", 1, max_context, min(48, max_context), key="probe_n", persist_state=KEEP,
                     label_visibility="collapsed")
     c3.button("Load", width="stretch", key="probe_load", on_click=on_load_probe)

@@ -271,7 +271,10 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
                "context in view. Right: a copy of the same model fine-tuned on D for k Adam steps while it "
                "reads only a short context (by default none). The chart follows their distance as k grows.")
     lo, hi = C.BOUNDS["steps"]
-    c = st.columns([1.3, 1.2, 1.2, 1.2, 1, 1], vertical_alignment="bottom")
+    # Two rows: the objective's name ("exact likelihood (normalised NLL)") needs ~250 px, which a
+    # sixth of the ~820 px main column at 1280 px with the sidebar open does not give it.
+    c = st.columns([2.2, 1.4, 1.4], vertical_alignment="bottom")
+    c += st.columns([1.4, 1, 1, 1.6], vertical_alignment="bottom")
     c[0].selectbox("objective", list(OBJECTIVES), key="in_obj", format_func=objective_label,
                    persist_state=KEEP)
     c[1].slider("steps k", int(lo), int(hi), step=1, key="in_k", persist_state=KEEP)
