@@ -129,7 +129,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "draw_noise",
         "langevin",
         "langevin_cached",
+        "langevin_energy",
         "langevin_y",
+        "noise_for_temperature",
+        "temperature_of",
         "uniform_init",
     ),
     "iclebm.dynamics.thinking": (

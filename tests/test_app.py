@@ -81,6 +81,10 @@ def test_app_starts_on_the_shipped_checkpoint(ckpt_dir: Path) -> None:
     assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
     assert "0 context points" in _captions(at)
     assert len(at.data_editor) == 1
+    # The sidebar's model card is a readable summary, the raw JSON one click away.
+    card = " ".join(str(m.value) for m in at.sidebar.markdown)
+    assert "**Prior**: Gaussian mixtures" in card and "| n | model |" in card
+    assert len(at.sidebar.json) == 1
 
 
 def test_context_panel_and_view_controls(ckpt_dir: Path) -> None:
@@ -124,8 +128,21 @@ def test_data_editor_rejects_bad_rows(ckpt_dir: Path) -> None:
     _ok(at)
     assert _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
     warnings = " ".join(str(w.value) for w in at.warning)
-    assert "Row 1 rejected" in warnings and warnings.count("New row") == 2
-    assert list(at.data_editor[0].value["x"]) == [1.0, 2.0, 3.0]  # the table shows the valid context
+    assert "Row 1 rejected: x = 'not a number' is not a number; kept (1.000, 1.000)" in warnings
+    assert warnings.count("New row") == 2
+    # The table shows the truth: the valid context, then the NaN row's valid y still waiting for an x.
+    assert list(at.data_editor[0].value["x"].fillna("-")) == ["1.000", "2.000", "3.000", "-"]
+    assert list(at.data_editor[0].value["y"]) == ["1.000", "2.000", "-3.000", "1.000"]
+    at.run()  # the refusals were said once; a rerun does not repeat them
+    _ok(at)
+    assert not at.warning and _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
+    # Letters typed into a cell of a point: refused, the point stays (it used to become 0).
+    at.session_state[at.data_editor[0].key] = {"edited_rows": {1: {"y": "abc"}}, "added_rows": [],
+                                               "deleted_rows": []}
+    at.run()
+    _ok(at)
+    assert _points(at) == [(1.0, 1.0), (2.0, 2.0), (3.0, -3.0)]
+    assert "Row 2 rejected: y = 'abc' is not a number" in " ".join(str(w.value) for w in at.warning)
 
 
 def test_mixture_probe_and_feeding(ckpt_dir: Path) -> None:
@@ -164,6 +181,16 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
     _ok(at)
     assert at.session_state["lv_result"]["traj"].positions.shape[1] == 20
     assert "within 3σ" in " ".join(str(m.value) for m in at.markdown)
+    # By default the sampler samples p itself: T = 1, noise = sqrt(2 * the card's step size).
+    card_step = at.number_input(key="lv_step").value
+    assert at.number_input(key="lv_temp").value == 1.0
+    assert at.session_state["lv_result"]["noise_std"] == pytest.approx((2 * card_step) ** 0.5)
+    assert any("samples p(x) itself" in c.value for c in at.caption)
+    # One click away: the card's calibrated sampler (step 0.1, noise 0.2 = T 0.2, the sharpened p^5).
+    at.button(key="lv_card_preset").click().run()
+    _ok(at)
+    assert at.number_input(key="lv_temp").value == pytest.approx(0.2)
+    assert any("p^5, sharpened" in c.value for c in at.caption)
     at.button(key="icl_run").click().run()
     _ok(at)
     curve = at.session_state["icl_result"]["curve"]
@@ -303,6 +330,8 @@ def test_every_page_runs_and_the_app_opens_on_density(ckpt_dir: Path) -> None:
     _open(at, "train").run()
     assert any("Live training" in str(h.value) for h in at.subheader)
     assert any("Checkpoints in checkpoints/" in str(h.value) for h in at.subheader)
+    main = " ".join(str(m.value) for m in at.main.markdown)  # the checkpoint list: summaries, not JSON
+    assert "**Prior**: Gaussian mixtures" in main and "**Architecture**" in main and at.main.json
 
 
 def test_view_settings_survive_a_visit_to_another_page(ckpt_dir: Path) -> None:

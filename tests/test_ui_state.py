@@ -102,6 +102,7 @@ def test_editor_rejects_bad_rows_and_keeps_the_valid_context() -> None:
     assert "Row 1 rejected" in text and "Row 2 rejected" in text
     assert text.count("New row") == 3
     assert res.changed
+    assert res.pending == [(None, 1.0)]  # the NaN refused, the valid y kept for the user to finish
 
 
 def test_editor_partial_new_row_is_pending_not_an_error() -> None:
@@ -109,6 +110,38 @@ def test_editor_partial_new_row_is_pending_not_an_error() -> None:
     assert res.pending and not res.changed and not res.messages and res.points == [(0.0, 0.0)]
     res = S.apply_editor_changes([(0.0, 0.0)], {"added_rows": [{}]}, BOX, 64)
     assert res.pending
+
+
+def test_editor_letters_are_refused_not_zero() -> None:
+    """Text typed into a cell arrives as typed: letters keep the old value with a message."""
+    pts = [(1.5, -2.0), (3.0, 3.0)]
+    res = S.apply_editor_changes(pts, {"edited_rows": {0: {"x": "abc"}, 1: {"y": ""}}}, BOX, 64)
+    assert res.points == pts and not res.changed
+    assert "Row 1 rejected: x = 'abc' is not a number; kept (1.500, -2.000)." in res.messages
+    assert any(m.startswith("Row 2 rejected: y is empty") for m in res.messages)
+    res = S.apply_editor_changes(pts, {"edited_rows": {0: {"x": " 0 "}}}, BOX, 64)  # a real 0 is taken
+    assert res.points == [(0.0, -2.0), (3.0, 3.0)] and res.changed and not res.messages
+
+
+def test_editor_keeps_every_half_filled_row_pending() -> None:
+    """A complete row joins the context; the second, half-filled one stays in the table (it used to
+    vanish without a word when the table was redrawn)."""
+    pts = [(0.0, 0.0)]
+    added = [{"x": "1", "y": "2"}, {"x": "4"}, {"y": "-1"}]
+    res = S.apply_editor_changes(pts, {"added_rows": added}, BOX, 64)
+    assert res.points == [(0.0, 0.0), (1.0, 2.0)] and res.changed and not res.messages
+    assert res.pending == [(4.0, None), (None, -1.0)]
+    # The table shows points then pending rows: row 4 (index 3) is the second pending row.
+    res = S.apply_editor_changes(res.points, {"edited_rows": {3: {"x": "5"}}}, BOX, 64, res.pending)
+    assert res.points == [(0.0, 0.0), (1.0, 2.0), (5.0, -1.0)] and res.pending == [(4.0, None)]
+    # A bad value in a pending row is refused and the row keeps what it had; deleting it removes it.
+    res2 = S.apply_editor_changes(res.points, {"edited_rows": {3: {"y": "zz"}}}, BOX, 64, res.pending)
+    assert res2.points == res.points and res2.pending == [(4.0, None)]
+    assert res2.messages == ["Row 4: y = 'zz' is not a number; not taken."]
+    res3 = S.apply_editor_changes(res.points, {"edited_rows": {3: {"y": "99"}}}, BOX, 64, res.pending)
+    assert res3.pending == [(4.0, None)] and "outside the box" in res3.messages[0]
+    res4 = S.apply_editor_changes(res.points, {"deleted_rows": [3]}, BOX, 64, res.pending)
+    assert res4.points == res.points and res4.pending == [] and not res4.messages
 
 
 def test_editor_caps_the_context() -> None:

@@ -1,5 +1,9 @@
 """Langevin dynamics on E(x | context):  x <- x - step_size * clip(grad_x E) + noise_std * eps.
 
+With noise_std = sqrt(2 * step_size * T) the chains sample exp(-E / T) (up to the discretisation
+bias of order step_size): T = 1 is p(x) itself, T < 1 a sharpened p^(1/T) that crowds the modes.
+`noise_for_temperature` and `temperature_of` convert between the two ways of saying it.
+
 The context is encoded once (its keys/values are constant while chains move), and
 each step runs only the query tokens forward and backward. Gradients are taken with
 respect to the particles alone, so sampling never touches parameter gradients.
@@ -7,6 +11,8 @@ respect to the particles alone, so sampling never touches parameter gradients.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,6 +41,26 @@ class SamplerConfig:
             noise_std=float(d.get("noise_std", 0.316)),
             grad_clip=None if d.get("grad_clip", 20.0) is None else float(d.get("grad_clip", 20.0)),
         )
+
+
+def noise_for_temperature(step_size: float, temperature: float = 1.0) -> float:
+    """The noise std that makes x <- x - step * grad E + noise * eps sample exp(-E / T):
+    sqrt(2 * step * T); T = 1 samples p(x) itself."""
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a positive number, got {step_size}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number, got {temperature}")
+    return math.sqrt(2.0 * step_size * temperature)
+
+
+def temperature_of(step_size: float, noise_std: float) -> float:
+    """The temperature T a (step size, noise std) pair samples, exp(-E / T): noise^2 / (2 step).
+    A card's sampler of step 0.1 and noise 0.2 is T = 0.2, i.e. the sharpened density p^5."""
+    if not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a positive number, got {step_size}")
+    if not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ValueError(f"noise_std must be a non-negative number, got {noise_std}")
+    return noise_std**2 / (2.0 * step_size)
 
 
 def clip_norm(g: torch.Tensor, max_norm: float | None) -> torch.Tensor:
@@ -88,15 +114,33 @@ def langevin_cached(
     Group p samples E(. | context[:, :lengths[p]]); `box` clamps particles after each step.
     With return_trajectory the result is (T+1, B, P, C, 2), starting with init.
     """
-    _check_sampler_args(steps, step_size, noise_std, grad_clip)
     cache = cache.detach()
-    x = init.detach().to(device=model.device, dtype=model.dtype).clone()
+    x = init.detach().to(device=model.device, dtype=model.dtype)
+    return langevin_energy(lambda q: model.energy_cached(q, cache, lengths), x, steps, step_size, noise_std,
+                           grad_clip, box=box, generator=generator, return_trajectory=return_trajectory)
+
+
+def langevin_energy(
+    energy: Callable[[torch.Tensor], torch.Tensor],
+    init: torch.Tensor,
+    steps: int,
+    step_size: float,
+    noise_std: float,
+    grad_clip: float | None = None,
+    box: tuple[float, float] | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    return_trajectory: bool = False,
+) -> torch.Tensor:
+    """Langevin chains on any differentiable energy: `energy(x)` maps particles (..., 2) to
+    energies whose sum is differentiated. The model samplers above call it; so do tests on a known
+    energy. With return_trajectory the result is (T+1, *init.shape), starting with init."""
+    _check_sampler_args(steps, step_size, noise_std, grad_clip)
+    x = init.detach().clone()
     traj = [x] if return_trajectory else None
     with torch.enable_grad():
         for _ in range(int(steps)):
             x.requires_grad_(True)
-            energy = model.energy_cached(x, cache, lengths)
-            (grad,) = torch.autograd.grad(energy.sum(), x)
+            (grad,) = torch.autograd.grad(energy(x).sum(), x)
             with torch.no_grad():
                 noise = draw_noise(x, generator)
                 x = x - step_size * clip_norm(grad, grad_clip) + noise_std * noise
@@ -104,8 +148,8 @@ def langevin_cached(
                     x = x.clamp(box[0], box[1])
             if traj is not None:
                 traj.append(x)
-    x = x.detach()
-    return torch.stack(traj) if traj is not None else x
+    # The first frame is the tensor that requires_grad_ marked in place: detach the stack.
+    return torch.stack(traj).detach() if traj is not None else x.detach()
 
 
 def langevin(

@@ -7,18 +7,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import streamlit as st
-from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from iclebm.errors import IclebmError
 
 
 @contextmanager
 def guarded(what: str) -> Iterator[None]:
-    """Turn any failure inside a panel into an st.error message (reruns/stops pass through)."""
+    """Turn any failure inside a panel into an st.error message.
+
+    st.rerun() and st.stop() pass through untouched: Streamlit raises them as BaseException
+    subclasses, which `except Exception` does not catch (so no private Streamlit module is needed)."""
     try:
         yield
-    except ScriptControlException:
-        raise
     except IclebmError as e:
         st.error(f"{what}: {e}")
     except Exception as e:  # noqa: BLE001 - the user must never see a traceback
@@ -30,8 +30,6 @@ def last_resort(fn: Callable[[], None]) -> None:
     """Run `fn`; anything it lets through becomes one error message, never a traceback."""
     try:
         fn()
-    except ScriptControlException:
-        raise
     except Exception as e:  # noqa: BLE001 - last line of defence: never a traceback on the page
         st.error(f"Something went wrong: {type(e).__name__}: {e}")
         print(traceback.format_exc())

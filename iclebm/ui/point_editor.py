@@ -91,6 +91,7 @@ class PointEditor:
     def on_clear(self) -> None:
         ss = st.session_state
         ss[self.queue], ss[self.feeding], ss[self.source] = [], False, None
+        ss[self.pending_key()] = []
         self.set_points([])
 
     # ---- the points table ---------------------------------------------------------------
@@ -99,22 +100,30 @@ class PointEditor:
         # The version in the key gives a fresh editor whenever the context changes elsewhere.
         return f"{self.table}-{st.session_state[self.version]}"
 
+    def pending_key(self) -> str:
+        """Session key of the table's half-filled new rows (kept across redraws of the table)."""
+        return f"{self.table}_pending"
+
     def apply_table_edits(self) -> None:
         """Apply the points table's pending edits before anything is drawn.
 
         Done in the script body rather than an on_change callback so that edits seeded
         through session state (AppTest) take the same path as edits from the browser.
+        Every edit redraws the table from the result (a fresh editor key), so a refused value
+        never stays on screen and its message shows once, not on every rerun.
         """
         ss = st.session_state
         changes = ss.get(self.table_key())
         if not isinstance(changes, dict) or not any(changes.get(k) for k in EDIT_KINDS):
             return
-        result = S.apply_editor_changes(ss[self.points], changes, ss[self.box], ss[self.cap])
+        result = S.apply_editor_changes(ss[self.points], changes, ss[self.box], ss[self.cap],
+                                        ss.get(self.pending_key(), []))
         for m in result.messages:
             flash("warning", m)
+        ss[self.pending_key()] = result.pending
         if result.changed:
             self.set_points(result.points)
-        elif not result.pending:
+        else:
             ss[self.version] += 1  # redraw the table from the (unchanged) valid context
 
     def context_panel(self, box: tuple[float, float], caption: str) -> None:
@@ -125,20 +134,22 @@ class PointEditor:
                   key=self.undo)
         c2.button("✕ Clear", on_click=self.on_clear, width="stretch", key=self.clear,
                   disabled=not ss[self.points] and not ss[self.queue])
-        pts = ss[self.points]
-        df = pd.DataFrame({"#": pd.Series(range(1, len(pts) + 1), dtype="Int64"),
-                           "x": pd.Series([p[0] for p in pts], dtype=float),
-                           "y": pd.Series([p[1] for p in pts], dtype=float)})
+        pending = ss.get(self.pending_key(), [])
         lo, hi = box
+        # Text columns: the typed text reaches apply_editor_changes as typed, so letters are refused
+        # with a message (a number column turns them into 0 in the browser and the point moves).
         st.data_editor(
-            df, key=self.table_key(), num_rows="dynamic", height=230, width="stretch", hide_index=True,
-            disabled=["#"],
+            points_frame(ss[self.points], pending), key=self.table_key(), num_rows="dynamic", height=230,
+            width="stretch", hide_index=True, disabled=["#"],
             column_config={
                 "#": st.column_config.NumberColumn("#", width="small", help="order in the context"),
-                "x": st.column_config.NumberColumn("x", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
-                "y": st.column_config.NumberColumn("y", format="%.3f", help=f"in [{lo:g}, {hi:g}]"),
+                "x": st.column_config.TextColumn("x", help=f"a number in [{lo:g}, {hi:g}]"),
+                "y": st.column_config.TextColumn("y", help=f"a number in [{lo:g}, {hi:g}]"),
             },
         )
+        if pending:
+            st.caption(f"{len(pending)} new row(s) without # wait for a value; they join the context "
+                       "once both x and y are in.")
         st.caption(caption)
 
     # ---- feeding a drawn task's points ---------------------------------------------------
@@ -189,3 +200,18 @@ class PointEditor:
             ticker()
         elif ss[self.feeding]:
             ss[self.feeding] = False
+
+
+def _text(v: float | None) -> str | None:
+    return None if v is None else f"{v:.3f}"
+
+
+def points_frame(points: list, pending: list) -> pd.DataFrame:
+    """The points table: the context (numbered) and then the half-filled new rows (no number),
+    values as text to 3 decimals (edits keep the full precision of the cells not edited)."""
+    rows = [(p[0], p[1]) for p in points] + [tuple(r) for r in pending]
+    return pd.DataFrame({
+        "#": pd.Series(list(range(1, len(points) + 1)) + [None] * len(pending), dtype="Int64"),
+        "x": pd.Series([_text(r[0]) for r in rows], dtype=object),
+        "y": pd.Series([_text(r[1]) for r in rows], dtype=object),
+    })

@@ -18,6 +18,7 @@ from iclebm.errors import CheckpointError
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.ui import share
+from iclebm.ui.card_view import card_markdown
 from iclebm.ui.guard import flash, guarded
 from iclebm.ui.models import (
     CHOICE_KEY,
@@ -165,20 +166,11 @@ def model_kind(model: EnergyTransformer | MixtureDensityTransformer) -> str:
 
 
 def card_summary(card: dict, model: EnergyTransformer | MixtureDensityTransformer) -> None:
-    cfg = model.config
-    st.markdown(f"**{card.get('name', '?')}** · {cfg.n_layer} layers · d={cfg.d_model} · {cfg.n_head} heads"
-                f" · max context {cfg.max_context} · {model_kind(model)}")
-    st.caption(integrity_note(card))
-    training = card.get("training") or {}
-    if training:
-        st.caption("Training")
-        st.json(training, expanded=False)
-    if card.get("evaluation"):
-        st.caption("Evaluation")
-        st.json(card["evaluation"], expanded=False)
-    st.caption("Task prior / sampler")
-    st.json({"task": card.get("task"), "box": card.get("box"), "sampler": card.get("sampler")},
-            expanded=False)
+    """The card as a readable summary, with the raw JSON one click away."""
+    st.markdown(card_markdown(card))
+    st.caption(f"Loaded: {model_kind(model)} · {integrity_note(card)}")
+    with st.expander("Raw card (JSON)", expanded=False):
+        st.json(card, expanded=1)
 
 
 def upload_box() -> None:

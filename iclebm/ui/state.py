@@ -120,71 +120,124 @@ def click_to_point(payload: Any, box: Box) -> tuple[Point | None, str | None]:
 # ---- the points table ---------------------------------------------------------------------
 
 
+PendingRow = tuple[float | None, float | None]  # a new table row still missing a value
+
+
 @dataclass
 class EditResult:
     points: list[Point]
     messages: list[str] = field(default_factory=list)
-    changed: bool = False
-    pending: bool = False  # a new row is only partly filled in: keep the editor as it is
+    changed: bool = False  # the context points changed
+    # New rows only partly filled in: the table keeps showing them (below the points) until both
+    # values are in, so a half-typed row is never lost when the table is redrawn.
+    pending: list[PendingRow] = field(default_factory=list)
+
+
+def _cell(value: Any) -> tuple[float | None, bool]:
+    """A table cell as (number or None when empty, whether it is bad: text that is not a finite number)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, False
+    number = parse_number(value)
+    return number, number is None
+
+
+def _edit_point(i: int, old: Point, row: Mapping[str, Any], box: Box) -> tuple[Point, str | None]:
+    """An edit of context point i: the new point, or the old one and why the edit was refused."""
+    new = list(old)
+    for axis, name in enumerate("xy"):
+        if name not in row:
+            continue
+        number, _ = _cell(row[name])
+        if number is None:
+            what = "is empty" if _cell(row[name]) == (None, False) else f"= {row[name]!r} is not a number"
+            return old, f"Row {i + 1} rejected: {name} {what}; kept ({old[0]:.3f}, {old[1]:.3f})."
+        new[axis] = number
+    problem = point_problem(new[0], new[1], box)
+    if problem is not None:
+        return old, f"Row {i + 1} rejected: {problem}; kept ({old[0]:.3f}, {old[1]:.3f})."
+    return (new[0], new[1]), None
+
+
+def _edit_new_row(label: str, old: PendingRow, row: Mapping[str, Any], box: Box
+                  ) -> tuple[Point | None, PendingRow | None, list[str]]:
+    """A new row (typed in, or an earlier pending row edited): (a complete point, or the row still
+    pending, or neither when it was refused outright) and messages. A bad cell keeps its old value."""
+    cells = list(old)
+    msgs: list[str] = []
+    for axis, name in enumerate("xy"):
+        if name not in row:
+            continue
+        number, bad = _cell(row[name])
+        if bad:
+            msgs.append(f"{label}: {name} = {row[name]!r} is not a number; not taken.")
+        else:
+            cells[axis] = number
+    x, y = cells
+    if x is not None and y is not None:
+        problem = point_problem(x, y, box)
+        if problem is None:
+            return (x, y), None, msgs
+        msgs.append(f"{label} rejected: {problem}.")
+        x, y = old
+    if msgs and x is None and y is None:
+        return None, None, msgs  # refused and nothing valid left to keep
+    return None, (x, y), msgs
 
 
 def apply_editor_changes(
-    points: Sequence[Point], changes: Mapping[str, Any] | None, box: Box, max_context: int
+    points: Sequence[Point], changes: Mapping[str, Any] | None, box: Box, max_context: int,
+    pending: Sequence[PendingRow] = (),
 ) -> EditResult:
-    """Apply an `st.data_editor` edit state {edited_rows, added_rows, deleted_rows}.
+    """Apply an `st.data_editor` edit state {edited_rows, added_rows, deleted_rows} to a table that
+    shows the context points (rows 0..n-1) followed by the `pending` half-filled new rows.
 
-    A bad edit of an existing row (not a number, NaN/inf, outside the box) is rejected
-    and that row keeps its old value; a bad new row is dropped; rows with an empty
-    cell are treated as still being typed (`pending`) unless they are entirely bad.
+    Cells arrive as typed (the table's columns are text, so letters are not turned into 0 on the
+    way). A bad edit of a point (not a number, empty, NaN/inf, outside the box) is refused and the
+    point keeps its old value; a bad cell of a new row is refused and the rest of the row kept. A new
+    row with one value is kept pending (every one of them, not only the first); a complete valid one
+    joins the context. Every refusal is one message; the caller redraws the table from the result.
     """
     pts = [tuple(p) for p in points]
+    rows: list[PendingRow] = [tuple(r) for r in pending]  # type: ignore[misc]
     if not changes:
-        return EditResult(pts)  # type: ignore[arg-type]
+        return EditResult(pts, pending=rows)  # type: ignore[arg-type]
+    n = len(pts)
     msgs: list[str] = []
     out: list[Point | None] = list(pts)  # type: ignore[arg-type]
-    changed = False
+    rows_out: list[PendingRow | None] = list(rows)
+    done: list[Point] = []
     edited = changes.get("edited_rows") or {}
     for key, row in edited.items():
-        try:
-            i = int(key)
-        except (TypeError, ValueError):
+        i = _index(key)
+        if i is None or not isinstance(row, Mapping):
             continue
-        if not 0 <= i < len(pts) or not isinstance(row, Mapping):
-            continue
-        x = row.get("x", pts[i][0])
-        y = row.get("y", pts[i][1])
-        problem = point_problem(x, y, box)
-        if problem is not None:
-            msgs.append(f"Row {i + 1} rejected: {problem}; kept ({pts[i][0]:.3f}, {pts[i][1]:.3f}).")
-            continue
-        new = (float(x), float(y))  # type: ignore[arg-type]
-        if new != pts[i]:
-            out[i] = new
-            changed = True
+        if 0 <= i < n:
+            out[i], msg = _edit_point(i, pts[i], row, box)  # type: ignore[arg-type]
+            msgs += [msg] if msg else []
+        elif 0 <= i - n < len(rows):
+            point, rows_out[i - n], m = _edit_new_row(f"Row {i + 1}", rows[i - n], row, box)
+            msgs += m
+            done += [point] if point else []
     for key in changes.get("deleted_rows") or []:
-        try:
-            i = int(key)
-        except (TypeError, ValueError):
-            continue
-        if 0 <= i < len(out) and out[i] is not None:
+        i = _index(key)
+        if i is not None and 0 <= i < n:
             out[i] = None
-            changed = True
-    pending = False
-    kept = [p for p in out if p is not None]
+        elif i is not None and 0 <= i - n < len(rows):
+            rows_out[i - n] = None
     for j, row in enumerate(changes.get("added_rows") or []):
-        row = row if isinstance(row, Mapping) else {}
-        x, y = row.get("x"), row.get("y")
-        filled = [v for v in (x, y) if not (v is None or (isinstance(v, str) and not v.strip()))]
-        if len(filled) < 2 and all(parse_number(v) is not None for v in filled):
-            pending = True  # an empty cell next to valid ones: the user is still typing
-            continue
-        problem = point_problem(x, y, box)
-        if problem is not None:
-            msgs.append(f"New row {j + 1} rejected: {problem}.")
-            continue
-        kept.append((float(x), float(y)))  # type: ignore[arg-type]
-        changed = True
-    kept, cap = cap_context(kept, max_context)
+        label = f"New row {len(rows) + j + 1}"
+        point, still, m = _edit_new_row(label, (None, None), row if isinstance(row, Mapping) else {}, box)
+        msgs += m
+        done += [point] if point else []
+        rows_out.append(still)
+    kept, cap = cap_context([p for p in out if p is not None] + done, max_context)
     if cap:
         msgs.append(cap)
-    return EditResult(kept, msgs, changed, pending)
+    return EditResult(kept, msgs, kept != pts, [r for r in rows_out if r is not None])
+
+
+def _index(key: Any) -> int | None:
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        return None

@@ -20,7 +20,7 @@ import streamlit as st
 import torch
 
 from iclebm.card import capabilities_of, is_regression, prior_of, task_family
-from iclebm.dynamics.langevin import SamplerConfig
+from iclebm.dynamics.langevin import SamplerConfig, noise_for_temperature, temperature_of
 from iclebm.evaluation.bayes import predictive_grid
 from iclebm.evaluation.density import nll_curve_for_task
 from iclebm.models.energy import EnergyTransformer
@@ -41,6 +41,16 @@ PAGE = "density"
 FEED_TICK_S = 0.8
 # Widgets keep their values while another page is shown.
 KEEP = "session"
+# The Langevin sampler's temperature input: noise = sqrt(2 step T) samples exp(-E / T).
+TEMP_MIN, TEMP_MAX = 0.05, 5.0
+STEP_HELP = ("How far each step moves along −∇E. Smaller steps follow p more faithfully but need more "
+             "steps to mix; the default is the checkpoint card's step size.")
+TEMP_HELP = ("The noise is set to √(2·step·T), so the particles sample exp(−E/T). T = 1 samples the "
+             "model's p(x) itself; T < 1 samples the sharpened p^(1/T) and particles crowd onto the "
+             "modes (mode seeking); T > 1 spreads them out.")
+REPORT_HELP = ("Mean true log p: the drawn mixture's log-density averaged over the final particles. Exact "
+               "samples from the mixture score the value in brackets. Much higher means the particles "
+               "crowd the modes (T < 1); much lower means they are spread too wide or have not mixed yet.")
 
 
 def render(ctx: AppContext) -> None:
@@ -328,9 +338,10 @@ def feed_ticker() -> None:
 
 def probe_panel(max_context: int) -> None:
     st.markdown("**Probe shapes** (never seen in training)")
-    c1, c2, c3 = st.columns([1.6, 1, 1])
-    c1.selectbox("shape", sorted(PROBE_FAMILIES), key="probe_family", persist_state=KEEP,
+    # The shape's name on a row of its own: in a third of the side column "concentric rings" was cut.
+    st.selectbox("shape", sorted(PROBE_FAMILIES), key="probe_family", persist_state=KEEP,
                  label_visibility="collapsed")
+    c2, c3 = st.columns(2)
     c2.number_input("points", 1, max_context, min(48, max_context), key="probe_n", persist_state=KEEP,
                     label_visibility="collapsed")
     c3.button("Load", width="stretch", key="probe_load", on_click=on_load_probe)
@@ -375,19 +386,28 @@ def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, f
     ss = st.session_state
     st.subheader("Langevin sampler")
     sampler = SamplerConfig.from_dict((model.card or {}).get("sampler") or {})
+    card_step = float(min(max(sampler.step_size, 0.001), 1.0))
     c1, c2, c3 = st.columns(3)
     n_part = c1.number_input("particles", 10, 2000, 300, step=50, key="lv_n", persist_state=KEEP)
     steps = c2.number_input("steps", 1, 1000, int(min(max(sampler.steps, 1), 1000)), step=10, key="lv_steps",
                             persist_state=KEEP)
     seed = c3.number_input("seed", 0, 10**6, 0, key="lv_seed", persist_state=KEEP)
-    step_size = c1.number_input("step size", 0.001, 1.0, float(min(max(sampler.step_size, 0.001), 1.0)),
-                                format="%.3f", key="lv_step", persist_state=KEEP)
-    noise = c2.number_input("noise std", 0.0, 2.0, float(min(max(sampler.noise_std, 0.0), 2.0)),
-                            format="%.3f", key="lv_noise", persist_state=KEEP)
+    step_size = c1.number_input("step size", 0.001, 1.0, card_step, format="%.3f", key="lv_step",
+                                persist_state=KEEP, help=STEP_HELP)
+    temperature = c2.number_input("temperature T", TEMP_MIN, TEMP_MAX, 1.0, step=0.1, format="%.2f",
+                                  key="lv_temp", persist_state=KEEP, help=TEMP_HELP)
     init = c3.selectbox("start", L.INIT_KINDS, key="lv_init", persist_state=KEEP,
                         help="uniform over the box, N(0, 3²), or at context points + N(0, 1)")
+    noise = noise_for_temperature(float(step_size), float(temperature))
+    card_t = temperature_of(card_step, sampler.noise_std)
+    c3.button("Card's sampler", key="lv_card_preset", width="stretch", on_click=use_card_sampler,
+              args=(card_step, card_t),
+              help=f"The checkpoint card's calibrated sampler: step {sampler.step_size:g}, noise "
+                   f"{sampler.noise_std:g}, i.e. T = {card_t:.2g}: {temperature_words(card_t)}.")
     trails = c1.toggle("trails", key="lv_trails", persist_state=KEEP, value=False,
                        help="Draw each particle's recent path")
+    st.caption(f"noise std = √(2·step·T) = **{noise:.3f}**: T = {temperature:g} "
+               f"{temperature_words(float(temperature))}.")
     pts = list(ss["points"])
     n_shown = len(pts) if ss["scrub_all"] else int(ss.get("n_scrub", len(pts)))
     context = pts[:n_shown]
@@ -395,8 +415,9 @@ def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, f
         with st.spinner("Running Langevin chains…"):
             traj = L.langevin_animation(
                 model, context, box, n_particles=int(n_part), steps=int(steps), step_size=float(step_size),
-                noise_std=float(noise), grad_clip=sampler.grad_clip, init=init, seed=int(seed), max_frames=60)
-        ss["lv_result"] = {"traj": traj, "context": context, "model_key": model_key, "trails": bool(trails)}
+                noise_std=noise, grad_clip=sampler.grad_clip, init=init, seed=int(seed), max_frames=60)
+        ss["lv_result"] = {"traj": traj, "context": context, "model_key": model_key, "trails": bool(trails),
+                           "noise_std": noise}
     res = ss.get("lv_result")
     if not res:
         st.caption("Particles follow x ← x − step·∇E + noise·ε under the current context; press Run, then ▶ "
@@ -428,7 +449,24 @@ def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, f
         st.markdown(
             f"Final particles vs the true mixture: mean true log p **{rep['particles_mean_log_p']:.2f}** "
             f"(exact samples: {rep['exact_mean_log_p']:.2f}); "
-            f"{100 * rep['share_near_a_component']:.0f}% within 3σ of a component.")
+            f"{100 * rep['share_near_a_component']:.0f}% within 3σ of a component.",
+            help=REPORT_HELP)
+
+
+def temperature_words(temperature: float) -> str:
+    """What Langevin at temperature T samples, in words (exp(-E/T) = p^(1/T))."""
+    if temperature <= 0:
+        return "has no noise: plain gradient descent onto the modes"
+    if abs(temperature - 1) < 0.005:
+        return "samples p(x) itself"
+    shape = "sharpened towards the modes (mode seeking)" if temperature < 1 else "flatter than p"
+    return f"samples exp(−E/T) = p^{1 / temperature:.3g}, {shape}"
+
+
+def use_card_sampler(step_size: float, temperature: float) -> None:
+    """The preset button: the card's calibrated (step, noise) as (step, T), T clipped to the input's range."""
+    st.session_state["lv_step"] = step_size
+    st.session_state["lv_temp"] = min(max(round(temperature, 2), TEMP_MIN), TEMP_MAX)
 
 
 def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:

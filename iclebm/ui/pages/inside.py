@@ -178,7 +178,9 @@ def inspector_panel(ctx: AppContext, pts: list) -> None:
     ss = st.session_state
     ss["_in_box"] = ctx.box
     cfg = ctx.model.config
-    c = st.columns([2.5, 0.8, 0.8, 2.4], vertical_alignment="bottom")
+    # The mode control needs ~330 px for its three options: at 1280 px with the sidebar open the
+    # main column is ~820 px, so its share must stay above 0.4 or "influence map" is cut off.
+    c = st.columns([3.4, 0.8, 0.8, 2.0], vertical_alignment="bottom")
     c[0].segmented_control("mode", list(T.MODES), key="in_mode", persist_state=KEEP,
                            format_func=MODE_LABELS.get, required=True, label_visibility="collapsed")
     mode = _mode()
@@ -269,7 +271,10 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
                "context in view. Right: a copy of the same model fine-tuned on D for k Adam steps while it "
                "reads only a short context (by default none). The chart follows their distance as k grows.")
     lo, hi = C.BOUNDS["steps"]
-    c = st.columns([1.3, 1.2, 1.2, 1.2, 1, 1], vertical_alignment="bottom")
+    # Two rows: the objective's name ("exact likelihood (normalised NLL)") needs ~250 px, which a
+    # sixth of the ~820 px main column at 1280 px with the sidebar open does not give it.
+    c = st.columns([2.2, 1.4, 1.4], vertical_alignment="bottom")
+    c += st.columns([1.4, 1, 1, 1.6], vertical_alignment="bottom")
     c[0].selectbox("objective", list(OBJECTIVES), key="in_obj", format_func=objective_label,
                    persist_state=KEEP)
     c[1].slider("steps k", int(lo), int(hi), step=1, key="in_k", persist_state=KEEP)
@@ -278,8 +283,9 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
     max_short = int(min(C.BOUNDS["short"][1], max(0, len(pts) - 1)))
     if int(ss.get("in_short", 0)) > max_short:
         ss["in_short"] = max_short
-    c[3].number_input("points read while tuning", 0, max_short, key="in_short", disabled=max_short == 0,
-                      help="the fine-tuned model reads the first s points of D as its context (0 = empty)")
+    c[3].number_input("short context s", 0, max_short, key="in_short", disabled=max_short == 0,
+                      help="while it is fine-tuned (and after) the copy reads the first s points of D as its "
+                           "context (0 = an empty context)")
     job: FineTuneJob | None = ss.get("in_job")
     running = job is not None and job.running
     if c[4].button("Run", key="in_run", width="stretch", disabled=not pts or running):

@@ -26,6 +26,7 @@ from iclebm.probes import landscape as L
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
+from iclebm.ui.card_view import card_markdown
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.live_settings import BOUNDS
 from iclebm.ui.jobs.trainer_process import LiveSnapshot, PoolConfig, ProcessTrainer, TrainerPool
@@ -128,8 +129,10 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
                 "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model, "objective": objective}
     trainer: ProcessTrainer | None = ss.get("trainer")
     with c[5]:
-        label = "New run" if trainer is None else "Reset (apply settings)"
-        if st.button(label, key="tr_new", width="stretch"):
+        # One short word: at 1280 px with the sidebar open this column is ~130 px wide.
+        label = "New run" if trainer is None else "↺ Reset"
+        if st.button(label, key="tr_new", width="stretch",
+                     help="Start a new run with the settings on the left (the current run is discarded)"):
             if trainer is not None:
                 trainer.close()
             if not scratch and model is None:
@@ -317,9 +320,10 @@ def checkpoints_panel() -> None:
         try:
             card = read_card(path)
             cfg = card.get("model", {})
-            st.markdown(f"**{name}** — {cfg.get('n_layer', '?')} layers × d={cfg.get('d_model', '?')}, "
-                        f"max context {cfg.get('max_context', '?')}")
-            if card.get("evaluation"):
-                st.json(card["evaluation"], expanded=False)
+            with st.expander(f"**{name}** — {cfg.get('n_layer', '?')} layers × d={cfg.get('d_model', '?')}, "
+                             f"max context {cfg.get('max_context', '?')}"):
+                st.markdown(card_markdown(card))
+                with st.expander("Raw card (JSON)"):
+                    st.json(card, expanded=1)
         except (CheckpointError, OSError) as e:
             st.markdown(f"**{name}** — unreadable card: {e}")
