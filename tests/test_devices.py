@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -187,3 +188,53 @@ def test_bench_throughput_table_names_the_devices(capsys):
     assert "| cpu (" in out
     if not torch.cuda.is_available():
         assert "| cuda | not available on this machine" in out
+
+
+# ---- device mixing on the CPU: the virtual device ------------------------------------------------
+
+def test_virtual_device_refuses_what_cuda_refuses():
+    from iclebm.diagnostics.virtual_device import DeviceMixError, virtual_device
+
+    with virtual_device() as dev:
+        a = torch.arange(6.0).reshape(2, 3).to(dev)
+        b = torch.ones(2, 3, device=dev)
+        assert a.device == dev and b.device == dev and torch.equal((a + b).cpu(), torch.arange(6.0).reshape(2, 3) + 1)
+        assert float((a * torch.tensor(2.0)).sum().item()) == 30.0  # a 0-dim CPU scalar may join, as on CUDA
+        with pytest.raises(DeviceMixError, match="aten.add"):
+            a + torch.ones(3)
+        with pytest.raises(DeviceMixError, match="aten.stack"):
+            torch.stack([a, torch.zeros(2, 3)])
+        with pytest.raises(DeviceMixError, match="generator"):
+            torch.randn(3, generator=torch.Generator().manual_seed(0), device=dev)
+        x = torch.randn(2, 4, device=dev).requires_grad_(True)  # autograd works on it
+        (g,) = torch.autograd.grad((x * x).sum(), x)
+        assert g.device == dev and torch.allclose(g.cpu(), 2 * x.detach().cpu())
+
+
+TINY_MODEL = {"n_layer": 1, "d_model": 16}
+
+
+@pytest.mark.parametrize(("preset", "objective"), [
+    ("small", "cd"), ("small", "exact"), ("linreg", "exact"), ("sinusoid", "cd"), ("mdn2d", None),
+])
+def test_training_steps_keep_to_the_model_device(preset, objective):
+    """One update of every trainer and objective with the model on the virtual device: a tensor made
+    on the CPU that meets the model's (regression's y grid once) fails here as it fails on CUDA."""
+    from dataclasses import replace
+
+    from iclebm.diagnostics.virtual_device import virtual_device
+    from iclebm.training.presets import get_preset
+    from iclebm.training.trainer import MixtureTrainer, make_trainer
+
+    p = get_preset(preset)
+    cfg = replace(p.train, batch_size=2, context_len=5, extra_points=2, chains=2, langevin_steps=2,
+                  y_grid=8, grid_resolution=4, **({"objective": objective} if objective else {}))
+    mc = replace(p.model, **TINY_MODEL)
+    with virtual_device() as dev:
+        if objective is None:
+            trainer = MixtureTrainer(config=cfg, model_config=mc, device=dev)
+        else:
+            trainer = make_trainer(config=cfg, model_config=mc, device=dev)
+        m = trainer.step()
+        assert not m["skipped"] and math.isfinite(m["loss"])
+        assert all(q.device == dev for q in trainer.model.parameters())
