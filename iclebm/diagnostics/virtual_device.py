@@ -72,6 +72,9 @@ def _check_mixing(func: Any, flat: list) -> bool:
     if func in _TRANSFERS:
         return True
     for a in flat:
+        if isinstance(a, torch.Tensor) and not isinstance(a, VirtualTensor) and a.is_meta:
+            raise DeviceMixError(f"{func}: a data-less meta tensor of shape {tuple(a.shape)} (PyTorch made it "
+                                 "inside, e.g. from a Python list index: index on the CPU, or with a tensor)")
         if isinstance(a, torch.Tensor) and not isinstance(a, VirtualTensor) and a.dim() > 0:
             raise DeviceMixError(
                 f"{func}: a {a.device} tensor of shape {tuple(a.shape)} meets tensors on the model's device "
@@ -130,8 +133,25 @@ class _VirtualMode(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+def _from_data(make: Any) -> Any:
+    """torch.tensor / torch.as_tensor from Python data bypass the dispatcher's Python modes, so
+    `device=VIRTUAL` would give a real, empty meta tensor: build on the CPU, then move."""
+
+    def build(data: Any, *args: Any, device: Any = None, **kwargs: Any) -> torch.Tensor:
+        if _is_virtual(device):
+            return make(data, *args, **kwargs).to(VIRTUAL)
+        return make(data, *args, device=device, **kwargs)
+
+    return build
+
+
 @contextlib.contextmanager
 def virtual_device() -> Iterator[torch.device]:
     """Inside, VIRTUAL (yielded) is a working device that refuses to mix with the CPU."""
-    with _VirtualMode():
-        yield VIRTUAL
+    saved = torch.tensor, torch.as_tensor
+    torch.tensor, torch.as_tensor = _from_data(torch.tensor), _from_data(torch.as_tensor)
+    try:
+        with _VirtualMode():
+            yield VIRTUAL
+    finally:
+        torch.tensor, torch.as_tensor = saved

@@ -67,7 +67,7 @@ def as_context(points: np.ndarray | list | torch.Tensor) -> torch.Tensor:
 
 def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[torch.Tensor, float]:
     grid, area = grid_points(box, resolution)
-    return grid.to(model.dtype)[None], area
+    return grid.to(device=model.device, dtype=model.dtype)[None], area  # the query path reads it as is
 
 
 def compute_landscape(
@@ -84,17 +84,17 @@ def compute_landscape(
     with torch.no_grad():
         cache = model.encode_context(context)
         energy = model.energy_cached(query[:, None], cache)[0, 0]
-    energy_np = energy.reshape(resolution, resolution).numpy().astype(np.float32)
+    energy_np = energy.reshape(resolution, resolution).cpu().numpy().astype(np.float32)
     arrow_xy = arrow_uv = None
     if arrow_resolution > 0:
         # Arrows sit on a coarser grid: a field of 100x100 arrows would be unreadable.
         tails = grid_points(box, arrow_resolution)[0].to(model.dtype)
         with torch.enable_grad():
-            q = tails[None, None].clone().requires_grad_(True)
+            q = tails[None, None].to(model.device).requires_grad_(True)
             e = model.energy_cached(q, cache.detach())
             (grad,) = torch.autograd.grad(e.sum(), q)
         arrow_xy = tails.numpy()
-        arrow_uv = (-grad[0, 0]).numpy()
+        arrow_uv = (-grad[0, 0]).cpu().numpy()
     return Landscape(
         xs=grid_axis(box, resolution).astype(np.float32),
         energy=energy_np,
@@ -132,7 +132,7 @@ def compute_film_strip(
     query, area = _grid_query(box, resolution, model)
     with torch.no_grad():
         energy = model.energy_at_prefixes(query, context, lengths)[0]  # (P, R*R)
-    energy_np = energy.reshape(len(lengths), resolution, resolution).numpy().astype(np.float32)
+    energy_np = energy.reshape(len(lengths), resolution, resolution).cpu().numpy().astype(np.float32)
     return FilmStrip(
         xs=grid_axis(box, resolution).astype(np.float32),
         lengths=lengths,
@@ -189,7 +189,7 @@ def langevin_animation(
         grad_clip=grad_clip, return_trajectory=True, box=box, generator=g,
     )  # (T+1, M, 2)
     idx = frame_indices(int(steps), max_frames)
-    return Trajectory(steps=idx, positions=traj[idx].detach().numpy().astype(np.float32),
+    return Trajectory(steps=idx, positions=traj[idx].detach().cpu().numpy().astype(np.float32),
                       seconds=time.perf_counter() - t0)
 
 
