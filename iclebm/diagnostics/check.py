@@ -72,7 +72,9 @@ class _Case:
 
 
 def _finite(x: torch.Tensor | np.ndarray | float, what: str) -> None:
-    arr = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    arr = np.asarray(x, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise CheckFailed(f"{what} has non-finite values")
 
@@ -90,13 +92,14 @@ def _model_config(preset: Preset, small: bool) -> EnergyTransformer | MixtureDen
     return EnergyTransformer(cfg)
 
 
-def make_case(name: str, device: torch.device, amp: bool, small: bool) -> _Case:
+def _make_case(name: str, device: torch.device, amp: bool, small: bool) -> _Case:
     """The preset's model (random weights, shrunk when small) on the device, its card, a context."""
     preset = get_preset(name)
     model = _model_config(preset, small).to(device).eval()
     model.card = {"task": preset.train.task, "box": list(preset.box), "sampler": preset.sampler.to_dict()}
     if preset.thinking is not None:  # a few thinking steps are enough to cross every line
-        model.card["thinking"] = replace(preset.thinking, steps=3).to_dict() if small else preset.thinking.to_dict()
+        steps = 3 if small else preset.thinking.steps
+        model.card["thinking"] = replace(preset.thinking, steps=steps).to_dict()
     from iclebm.card import prior_of
 
     prior = prior_of(model.card, REGRESSION if preset.thinking is not None else DENSITY, "check-device")
@@ -220,7 +223,8 @@ def _compare(case: _Case) -> None:
 
     prior = prior_of(case.model.card, DENSITY, "compare")
     settings = {**QUICK, "resolution": 12, "n_test": 10} if case.small else dict(QUICK)
-    result = compare({case.name: case.model}, prior, case.box, only=["training prior", "two moons"], **settings)
+    families = ["training prior", "two moons"]  # in family, and out of it (no Bayes row there)
+    result = compare({case.name: case.model}, prior, case.box, only=families, **settings)
     for fam in result["families"].values():
         _finite(np.array(fam["nll"][case.name], dtype=np.float64), "the comparison")
 
@@ -243,7 +247,7 @@ def _objectives(case: _Case) -> list[str | None]:
     return ["cd", "exact"]  # densities (grid NLL) and regression (1-D quadrature) allow both
 
 
-def plan(case: _Case) -> Iterator[tuple[str, Callable[[], None]]]:
+def _plan(case: _Case) -> Iterator[tuple[str, Callable[[], None]]]:
     """(path name, check) for every path this preset supports."""
     for o in _objectives(case):
         yield f"train {o or 'nll'}", lambda o=o: _train(case, o)
@@ -290,11 +294,12 @@ def run_device_check(
     rows = []
     for name in presets or list(PRESETS):
         try:
-            case = make_case(name, device, amp, small)
+            case = _make_case(name, device, amp, small)
         except Exception as e:  # noqa: BLE001 - a preset that cannot even be built is one failed row
-            rows.append(CheckRow(f"{name}: setup", False, 0.0, f"{type(e).__name__}: {e}", traceback.format_exc()))
+            reason = f"{type(e).__name__}: {e}"
+            rows.append(CheckRow(f"{name}: setup", False, 0.0, reason, traceback.format_exc()))
             continue
-        for path, fn in plan(case):
+        for path, fn in _plan(case):
             row = _timed(f"{name}: {path}", fn, device)
             rows.append(row)
             if progress is not None:
@@ -317,3 +322,33 @@ def format_check_table(rows: list[CheckRow], device: torch.device, amp: bool) ->
 
 def check_passed(rows: list[CheckRow]) -> bool:
     return bool(rows) and all(r.ok for r in rows) and all(math.isfinite(r.seconds) for r in rows)
+
+
+def run_check_command(device_name: str, amp: bool = False, presets: list[str] | None = None,
+                      debug: bool = False, quiet: bool = False) -> int:
+    """`python -m iclebm check-device`: the table on stdout, progress on stderr; 0 when every path
+    passes, 1 otherwise (with each failure's reason; its traceback too with debug). A device this
+    machine lacks, or --amp off CUDA, raises DeviceError (the CLI's one-line refusal, exit 2)."""
+    import sys
+
+    from iclebm.devices import resolve_device
+
+    device = resolve_device(device_name)
+    check_amp(amp, device)
+    unknown = sorted(set(presets or []) - set(PRESETS))
+    if unknown:
+        raise ValueError(f"unknown presets {unknown}; choose from {sorted(PRESETS)}")
+    t0 = time.perf_counter()
+
+    def progress(row: CheckRow) -> None:
+        if not quiet:
+            print(f"[{time.perf_counter() - t0:6.1f} s] {row.path}: {'pass' if row.ok else 'FAIL'}",
+                  file=sys.stderr, flush=True)
+
+    rows = run_device_check(device, amp, presets, progress=progress)
+    print(format_check_table(rows, device, amp))
+    if debug:
+        for r in rows:
+            if not r.ok:
+                print(f"\n--- {r.path}\n{r.detail}", file=sys.stderr)
+    return 0 if check_passed(rows) else 1

@@ -73,12 +73,12 @@ def _check_mixing(func: Any, flat: list) -> bool:
         return True
     for a in flat:
         if isinstance(a, torch.Tensor) and not isinstance(a, VirtualTensor) and a.is_meta:
-            raise DeviceMixError(f"{func}: a data-less meta tensor of shape {tuple(a.shape)} (PyTorch made it "
-                                 "inside, e.g. from a Python list index: index on the CPU, or with a tensor)")
+            raise DeviceMixError(f"{func}: a data-less meta tensor of shape {tuple(a.shape)}: PyTorch made "
+                                 "it inside, e.g. for a Python list index (index on the CPU, or with a tensor)")
         if isinstance(a, torch.Tensor) and not isinstance(a, VirtualTensor) and a.dim() > 0:
             raise DeviceMixError(
                 f"{func}: a {a.device} tensor of shape {tuple(a.shape)} meets tensors on the model's device "
-                "(it was made without device=...; on a GPU this is 'Expected all tensors to be on the same device')")
+                "(made without device=...; on a GPU: 'Expected all tensors to be on the same device')")
     return True
 
 
@@ -86,7 +86,7 @@ def _check_generator(func: Any, kwargs: dict, on_virtual: bool) -> None:
     """A CPU generator cannot draw on another device (CUDA: "Expected a 'cuda' device type for generator")."""
     g = kwargs.get("generator")
     if on_virtual and isinstance(g, torch.Generator) and g.device.type == "cpu":
-        raise DeviceMixError(f"{func}: a CPU generator draws on the model's device (draw on the CPU, then move)")
+        raise DeviceMixError(f"{func}: a CPU generator draws on the model's device (draw on the CPU, move)")
 
 
 def _run(func: Any, args: tuple, kwargs: dict) -> Any:

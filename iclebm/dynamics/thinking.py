@@ -108,7 +108,8 @@ def start_values(
         return first.clone()
     lo, hi = y_box
     if generator is None:
-        grid = lo + (hi - lo) * (torch.arange(starts - 1, dtype=torch.float64, device=context.device) + 0.5) / (starts - 1)
+        k = torch.arange(starts - 1, dtype=torch.float64, device=context.device)
+        grid = lo + (hi - lo) * (k + 0.5) / (starts - 1)
         rest = grid.expand(b, m, starts - 1)
     else:
         rest = lo + (hi - lo) * torch.rand(b, m, starts - 1, generator=generator, dtype=torch.float64)

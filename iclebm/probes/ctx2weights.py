@@ -206,7 +206,8 @@ def _cd_loss(
     model: EnergyTransformer, points: torch.Tensor, short: torch.Tensor, cfg: FineTuneConfig, box: Box,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    init = uniform_init(cfg.chains, box, generator=generator, batch=1).to(device=model.device, dtype=model.dtype)
+    init = uniform_init(cfg.chains, box, generator=generator, batch=1)  # drawn on the CPU
+    init = init.to(device=model.device, dtype=model.dtype)
     negatives = langevin(model, short, init, cfg.langevin_steps, cfg.step_size, cfg.noise_std, 10.0,
                          box=box, generator=generator)
     energy = model.energy(torch.cat([points, negatives], dim=1), short)[0]
