@@ -74,7 +74,7 @@ def _check_mixing(func: Any, flat: list) -> bool:
     for a in flat:
         if isinstance(a, torch.Tensor) and not isinstance(a, VirtualTensor) and a.is_meta:
             raise DeviceMixError(f"{func}: a data-less meta tensor of shape {tuple(a.shape)}: PyTorch made "
-                                 "it inside, e.g. for a Python list index (index on the CPU, or with a tensor)")
+                                 "it inside, e.g. for a list index (index on the CPU or with a tensor)")
         if isinstance(a, torch.Tensor) and not isinstance(a, VirtualTensor) and a.dim() > 0:
             raise DeviceMixError(
                 f"{func}: a {a.device} tensor of shape {tuple(a.shape)} meets tensors on the model's device "
