@@ -57,10 +57,11 @@ class Trajectory:
     seconds: float
 
 
-def as_context(points: np.ndarray | list | torch.Tensor) -> torch.Tensor:
-    """(N, 2) points -> (1, N, 2) float32 tensor (N may be 0)."""
-    arr = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-    return torch.from_numpy(arr.copy())[None]
+def as_context(points: np.ndarray | list | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, 2) points -> (1, N, 2) tensor of dtype (N may be 0); pass the model's dtype, so a float64
+    model reads its points unrounded."""
+    arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return torch.from_numpy(arr.copy()).to(dtype)[None]
 
 
 
@@ -79,7 +80,7 @@ def compute_landscape(
 ) -> Landscape:
     """Energy, normalised log density and (if arrow_resolution > 0) the -grad E field."""
     t0 = time.perf_counter()
-    context = as_context(points).to(model.dtype)
+    context = as_context(points, model.dtype)
     query, area = _grid_query(box, resolution, model)
     with torch.no_grad():
         cache = model.encode_context(context)
@@ -126,7 +127,7 @@ def compute_film_strip(
 ) -> FilmStrip:
     """The landscape after each prefix length, in one batched `energy_at_prefixes` call."""
     t0 = time.perf_counter()
-    context = as_context(points).to(model.dtype)
+    context = as_context(points, model.dtype)
     n = int(context.shape[1])
     lengths = film_strip_lengths(n) if lengths is None else [int(v) for v in lengths]
     query, area = _grid_query(box, resolution, model)
@@ -185,7 +186,7 @@ def langevin_animation(
     g = torch.Generator().manual_seed(int(seed))
     x0 = particle_init(init, int(n_particles), box, points, g).to(model.dtype)
     traj = langevin(
-        model, as_context(points).to(model.dtype), x0, int(steps), float(step_size), float(noise_std),
+        model, as_context(points, model.dtype), x0, int(steps), float(step_size), float(noise_std),
         grad_clip=grad_clip, return_trajectory=True, box=box, generator=g,
     )  # (T+1, M, 2)
     idx = frame_indices(int(steps), max_frames)
