@@ -11,6 +11,7 @@ and its numbers are finite and on the right device; a failure keeps its one-line
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 import traceback
@@ -152,7 +153,12 @@ def _calibrate(case: _Case) -> None:
     model = case.model
     scales, _ = fit_length_scales(model, n_knots=3, n_tasks=2, n_test=10, resolution=12)  # type: ignore[arg-type]
     _finite(np.array(scales), "the length scales")
-    sampler, _ = choose_sampler(model, [SamplerConfig(steps=3)], n_tasks=1, n_particles=20)  # type: ignore[arg-type]
+    choose_sampler(model, [SamplerConfig(steps=3)], n_tasks=1, n_particles=20)  # type: ignore[arg-type]
+    calibrated = copy.deepcopy(model)  # the scales in use: energies per position, and for queries
+    calibrated.config.length_scales = scales
+    seq = torch.as_tensor(case.points, dtype=torch.float32)[None].to(case.device)
+    _finite(calibrated.energies(seq), "the calibrated energies")  # type: ignore[arg-type]
+    _finite(calibrated.energy(seq, seq[:, :3]), "the calibrated query energies")  # type: ignore[arg-type]
 
 
 def _langevin(case: _Case) -> None:
