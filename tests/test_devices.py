@@ -316,7 +316,7 @@ def test_check_device_cpu_passes_every_path_of_every_preset(capsys):
     """The whole device check, as CI runs it: every preset, every path, small sizes on the CPU."""
     from iclebm.training.presets import PRESETS
 
-    rc = main(["check-device", "--device", "cpu", "--quiet"])
+    rc = main(["check-device", "--device", "cpu", "--quiet", "--threads", "1"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "| path | result | seconds |" in out and "FAIL" not in out
