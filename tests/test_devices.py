@@ -1,5 +1,7 @@
 """Devices and data-parallel training: --device plumbing on the CPU, a real 2-process Gloo run
-(torchrun) against a single process with the same global batch, resume after it, bad launches."""
+(torchrun) against a single process with the same global batch, resume after it, bad launches;
+device mixing caught on the CPU (the virtual device: every trainer, thinking, evaluation and the
+probes), a float64 run that makes no float32 tensor, and the whole `check-device --device cpu`."""
 
 from __future__ import annotations
 
