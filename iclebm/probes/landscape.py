@@ -91,7 +91,7 @@ def compute_landscape(
         # Arrows sit on a coarser grid: a field of 100x100 arrows would be unreadable.
         tails = grid_points(box, arrow_resolution)[0].to(model.dtype)
         with torch.enable_grad():
-            q = tails[None, None].to(model.device).requires_grad_(True)
+            q = tails[None, None].to(model.device).clone().requires_grad_(True)
             e = model.energy_cached(q, cache.detach())
             (grad,) = torch.autograd.grad(e.sum(), q)
         arrow_xy = tails.numpy()
