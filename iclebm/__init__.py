@@ -7,7 +7,7 @@
 Every public function and class of the library is re-exported here, so `iclebm.<name>` is the
 stable way to import it; the modules are in layers (README, "Architecture"):
 errors/devices -> grid/tasks/card -> models -> checkpoints -> dynamics -> objectives -> training
--> evaluation -> probes -> cli/bench -> ui.
+-> evaluation -> probes -> cli/bench/diagnostics -> ui.
 
 The names load lazily (PEP 562): `import iclebm` costs little, and `iclebm.in_context_nll` imports
 iclebm.evaluation (and scikit-learn) only when first used, so the command line, the trainer
@@ -372,6 +372,19 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "RegressionView",
         "compute_regression_view",
         "curve_frames",
+    ),
+    "iclebm.diagnostics.check": (
+        "CheckFailed",
+        "CheckRow",
+        "check_passed",
+        "format_check_table",
+        "run_check_command",
+        "run_device_check",
+    ),
+    "iclebm.diagnostics.virtual_device": (
+        "DeviceMixError",
+        "VirtualTensor",
+        "virtual_device",
     ),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

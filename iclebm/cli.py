@@ -1,4 +1,5 @@
-"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights | compare."""
+"""Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights | compare |
+check-device."""
 
 from __future__ import annotations
 
@@ -400,6 +401,27 @@ def cmd_ctx2weights(args: argparse.Namespace) -> int:
     return 0 if res.status == "done" else 1
 
 
+def cmd_check_device(args: argparse.Namespace) -> int:
+    """Every preset through every path on one device: a pass/fail table, exit 1 on any failure."""
+
+    from iclebm.diagnostics.check import run_check_command
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return run_check_command(args.device, args.amp, args.presets, args.debug, args.quiet)
+
+
+def add_check_device_parser(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("check-device", help="every preset through every path on one device: pass/fail table")
+    d.add_argument("--device", default="cpu", help="cpu|cuda|cuda:N (default cpu: small models)")
+    d.add_argument("--amp", action="store_true", help="under bf16 autocast (CUDA only)")
+    d.add_argument("--presets", nargs="+", default=None, help="only these presets (default: all)")
+    d.add_argument("--debug", action="store_true", help="also print each failure's traceback")
+    d.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    d.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    d.set_defaults(func=cmd_check_device)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m iclebm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -513,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--resolution", type=int, default=60, help="grid for densities and distances")
     w.add_argument("--threads", type=int, default=None)
     w.set_defaults(func=cmd_ctx2weights)
+    add_check_device_parser(sub)
     return p
 
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("evaluation",),
     ("probes",),
-    ("cli", "bench"),
+    ("cli", "bench", "diagnostics"),
     ("ui",),
 ]
 FACADES = ("", "__main__")  # iclebm/__init__.py re-exports everything; __main__ runs the CLI

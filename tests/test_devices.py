@@ -1,9 +1,12 @@
 """Devices and data-parallel training: --device plumbing on the CPU, a real 2-process Gloo run
-(torchrun) against a single process with the same global batch, resume after it, bad launches."""
+(torchrun) against a single process with the same global batch, resume after it, bad launches;
+device mixing caught on the CPU (the virtual device: every trainer, thinking, evaluation and the
+probes), a float64 run that makes no float32 tensor, and the whole `check-device --device cpu`."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -187,3 +190,152 @@ def test_bench_throughput_table_names_the_devices(capsys):
     assert "| cpu (" in out
     if not torch.cuda.is_available():
         assert "| cuda | not available on this machine" in out
+
+
+# ---- device mixing on the CPU: the virtual device ------------------------------------------------
+
+def test_virtual_device_refuses_what_cuda_refuses():
+    from iclebm.diagnostics.virtual_device import DeviceMixError, virtual_device
+
+    with virtual_device() as dev:
+        a = torch.arange(6.0).reshape(2, 3).to(dev)
+        b = torch.ones(2, 3, device=dev)
+        assert a.device == dev and b.device == dev
+        assert torch.equal((a + b).cpu(), torch.arange(6.0).reshape(2, 3) + 1)
+        assert float((a * torch.tensor(2.0)).sum().item()) == 30.0  # a 0-dim CPU scalar may join, as on CUDA
+        with pytest.raises(DeviceMixError, match="aten.add"):
+            a + torch.ones(3)
+        with pytest.raises(DeviceMixError, match="aten.stack"):
+            torch.stack([a, torch.zeros(2, 3)])
+        with pytest.raises(DeviceMixError, match="generator"):
+            torch.randn(3, generator=torch.Generator().manual_seed(0), device=dev)
+        x = torch.randn(2, 4, device=dev).requires_grad_(True)  # autograd works on it
+        (g,) = torch.autograd.grad((x * x).sum(), x)
+        assert g.device == dev and torch.allclose(g.cpu(), 2 * x.detach().cpu())
+
+
+TINY_MODEL = {"n_layer": 1, "d_model": 16}
+
+
+@pytest.mark.parametrize(("preset", "objective"), [
+    ("small", "cd"), ("small", "exact"), ("linreg", "exact"), ("sinusoid", "cd"), ("mdn2d", None),
+])
+def test_training_steps_keep_to_the_model_device(preset, objective):
+    """One update of every trainer and objective with the model on the virtual device: a tensor made
+    on the CPU that meets the model's (regression's y grid once) fails here as it fails on CUDA."""
+    from dataclasses import replace
+
+    from iclebm.diagnostics.virtual_device import virtual_device
+    from iclebm.training.presets import get_preset
+    from iclebm.training.trainer import MixtureTrainer, make_trainer
+
+    p = get_preset(preset)
+    cfg = replace(p.train, batch_size=2, context_len=5, extra_points=2, chains=2, langevin_steps=2,
+                  y_grid=8, grid_resolution=4, **({"objective": objective} if objective else {}))
+    mc = replace(p.model, **TINY_MODEL)
+    with virtual_device() as dev:
+        if objective is None:
+            trainer = MixtureTrainer(config=cfg, model_config=mc, device=dev)
+        else:
+            trainer = make_trainer(config=cfg, model_config=mc, device=dev)
+        m = trainer.step()
+        assert not m["skipped"] and math.isfinite(m["loss"])
+        assert all(q.device == dev for q in trainer.model.parameters())
+
+
+VIRTUAL_PATHS = {  # the check's paths beyond training, on the virtual device (the cheap ones; the CPU
+    # check below runs them all for real)
+    "small": ("calibrate", "langevin", "landscape + film strip", "inspect", "ctx2weights"),
+    "linreg": ("evaluate", "thinking", "regression view"),
+    "mdn2d": ("langevin", "landscape + film strip"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(VIRTUAL_PATHS))
+def test_probes_thinking_and_evaluation_keep_to_the_model_device(preset):
+    """Before the fix: the landscape's grid, ctx2weights' points, thinking's starts and the regression
+    evaluation's predictions were made on the CPU (and .numpy() called on device tensors)."""
+    from iclebm.diagnostics.check import _make_case, _plan
+    from iclebm.diagnostics.virtual_device import virtual_device
+
+    with virtual_device() as dev:
+        case = _make_case(preset, dev, amp=False, small=True)
+        paths = dict(_plan(case))
+        assert set(VIRTUAL_PATHS[preset]) <= set(paths)
+        for name in VIRTUAL_PATHS[preset]:
+            paths[name]()  # raises DeviceMixError on a tensor made off the model's device
+
+
+def test_a_float64_model_computes_in_float64():
+    """Model and inputs in float64: every path returns float64 and makes no float32 tensor on the way
+    (a constructor without the model's dtype rounds the points or the grid to float32)."""
+    from lib_helpers import random_model
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    from iclebm.dynamics.thinking import predict
+    from iclebm.models.regression import conditional_nll
+    from iclebm.probes.inspector import inspect_query
+    from iclebm.probes.landscape import compute_film_strip, compute_landscape
+    from iclebm.probes.regression_view import compute_regression_view
+
+    class Float32Watch(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.seen += [str(func) for o in tree_flatten(out)[0]
+                          if isinstance(o, torch.Tensor) and o.dtype == torch.float32]
+            return out
+
+    model = random_model(dtype=torch.float64)
+    model.card = {"box": [-5.0, 5.0]}
+    g = torch.Generator().manual_seed(0)
+    ctx, q = torch.randn(2, 5, 2, dtype=torch.float64, generator=g), torch.randn(2, 7, 2, dtype=torch.float64)
+    pts, box = ctx[0].numpy(), (-5.0, 5.0)
+    paths = {
+        "energy": lambda: model.energy(q, ctx),
+        "langevin": lambda: langevin(model, ctx, q, 3, 0.05, 0.1, generator=g),
+        "thinking": lambda: predict(model, q[..., 0], ctx, steps=2, starts=3),
+        "conditional nll": lambda: conditional_nll(model, ctx, q, [0, 2, 5], box, 8),
+        # the probes return display arrays (float32 by design): only the computation is watched
+        "landscape": lambda: compute_landscape(model, pts, box, 6, 3),
+        "film strip": lambda: compute_film_strip(model, pts, box, 6),
+        "inspect": lambda: inspect_query(model, pts, pts[0]),
+        "regression view": lambda: compute_regression_view(model, pts, box, 6, 2),
+    }
+    for name, fn in paths.items():
+        watch = Float32Watch()
+        with watch:
+            out = fn()
+        assert not watch.seen, f"{name} made float32 tensors: {sorted(set(watch.seen))}"
+        assert not isinstance(out, torch.Tensor) or out.dtype == torch.float64, (name, out.dtype)
+
+
+def test_check_device_cpu_passes_every_path_of_every_preset(capsys):
+    """The whole device check, as CI runs it: every preset, every path, small sizes on the CPU."""
+    from iclebm.training.presets import PRESETS
+
+    rc = main(["check-device", "--device", "cpu", "--quiet", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "| path | result | seconds |" in out and "FAIL" not in out
+    for preset in PRESETS:
+        assert f"| {preset}: train " in out
+    for path in ("evaluate", "calibrate", "langevin", "thinking", "landscape + film strip", "regression view",
+                 "inspect", "ctx2weights", "compare --quick", "bench throughput"):
+        assert f": {path} | pass |" in out, path
+
+
+def test_check_device_refuses_a_missing_gpu_in_one_line(capsys):
+    assert main(["check-device", "--device", "cpu", "--amp"]) == 2  # bf16 autocast is CUDA only
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "CUDA" in err
+    if torch.cuda.is_available():
+        return
+    assert main(["check-device", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "no CUDA" in err
+    assert main(["check-device", "--presets", "nope"]) == 2

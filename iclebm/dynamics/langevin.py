@@ -225,6 +225,6 @@ def langevin_y(
             with torch.no_grad():
                 if grad_clip is not None:
                     g = g.clamp(-grad_clip, grad_clip)
-                noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+                noise = draw_noise(y, generator)  # a CPU generator draws on the CPU, then moves
                 y = (y - step_size * g + noise_std * noise).clamp(*y_box)
     return y.detach()

@@ -99,7 +99,7 @@ def start_values(
     y_box (cell midpoints), or uniform draws from it when a generator is given."""
     b, n = context.shape[0], context.shape[1]
     if start == "zero" or n == 0:
-        first = torch.zeros(b, m, 1, dtype=context.dtype)
+        first = torch.zeros(b, m, 1, dtype=context.dtype, device=context.device)
     elif start == "context_mean":
         first = context[:, :, 1].mean(1)[:, None, None].expand(b, m, 1)
     else:
@@ -108,11 +108,12 @@ def start_values(
         return first.clone()
     lo, hi = y_box
     if generator is None:
-        grid = lo + (hi - lo) * (torch.arange(starts - 1, dtype=torch.float64) + 0.5) / (starts - 1)
+        k = torch.arange(starts - 1, dtype=torch.float64, device=context.device)
+        grid = lo + (hi - lo) * (k + 0.5) / (starts - 1)
         rest = grid.expand(b, m, starts - 1)
     else:
         rest = lo + (hi - lo) * torch.rand(b, m, starts - 1, generator=generator, dtype=torch.float64)
-    return torch.cat([first, rest.to(context.dtype)], -1)
+    return torch.cat([first, rest.to(device=context.device, dtype=context.dtype)], -1)  # draws: on the CPU
 
 
 def predict(
@@ -144,10 +145,10 @@ def predict(
     if int(starts) < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
     _check(steps, step_size, clip)  # type: ignore[arg-type]
-    context = torch.as_tensor(context, dtype=model.dtype)
+    context = torch.as_tensor(context, dtype=model.dtype).to(model.device)  # x and the starts follow it
     if context.ndim == 2:
         context = context[None]
-    x = torch.as_tensor(x, dtype=model.dtype)
+    x = torch.as_tensor(x, dtype=model.dtype).to(model.device)
     if x.ndim == 1:
         x = x[None].expand(context.shape[0], -1)
     if x.ndim != 2 or x.shape[0] != context.shape[0]:

@@ -73,7 +73,7 @@ class ModelRegression:
             nll = torch.cat([conditional_point_nll(self.model, ctx[i:i + c], test[i:i + c], ns, self.box,
                                                    self.resolution) for i in range(0, ctx.shape[0], c)])
             y = test[..., 1].numpy()
-            se = [(predict(self.model, test[..., 0], ctx[:, :n]).double().numpy() - y) ** 2 for n in ns]
+            se = [(predict(self.model, test[..., 0], ctx[:, :n]).double().cpu().numpy() - y) ** 2 for n in ns]
         return {"nll": nll, "se": np.stack(se, 1)}
 
 
@@ -143,7 +143,7 @@ def thinking_curve(
         for n in n_values:
             traj = predict(model, test[..., 0], ctx[:, :n], steps=max(steps), starts=starts,
                            return_trajectory=True)
-            err = ((traj.double() - test[None, ..., 1]) ** 2).mean((-1, -2))  # (T+1,)
+            err = ((traj.double().cpu() - test[None, ..., 1]) ** 2).mean((-1, -2))  # (T+1,)
             out[str(n)] = [round(float(err[k]), 4) for k in steps]
     return {"steps": list(steps), "mse": out, "n_tasks": n_tasks, "starts": starts,
             "thinking": dict((model.card or {}).get("thinking") or {})}

@@ -87,8 +87,10 @@ class EnergyConfig(BackboneConfig):
         lengths = torch.as_tensor(lengths, dtype=torch.float64)
         if self.length_scales is None:
             return torch.full_like(lengths, self.energy_scale)
-        knots = torch.log2(1 + torch.tensor(self.length_knots(len(self.length_scales)), dtype=torch.float64))
-        vals = torch.tensor(self.length_scales, dtype=torch.float64)
+        dev = lengths.device  # the knots sit beside the lengths (the model's device in `energies`)
+        knots = torch.log2(1 + torch.tensor(self.length_knots(len(self.length_scales)), dtype=torch.float64,
+                                            device=dev))
+        vals = torch.tensor(self.length_scales, dtype=torch.float64, device=dev)
         x = torch.log2(1 + lengths).clamp(max=float(knots[-1]))
         i = torch.searchsorted(knots, x, right=True).clamp(1, max(1, len(knots) - 1))
         if len(knots) == 1:

@@ -31,7 +31,7 @@ from iclebm.models.energy import EnergyTransformer
 def column_queries(x: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """Every (x_m, y_k) pair: x (..., M), ys (K,) -> (..., M, K, 2)."""
     xx = x[..., None].expand(*x.shape, ys.shape[0])
-    yy = ys.to(x.dtype).expand_as(xx)
+    yy = ys.to(device=x.device, dtype=x.dtype).expand_as(xx)  # the grid is made on the CPU
     return torch.stack([xx, yy], -1)
 
 

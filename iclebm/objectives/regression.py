@@ -55,8 +55,9 @@ def y_negatives(
     c = cfg.chains
     lo, hi = cfg.box
     x = seq[:, :, None, 0].expand(b, n, c)
-    uniform = lo + (hi - lo) * torch.rand(b, n, c, generator=generator, dtype=seq.dtype)
-    data = torch.rand(b, n, c, generator=generator) < cfg.data_init_frac
+    # drawn on the CPU (the step stream's generator), then moved: the same draws on every device
+    uniform = (lo + (hi - lo) * torch.rand(b, n, c, generator=generator, dtype=seq.dtype)).to(seq.device)
+    data = (torch.rand(b, n, c, generator=generator) < cfg.data_init_frac).to(seq.device)
     y0 = torch.where(data, seq[:, :, None, 1].expand(b, n, c), uniform)
     with torch.no_grad():
         cache = model.encode_context(seq)

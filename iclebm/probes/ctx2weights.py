@@ -116,7 +116,8 @@ class Reference:
 
 
 def _as_points(points: np.ndarray | list | torch.Tensor, model: EnergyTransformer) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2), dtype=model.dtype)[None]
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return torch.as_tensor(pts, dtype=model.dtype, device=model.device)[None]  # beside the model's tensors
 
 
 def grid_nll(
@@ -134,7 +135,8 @@ def grid_nll(
     else:
         grid, area = stratified_grid(box, resolution, generator)
     n = points.shape[1]
-    query = torch.cat([points, grid.to(model.dtype)[None]], dim=1)  # (1, N + G, 2): one batch
+    grid = grid.to(device=points.device, dtype=model.dtype)  # drawn on the CPU (the generator's device)
+    query = torch.cat([points, grid[None]], dim=1)  # (1, N + G, 2): one batch
     energy = model.energy(query, context)
     log_z = log_z_on_grid(energy[:, n:].double(), area)
     return (energy[:, :n].double().mean(-1) + log_z)[0]
@@ -204,7 +206,8 @@ def _cd_loss(
     model: EnergyTransformer, points: torch.Tensor, short: torch.Tensor, cfg: FineTuneConfig, box: Box,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    init = uniform_init(cfg.chains, box, generator=generator, batch=1).to(model.dtype)
+    init = uniform_init(cfg.chains, box, generator=generator, batch=1)  # drawn on the CPU
+    init = init.to(device=model.device, dtype=model.dtype)
     negatives = langevin(model, short, init, cfg.langevin_steps, cfg.step_size, cfg.noise_std, 10.0,
                          box=box, generator=generator)
     energy = model.energy(torch.cat([points, negatives], dim=1), short)[0]

@@ -57,17 +57,18 @@ class Trajectory:
     seconds: float
 
 
-def as_context(points: np.ndarray | list | torch.Tensor) -> torch.Tensor:
-    """(N, 2) points -> (1, N, 2) float32 tensor (N may be 0)."""
-    arr = np.asarray(points, dtype=np.float32).reshape(-1, 2)
-    return torch.from_numpy(arr.copy())[None]
+def as_context(points: np.ndarray | list | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, 2) points -> (1, N, 2) tensor of dtype (N may be 0); pass the model's dtype, so a float64
+    model reads its points unrounded."""
+    arr = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return torch.from_numpy(arr.copy()).to(dtype)[None]
 
 
 
 
 def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[torch.Tensor, float]:
     grid, area = grid_points(box, resolution)
-    return grid.to(model.dtype)[None], area
+    return grid.to(device=model.device, dtype=model.dtype)[None], area  # the query path reads it as is
 
 
 def compute_landscape(
@@ -79,22 +80,22 @@ def compute_landscape(
 ) -> Landscape:
     """Energy, normalised log density and (if arrow_resolution > 0) the -grad E field."""
     t0 = time.perf_counter()
-    context = as_context(points).to(model.dtype)
+    context = as_context(points, model.dtype)
     query, area = _grid_query(box, resolution, model)
     with torch.no_grad():
         cache = model.encode_context(context)
         energy = model.energy_cached(query[:, None], cache)[0, 0]
-    energy_np = energy.reshape(resolution, resolution).numpy().astype(np.float32)
+    energy_np = energy.reshape(resolution, resolution).cpu().numpy().astype(np.float32)
     arrow_xy = arrow_uv = None
     if arrow_resolution > 0:
         # Arrows sit on a coarser grid: a field of 100x100 arrows would be unreadable.
         tails = grid_points(box, arrow_resolution)[0].to(model.dtype)
         with torch.enable_grad():
-            q = tails[None, None].clone().requires_grad_(True)
+            q = tails[None, None].to(model.device).clone().requires_grad_(True)
             e = model.energy_cached(q, cache.detach())
             (grad,) = torch.autograd.grad(e.sum(), q)
         arrow_xy = tails.numpy()
-        arrow_uv = (-grad[0, 0]).numpy()
+        arrow_uv = (-grad[0, 0]).cpu().numpy()
     return Landscape(
         xs=grid_axis(box, resolution).astype(np.float32),
         energy=energy_np,
@@ -126,13 +127,13 @@ def compute_film_strip(
 ) -> FilmStrip:
     """The landscape after each prefix length, in one batched `energy_at_prefixes` call."""
     t0 = time.perf_counter()
-    context = as_context(points).to(model.dtype)
+    context = as_context(points, model.dtype)
     n = int(context.shape[1])
     lengths = film_strip_lengths(n) if lengths is None else [int(v) for v in lengths]
     query, area = _grid_query(box, resolution, model)
     with torch.no_grad():
         energy = model.energy_at_prefixes(query, context, lengths)[0]  # (P, R*R)
-    energy_np = energy.reshape(len(lengths), resolution, resolution).numpy().astype(np.float32)
+    energy_np = energy.reshape(len(lengths), resolution, resolution).cpu().numpy().astype(np.float32)
     return FilmStrip(
         xs=grid_axis(box, resolution).astype(np.float32),
         lengths=lengths,
@@ -185,11 +186,11 @@ def langevin_animation(
     g = torch.Generator().manual_seed(int(seed))
     x0 = particle_init(init, int(n_particles), box, points, g).to(model.dtype)
     traj = langevin(
-        model, as_context(points).to(model.dtype), x0, int(steps), float(step_size), float(noise_std),
+        model, as_context(points, model.dtype), x0, int(steps), float(step_size), float(noise_std),
         grad_clip=grad_clip, return_trajectory=True, box=box, generator=g,
     )  # (T+1, M, 2)
     idx = frame_indices(int(steps), max_frames)
-    return Trajectory(steps=idx, positions=traj[idx].detach().numpy().astype(np.float32),
+    return Trajectory(steps=idx, positions=traj[idx].detach().cpu().numpy().astype(np.float32),
                       seconds=time.perf_counter() - t0)
 
 

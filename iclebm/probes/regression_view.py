@@ -53,6 +53,7 @@ def compute_regression_view(
     traj = predict(model, xs[None].to(model.dtype), pts.to(model.dtype), steps=max_steps, step_size=step_size,
                    starts=starts, return_trajectory=True)
     steps = curve_frames(max_steps)
-    curves = traj[steps, 0].double().numpy()  # (F, R_x)
+    curves = traj.cpu()[steps, 0].double().numpy()  # (F, R_x)
+    energy, log_p = energy.cpu(), log_p.cpu()
     return RegressionView(xs.numpy(), ys.numpy(), energy.T.numpy(), log_p.T.numpy(), steps, curves,
                           time.perf_counter() - t0)

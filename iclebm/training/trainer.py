@@ -291,18 +291,20 @@ class MixtureTrainer(Trainer):
     def __init__(
         self, model: MixtureDensityTransformer | None = None, config: TrainConfig | None = None,
         model_config: MixtureConfig | None = None, max_bad_steps: int = 20,
+        device: torch.device | str | None = None, amp: bool = False,
     ) -> None:
         config = config or TrainConfig()
         if model is None:
             with torch.random.fork_rng():  # seeded init without reseeding the caller's global RNG
                 torch.manual_seed(config.seed)
                 model = MixtureDensityTransformer(model_config or MixtureConfig())
-        super().__init__(model=model, config=config, max_bad_steps=max_bad_steps)  # type: ignore[arg-type]
+        super().__init__(model=model, config=config, max_bad_steps=max_bad_steps,  # type: ignore[arg-type]
+                         device=device, amp=amp)
 
     def next_batch(self) -> MixtureBatch:  # type: ignore[override]
         c = self.config
         seq, _ = self.prior.sample_batch(c.batch_size, c.context_len, self.generator)
-        return MixtureBatch(seq.to(self.model.dtype))
+        return MixtureBatch(seq.to(device=self.device, dtype=self.model.dtype))  # drawn on the CPU
 
     def loss(self, batch: MixtureBatch) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[override]
         """The mixture's exact NLL: its one objective, whatever the config's objective says."""
