@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
-import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import fields
@@ -239,7 +239,8 @@ def _estimated_parameters(model: dict) -> int:
     """About how many weights a config builds (blocks, embeddings, head), to refuse huge cards."""
     d = int(model.get("d_model", 64))
     blocks = int(model.get("n_layer", 4)) * (4 + 2 * int(model.get("mlp_ratio", 4))) * d * d
-    return blocks + d * (2 * int(model.get("fourier_features", 0)) + 8 * int(model.get("n_components", 1)) + 4)
+    embed = 2 * int(model.get("fourier_features", 0)) + 8 * int(model.get("n_components", 1)) + 4
+    return blocks + d * embed
 
 
 def _check_card(card: dict, header: dict, name: str) -> tuple[type, object]:
