@@ -190,12 +190,12 @@ def _write_json(path: str, obj: object) -> None:
     print(f"wrote {path}")
 
 
-def _load_density_model(path: str | None, what: str) -> EnergyTransformer:
-    """A checkpoint that `what` can use: an energy model (not the exactly normalised mixture
-    transformer) trained on 2-D densities (not regression)."""
+def _load_density_model(path: str | None, what: str, energy_only: bool = True):
+    """A checkpoint that `what` can use: trained on 2-D densities (not regression) and, with
+    `energy_only`, an energy model (not the exactly normalised mixture transformer)."""
     model = load_checkpoint(path)
     name = Path(path).name if path else DEFAULT_CHECKPOINT.name
-    if not isinstance(model, EnergyTransformer):
+    if energy_only and not isinstance(model, EnergyTransformer):
         raise ValueError(f"{what}: {name} is a {type(model).__name__} (exactly normalised); "
                          f"{what} needs an energy model")
     prior_of(model, DENSITY, f"{what} ({name})")
@@ -580,7 +580,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _check_json_out(args.json)
     _set_threads(args.threads)
     device = resolve_device(args.device)
-    models = {Path(p).stem: _load_density_model(p, "compare").to(device) for p in paths}
+    loaded = [(Path(p), load_checkpoint(p).to(device)) for p in paths]
+    for path, m in loaded:
+        prior_of(m, DENSITY, f"compare ({path.name})")  # either architecture, but densities only
+    models = {path.stem: m for path, m in loaded}
     if len(models) != len(paths):
         raise ValueError("two checkpoints share a file name; rename one")
     first = next(iter(models.values()))
@@ -608,7 +611,7 @@ def cmd_ctx2weights(args: argparse.Namespace) -> int:
     from iclebm.probes.ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
 
     _set_threads(args.threads)
-    model = _load_density_model(args.checkpoint, "ctx2weights")
+    model = _load_density_model(args.checkpoint, "ctx2weights", energy_only=False)
     if not 1 <= args.points <= model.config.max_context:
         raise ValueError(f"--points must lie in [1, {model.config.max_context}]")
     if args.short > args.points:
