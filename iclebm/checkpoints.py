@@ -294,7 +294,17 @@ def load_checkpoint_bytes(
     data: bytes, name: str = "checkpoint", card: dict | None = None
 ) -> Model:
     """Load a model from .safetensors bytes (e.g. an upload); `card` replaces the embedded card.
-    Raises CheckpointError with the reason."""
+    Raises CheckpointError with the reason, and only that: the app's upload box and every tool
+    handle a refusal in one way."""
+    try:
+        return _load_bytes(data, name, card)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, ArithmeticError, MemoryError) as e:
+        raise CheckpointError(f"{name} could not be loaded ({type(e).__name__}: {e})") from None
+
+
+def _load_bytes(data: bytes, name: str, card: dict | None) -> Model:
     header = _read_header(data, name)
     if card is None:
         card = _embedded_card(header, name)

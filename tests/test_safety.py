@@ -225,3 +225,22 @@ def test_thinking_config_bounds():
     with pytest.raises(ValueError):
         ThinkingConfig(steps=10**9)
     ThinkingConfig(steps=200, starts=16)
+
+
+def test_first_signal_asks_to_stop_and_a_second_aborts_at_once():
+    import os
+    import signal
+
+    from iclebm.cli import _StopSignals
+
+    with _StopSignals() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time_out = 100_000
+        while stop.signum is None and time_out:  # the handler runs between bytecodes
+            time_out -= 1
+        assert stop.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100_000):
+                pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
