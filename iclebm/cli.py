@@ -135,7 +135,7 @@ class _Parser(argparse.ArgumentParser):
                           help="show the traceback of an error instead of one line")
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _is_shipped(path: Path) -> bool:
@@ -762,7 +762,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--objective", type=_objective_arg, choices=list(OBJECTIVES), default="exact",
                    help=_objectives_help("default: exact"))
     w.add_argument("--short", type=int_in(0), default=0, help="the fine-tuned model reads the first S points")
-    w.add_argument("--resolution", type=RESOLUTION, default=60, help="grid for densities and distances")
+    w.add_argument("--resolution", type=int_in(8, MAX_RESOLUTION), default=60,
+                   help="grid for densities and distances (8-1000)")
     w.add_argument("--threads", type=THREADS, default=None)
     w.set_defaults(func=cmd_ctx2weights)
     return p
