@@ -1,13 +1,23 @@
 """Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights | compare |
-check-device."""
+check-device.
+
+One error style: bad input (a flag out of range, an unusable path, a model of the wrong family) is
+refused before any work starts with one line on stderr and exit code 2; an unexpected failure is one
+line and exit code 1; --debug shows the traceback instead. Shipped models are read-only (see
+_check_output)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,11 +25,18 @@ import torch
 
 # The evaluation, probe and bench layers are imported inside the commands that use them, so that
 # `train` or `--help` does not load scikit-learn and scipy.stats at start-up.
-from iclebm.card import box_of, is_regression, prior_of
-from iclebm.checkpoints import load_checkpoint, save_checkpoint
+from iclebm.card import box_of, is_regression, prior_from_card, prior_of
+from iclebm.checkpoints import (
+    CHECKPOINT_DIR,
+    DEFAULT_CHECKPOINT,
+    _atomic_write,
+    card_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from iclebm.devices import DEVICE_CHOICES, compile_model, describe, resolve_device
 from iclebm.errors import IclebmError, UnknownObjectiveError
-from iclebm.models.energy import EnergyTransformer
+from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.models.mixture import MixtureConfig
 from iclebm.objectives import OBJECTIVES, resolve_objective
 from iclebm.tasks import DENSITY
@@ -62,6 +79,135 @@ def _objectives_help(suffix: str) -> str:
     return "; ".join(parts) + f" ({suffix})"
 
 
+# ---- input checks: flag types with bounds, output paths, model families --------------------------------
+
+MIN_RESOLUTION = 16  # grid cells per axis: fewer cannot integrate a density (Z is nonsense below this)
+MAX_RESOLUTION = 1000
+MAX_TASKS = 100_000
+MAX_BATCH = 4096  # tasks per step; larger runs out of memory long before it finishes a step
+MAX_STEPS = 1_000_000_000
+MAX_THREADS = 1024
+MAX_SEED = 2**63 - 1
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return parse
+
+
+def float_in(lo: float, hi: float = math.inf, *, lo_open: bool = True) -> Callable[[str], float]:
+    """argparse type: a finite number in (lo, hi] (or [lo, hi] with lo_open=False)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        below = value <= lo if lo_open else value < lo
+        if not math.isfinite(value) or below or value > hi:
+            bound = ("> " if lo_open else ">= ") + f"{lo:g}"
+            bound += f" and <= {hi:g}" if math.isfinite(hi) else ""
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+    return parse
+
+
+RESOLUTION = int_in(MIN_RESOLUTION, MAX_RESOLUTION)
+TASKS = int_in(1, MAX_TASKS)
+THREADS = int_in(1, MAX_THREADS)
+SEED = int_in(0, MAX_SEED)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error style: one line (no usage block) and exit code 2. Every parser,
+    subcommands included (argparse builds them with this class), takes --debug."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show the traceback of an error instead of one line")
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _is_shipped(path: Path) -> bool:
+    """Whether `path` lies in the shipped models' folder (checkpoints/ of the repository)."""
+    try:
+        return CHECKPOINT_DIR.resolve() in path.resolve().parents
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """`path` can be created or replaced: not a folder, its nearest existing folder writable."""
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{what} {path} is a folder or another non-file; give a file path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{what} {path} is read-only")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path}: the folder {parent} is not writable")
+
+
+def _check_output(path: Path, what: str, *, force: bool, own: bool = False) -> Path:
+    """Before any work: `path` is a checkpoint the command may write. Refused (ValueError -> exit 2):
+    another suffix than .safetensors (the file written is exactly the one named), the shipped models'
+    folder and any existing checkpoint that is not the run's own target (`own`: a resume target or
+    the checkpoint whose card --update-card rewrites), unless --force."""
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{what} {path} must end in .safetensors (e.g. {path.with_suffix('.safetensors')})")
+    instead = f"runs/{path.name}"
+    if _is_shipped(path) and not force:
+        raise ValueError(f"{what} {path} is in {CHECKPOINT_DIR.name}/, the shipped models, which the tools "
+                         f"never overwrite: write to {instead} instead (or pass --force to release a model)")
+    if path.exists() and not own and not force:
+        raise ValueError(f"{what} {path} exists already: choose another path such as {instead} "
+                         "(or pass --force to overwrite it)")
+    _check_writable(path, what)
+    _check_writable(card_path(path), f"{what}'s card")
+    return path
+
+
+def _check_json_out(path: str | None) -> None:
+    if path is not None:
+        _check_writable(Path(path), "--json")
+
+
+def _write_json(path: str, obj: object) -> None:
+    _atomic_write(Path(path), (json.dumps(obj, indent=2) + "\n").encode(), "json")
+    print(f"wrote {path}")
+
+
+def _load_density_model(path: str | None, what: str, energy_only: bool = True):
+    """A checkpoint that `what` can use: trained on 2-D densities (not regression) and, with
+    `energy_only`, an energy model (not the exactly normalised mixture transformer)."""
+    model = load_checkpoint(path)
+    name = Path(path).name if path else DEFAULT_CHECKPOINT.name
+    if energy_only and not isinstance(model, EnergyTransformer):
+        raise ValueError(f"{what}: {name} is a {type(model).__name__} (exactly normalised); "
+                         f"{what} needs an energy model")
+    prior_of(model, DENSITY, f"{what} ({name})")
+    return model
+
+
+def _set_threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
 TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points")  # TrainConfig fields
 
 
@@ -77,41 +223,117 @@ def cmd_train(args: argparse.Namespace) -> int:
     tcfg = replace(tcfg, **overrides)
     info = read_env()
     check_batch_split(tcfg.batch_size, info.world_size)  # before any rendezvous or file
+    out = Path(args.out or f"runs/{args.preset}.safetensors")
+    resuming = bool(args.resume and out.exists())
+    _check_output(out, "--out", force=args.force, own=resuming)
+    _check_writable(_resume_path(out), "the resume state")
     mdn = isinstance(preset.model, MixtureConfig)
     if mdn and (info.distributed or resolve_device(args.device).type != "cpu"):
         raise ValueError(f"preset {args.preset!r} trains on one CPU process (--device cpu, no torchrun)")
     info, device = init_from_env(args.device, timeout_s=args.dist_timeout)
     try:
-        return _train(args, preset, steps, tcfg, info, device)
+        return _train(args, preset, steps, tcfg, info, device, out)
     finally:
         shutdown(info)
 
 
-def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, device: torch.device) -> int:
+def _resume_mismatches(model, args: argparse.Namespace, preset, tcfg) -> list[str]:
+    """What differs between a checkpoint and the run that would resume it: preset, task family and
+    prior, architecture, objective (a calibrated model is refused separately)."""
+    training = model.card.get("training") or {}
+    found = []
+    if type(model.config) is not type(preset.model):
+        return [f"architecture ({type(model).__name__}, preset {args.preset!r} trains another)"]
+    if training.get("preset", args.preset) != args.preset:
+        found.append(f"preset ({training.get('preset')!r}, not {args.preset!r})")
+    try:
+        same_prior = prior_from_card(model.card.get("task")).to_card() == prior_from_card(tcfg.task).to_card()
+    except IclebmError:
+        same_prior = False
+    if not same_prior:
+        found.append("task family and prior")
+    calibration = ("length_scales", "energy_scale")
+    mine = {k: v for k, v in model.config.to_dict().items() if k not in calibration}
+    theirs = {k: v for k, v in preset.model.to_dict().items() if k not in calibration}
+    if mine != theirs:
+        found.append("architecture (" + ", ".join(k for k in theirs if mine.get(k) != theirs[k]) + ")")
+    recorded = (training.get("config") or {}).get("objective")
+    if recorded is not None and recorded != tcfg.objective:
+        found.append(f"objective ({recorded}, not {tcfg.objective})")
+    return found
+
+
+def _load_resume_target(out: Path, args: argparse.Namespace, preset, tcfg):
+    model = load_checkpoint(out)
+    mismatches = _resume_mismatches(model, args, preset, tcfg)
+    if mismatches:
+        raise ValueError(f"--resume: {out} is not a {args.preset!r} run of this recipe; it differs in "
+                         + "; ".join(mismatches) + ". Choose another --out to train a new model")
+    cfg = model.config
+    if getattr(cfg, "length_scales", None) is not None or getattr(cfg, "energy_scale", 1.0) != 1.0:
+        # CD trains the raw energy; negatives from a rescaled one would bias it.
+        raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
+    return model
+
+
+def _load_init(args: argparse.Namespace, preset):
+    model = load_checkpoint(args.init)  # fine-tune: start from these weights, fresh optimiser
+    if type(model.config) is not type(preset.model):
+        mdn = isinstance(preset.model, MixtureConfig)
+        wanted = "MixtureDensityTransformer" if mdn else "EnergyTransformer"
+        raise ValueError(f"--init {args.init} holds a {type(model).__name__}; preset {args.preset!r} "
+                         f"trains a {wanted}")
+    arch = ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", "input_scale")
+    arch += ("base_std",) if isinstance(preset.model, EnergyConfig) else ("n_components",)
+    if any(getattr(model.config, k) != getattr(preset.model, k) for k in arch):
+        raise ValueError(f"--init {args.init}: its architecture differs from preset {args.preset!r}")
+    if isinstance(model, EnergyTransformer):
+        # Train the raw energy: drop the init's calibrated temperatures (recalibrate afterwards).
+        model.config.length_scales, model.config.energy_scale = None, 1.0
+    return model
+
+
+class _StopSignals:
+    """Ctrl-C / SIGTERM during training: the first asks the loop to stop after the current step
+    (it then saves and exits 130 / 143); a second aborts at once (KeyboardInterrupt; every file is
+    written atomically, so the last good checkpoint survives)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():  # handlers live on the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+
+
+def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, device: torch.device,
+           out: Path) -> int:
     from tqdm import tqdm
 
-    out = Path(args.out or f"runs/{args.preset}.safetensors")
-    torch.set_num_threads(args.threads) if args.threads else None
-    model: EnergyTransformer | None = None
+    _set_threads(args.threads)
+    model = None
     resumed = False
     init_training = None
     if args.resume and out.exists():
-        model = load_checkpoint(out)
-        if type(model.config) is not type(preset.model):
-            raise ValueError(f"{out} holds a {type(model).__name__}; preset {args.preset!r} trains another")
-        cfg = model.config
-        if getattr(cfg, "length_scales", None) is not None or getattr(cfg, "energy_scale", 1.0) != 1.0:
-            # CD trains the raw energy; negatives from a rescaled one would bias it.
-            raise ValueError(f"{out} is calibrated; resume from the uncalibrated training checkpoint")
+        model = _load_resume_target(out, args, preset, tcfg)
         resumed = True
     elif args.init:
-        model = load_checkpoint(args.init)  # fine-tune: start from these weights, fresh optimiser
+        model = _load_init(args, preset)
         init_training = model.card.get("training")  # the init's own recipe, kept for reproducibility
-        arch = ("n_layer", "n_head", "d_model", "mlp_ratio", "max_context", "input_scale", "base_std")
-        if any(getattr(model.config, k) != getattr(preset.model, k) for k in arch):
-            raise ValueError(f"--init {args.init}: its architecture differs from preset {args.preset!r}")
-        # Train the raw energy: drop the init's calibrated temperatures (recalibrate afterwards).
-        model.config.length_scales, model.config.energy_scale = None, 1.0
+    if args.resume and not resumed and info.is_main:
+        print(f"--resume: no checkpoint at {out} yet; starting at step 0", file=sys.stderr)
     if isinstance(preset.model, MixtureConfig):  # exact NLL, single CPU process (checked above)
         trainer: Trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model)
     else:
@@ -127,17 +349,22 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
         commands = list(previous.get("commands") or [previous.get("command", "")])
         rp = _resume_path(out)
         if rp.exists():
-            load_train_state(trainer, rp)
+            load_train_state(trainer, rp, model.card)  # type: ignore[union-attr]
         else:
-            trainer.step_count = int(model.card.get("training", {}).get("steps", 0))  # type: ignore[union-attr]
-        prior_seconds = float(model.card.get("training", {}).get("seconds", 0.0))  # type: ignore[union-attr]
+            trainer.step_count = int(previous.get("steps", 0))
+        prior_seconds = float(previous.get("seconds", 0.0))
+        if trainer.step_count >= steps:
+            if info.is_main:
+                print(f"{out} is at step {trainer.step_count} already (--steps {steps}): nothing to train, "
+                      "nothing written")
+            return 0
         if info.is_main:
             print(f"resuming {out} at step {trainer.step_count}", file=sys.stderr)
     barrier(info)  # every rank has read the files before rank 0 may overwrite them
     command = _launch_command(sys.argv[1:] if args.argv is None else args.argv, info)
     commands.append(command)
     t_start = time.time()
-    deadline = t_start + 60 * args.minutes if args.minutes else None
+    deadline = t_start + 60 * args.minutes if args.minutes is not None else None
 
     def card() -> dict:
         c = {
@@ -161,30 +388,41 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
         return c
 
     def checkpoint() -> None:
-        if info.is_main:  # rank 0 alone writes; both files are written atomically
+        if info.is_main:  # rank 0 alone writes: the checkpoint (one atomic file), then its resume state
             save_checkpoint(trainer.model, out, card())
-            save_train_state(trainer, _resume_path(out))
+            save_train_state(trainer, _resume_path(out), trainer.model.card)
 
+    first_step = trainer.step_count
     quiet = args.quiet or not info.is_main
     bar = tqdm(total=steps, initial=trainer.step_count, disable=quiet, desc=f"train {args.preset}")
     last_save = time.time()
-    while trainer.step_count < steps:
-        m = trainer.step()
-        bar.update(0 if m["skipped"] else 1)
-        bar.set_postfix({k: f"{m[k]:.3f}" for k in ("loss", "e_real", "e_neg", "nll_last") if k in m})
-        if args.log_every and info.is_main and trainer.step_count % args.log_every == 0:
-            print(json.dumps({k: v for k, v in m.items() if k != "event"}), file=sys.stderr, flush=True)
-        if time.time() - last_save > args.save_every:
+    with _StopSignals() as stop:
+        while trainer.step_count < steps:
+            m = trainer.step()
+            bar.update(0 if m["skipped"] else 1)
+            bar.set_postfix({k: f"{m[k]:.3f}" for k in ("loss", "e_real", "e_neg", "nll_last") if k in m})
+            if args.log_every and info.is_main and trainer.step_count % args.log_every == 0:
+                print(json.dumps({k: v for k, v in m.items() if k != "event"}), file=sys.stderr, flush=True)
+            if time.time() - last_save > args.save_every:
+                checkpoint()
+                last_save = time.time()
+            # Ranks must stop at the same step (each step all-reduces): rank clocks and signals are OR-ed.
+            late = deadline is not None and time.time() > deadline
+            if any_true(late or stop.signum is not None, info, device):
+                if info.is_main and stop.signum is None:
+                    print(f"time limit reached at step {trainer.step_count}", file=sys.stderr)
+                break
+        bar.close()
+        trained = trainer.step_count > first_step
+        if trained:
             checkpoint()
-            last_save = time.time()
-        # Ranks must stop at the same step (each step all-reduces): rank clocks are OR-ed.
-        if any_true(deadline is not None and time.time() > deadline, info, device):
-            if info.is_main:
-                print(f"time limit reached at step {trainer.step_count}", file=sys.stderr)
-            break
-    bar.close()
-    checkpoint()
-    barrier(info)
+        barrier(info)
+    if stop.signum is not None:
+        if info.is_main:
+            what = (f"saved {out} and its resume state at step {trainer.step_count} (continue with --resume)"
+                    if trained else "no step finished, nothing written")
+            print(f"interrupted ({signal.Signals(stop.signum).name}): {what}", file=sys.stderr)
+        return 128 + stop.signum
     if info.is_main:
         print(f"saved {out} ({trainer.step_count} steps, {info.world_size} process(es) on {device.type})")
     return 0
@@ -193,18 +431,22 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from iclebm.evaluation.density import format_nll_table, in_context_nll
 
+    _check_json_out(args.json)
+    if args.update_card:  # the file whose card is rewritten: its own target, never a shipped one
+        args.checkpoint = str(_check_output(Path(args.checkpoint or DEFAULT_CHECKPOINT), "--update-card: "
+                                            "the checkpoint", force=args.force, own=True))
     device = resolve_device(args.device)
     model = load_checkpoint(args.checkpoint).to(device)
     if is_regression(model.card.get("task")):
         return _evaluate_regression(model, args)
+    _set_threads(args.threads)
     table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
     print(format_nll_table(table))
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, table)
     if args.update_card:
         model.card["evaluation"] = table
-        save_checkpoint(model, args.checkpoint, model.card)
+        save_checkpoint(model, Path(args.checkpoint), model.card)
         print(f"updated the card of {args.checkpoint}")
     return 0
 
@@ -218,8 +460,7 @@ def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> 
         thinking_curve,
         tune_thinking,
     )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     if args.tune_thinking:
         thinking, rows = tune_thinking(model)
@@ -235,13 +476,11 @@ def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> 
     table["command"] = command
     table["seconds"] = round(time.time() - t0, 1)
     if args.json:
-        out = {"evaluation": table, "thinking_curve": curve}
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, {"evaluation": table, "thinking_curve": curve})
     if args.update_card:
         model.card["evaluation"] = table
         model.card["thinking_curve"] = curve
-        save_checkpoint(model, args.checkpoint, model.card)
+        save_checkpoint(model, Path(args.checkpoint), model.card)
         print(f"updated the card of {args.checkpoint}")
     return 0
 
@@ -252,13 +491,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from iclebm.evaluation.calibration import DEFAULT_SAMPLER_CANDIDATES, choose_sampler, fit_length_scales
     from iclebm.evaluation.density import format_nll_table, guidance_fraction, in_context_nll
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    out = _check_output(Path(args.out), "--out", force=args.force)
+    _set_threads(args.threads)
     device = resolve_device(args.device)
-    model = load_checkpoint(args.checkpoint).to(device)
-    if not isinstance(model, EnergyTransformer):
-        raise ValueError(f"{args.checkpoint} is a {type(model).__name__}: it is exactly normalised, "
-                         "calibration applies to energy models only")
+    model = _load_density_model(args.checkpoint, "calibrate").to(device)
     card = dict(model.card)
     command = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     t0 = time.time()
@@ -282,8 +518,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     card.setdefault("training", {})
     card["training"]["calibrate_command"] = command
     card["training"]["calibrate_seconds"] = round(time.time() - t0, 1)
-    save_checkpoint(model, args.out, card)
-    print(f"saved {args.out}")
+    save_checkpoint(model, out, card)
+    print(f"saved {out}")
     return 0
 
 
@@ -292,11 +528,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from iclebm.evaluation.icl_curve import run_training_curves
 
     if args.training_curve:
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        _set_threads(args.threads)
         run_training_curves(args.presets.split(","), args.objectives.split(","), args.seconds,
                             args.eval_every, quick=args.quick)
         return 0
+    if args.checkpoint is not None:
+        _load_density_model(args.checkpoint, "bench")  # a clear refusal before the benchmark starts
     run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats,
               device=resolve_device(args.device), compile_=args.compile, throughput_only=args.throughput_only)
     return 0
@@ -341,10 +578,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                  if Path(p).exists()]
     if not paths:
         raise ValueError("no checkpoints given and none shipped under checkpoints/")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _check_json_out(args.json)
+    _set_threads(args.threads)
     device = resolve_device(args.device)
-    models = {Path(p).stem: load_checkpoint(p).to(device) for p in paths}
+    loaded = [(Path(p), load_checkpoint(p).to(device)) for p in paths]
+    for path, m in loaded:
+        prior_of(m, DENSITY, f"compare ({path.name})")  # either architecture, but densities only
+    models = {path.stem: m for path, m in loaded}
     if len(models) != len(paths):
         raise ValueError("two checkpoints share a file name; rename one")
     first = next(iter(models.values()))
@@ -362,8 +602,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result["seconds"] = round(time.time() - t0, 1)
     print(format_compare(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, result)
     return 0
 
 
@@ -372,11 +611,12 @@ def cmd_ctx2weights(args: argparse.Namespace) -> int:
 
     from iclebm.probes.ctx2weights import FineTuneConfig, distances, fine_tune, in_context_reference
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.checkpoint)
+    _set_threads(args.threads)
+    model = _load_density_model(args.checkpoint, "ctx2weights", energy_only=False)
     if not 1 <= args.points <= model.config.max_context:
         raise ValueError(f"--points must lie in [1, {model.config.max_context}]")
+    if args.short > args.points:
+        raise ValueError(f"--short {args.short} exceeds --points {args.points}")
     cfg = FineTuneConfig(steps=args.steps, lr=args.lr, objective=args.objective, seed=args.seed)
     box = box_of(model)
     prior = prior_of(model, DENSITY, "ctx2weights")
@@ -408,7 +648,9 @@ def cmd_check_device(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return run_check_command(args.device, args.amp, args.presets, args.debug, args.quiet)
+    # --debug (every subcommand has it) also prints each failed path's traceback
+    debug = bool(getattr(args, "debug", False))
+    return run_check_command(args.device, args.amp, args.presets, debug, args.quiet)
 
 
 def add_check_device_parser(sub: argparse._SubParsersAction) -> None:
@@ -416,84 +658,95 @@ def add_check_device_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--device", default="cpu", help="cpu|cuda|cuda:N (default cpu: small models)")
     d.add_argument("--amp", action="store_true", help="under bf16 autocast (CUDA only)")
     d.add_argument("--presets", nargs="+", default=None, help="only these presets (default: all)")
-    d.add_argument("--debug", action="store_true", help="also print each failure's traceback")
     d.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    d.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    d.add_argument("--threads", type=int_in(1, 1024), default=None, help="torch CPU threads")
     d.set_defaults(func=cmd_check_device)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m iclebm", description=__doc__)
+    p = _Parser(prog="python -m iclebm", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model: CD for energy presets, exact NLL for mdn2d")
     t.add_argument("--preset", choices=sorted(PRESETS), default="small")
-    t.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the preset's)")
-    t.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    t.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None,
+                   help="total optimiser steps (default: the preset's)")
+    t.add_argument("--minutes", type=float_in(0), default=None,
+                   help="stop (and save) after this many minutes")
     t.add_argument("--out", default=None, help="checkpoint path (default runs/PRESET.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--force", action="store_true",
+                   help="overwrite an existing checkpoint, or write into checkpoints/ (releasing a model)")
     t.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
     t.add_argument("--device", default="cpu", help=f"{'|'.join(DEVICE_CHOICES)} or cuda:N (default cpu; "
                    "auto picks CUDA when present; under torchrun each rank takes cuda:LOCAL_RANK)")
     t.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     t.add_argument("--compile", action="store_true", help="torch.compile the transformer blocks")
-    t.add_argument("--dist-timeout", type=float, default=300.0,
+    t.add_argument("--dist-timeout", type=float_in(0, 86_400), default=300.0,
                    help="seconds to wait for the other processes of a torchrun launch")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--seed", type=SEED, default=0)
+    t.add_argument("--lr", type=float_in(0, 10.0), default=None)
     t.add_argument("--objective", type=_objective_arg, choices=list(OBJECTIVES), default=None,
                    help=_objectives_help("default: the preset's"))
-    t.add_argument("--batch-size", type=int, default=None, help="tasks per step (default: the preset's)")
-    t.add_argument("--grid-resolution", type=int, default=None,
+    t.add_argument("--batch-size", type=int_in(1, MAX_BATCH), default=None,
+                   help="tasks per step (default: the preset's)")
+    t.add_argument("--grid-resolution", type=int_in(2, MAX_RESOLUTION), default=None,
                    help="exact objective: cells per axis of the jittered grid")
-    t.add_argument("--exact-positions", type=int, default=None,
+    t.add_argument("--exact-positions", type=int_in(0, 65_536), default=None,
                    help="exact objective: random positions per step (0: all)")
-    t.add_argument("--kernel-points", type=int, default=None,
+    t.add_argument("--kernel-points", type=int_in(0, 65_536), default=None,
                    help="exact objective: importance points per position around the context (0: grid only)")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--save-every", type=float, default=120.0, help="seconds between checkpoints")
-    t.add_argument("--log-every", type=int, default=0, help="print metrics as JSON every N steps")
+    t.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
+    t.add_argument("--save-every", type=float_in(0), default=120.0, help="seconds between checkpoints")
+    t.add_argument("--log-every", type=int_in(0), default=0, help="print metrics as JSON every N steps")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train, argv=None)
 
     e = sub.add_parser("evaluate", help="in-context NLL table of a checkpoint")
     e.add_argument("--checkpoint", default=None, help="default: the shipped model")
-    e.add_argument("--tasks", type=int, default=64, help="held-out tasks")
-    e.add_argument("--seed", type=int, default=12345)
-    e.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
+    e.add_argument("--tasks", type=TASKS, default=64, help="held-out tasks")
+    e.add_argument("--seed", type=SEED, default=12345)
+    e.add_argument("--resolution", type=RESOLUTION, default=200,
+                   help=f"grid cells per axis for Z ({MIN_RESOLUTION}-{MAX_RESOLUTION})")
     e.add_argument("--json", default=None, help="write the table as JSON here")
     e.add_argument("--update-card", action="store_true", help="store the table in the checkpoint's card")
+    e.add_argument("--force", action="store_true", help="allow --update-card on a shipped model")
     e.add_argument("--tune-thinking", action="store_true",
                    help="regression: choose the default thinking step size and starts on validation tasks")
-    e.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    e.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
     e.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
     e.set_defaults(func=cmd_evaluate, argv=None)
 
     c = sub.add_parser("calibrate", help="fit per-length temperatures, choose the sampler, evaluate, save")
     c.add_argument("--checkpoint", required=True, help="an uncalibrated trained checkpoint")
     c.add_argument("--out", required=True, help="where to write the calibrated checkpoint")
-    c.add_argument("--tasks", type=int, default=32, help="validation tasks for the temperature fit")
-    c.add_argument("--resolution", type=int, default=120, help="grid cells per axis for the fit")
-    c.add_argument("--guidance-tasks", type=int, default=8, help="validation tasks per sampler candidate")
-    c.add_argument("--eval-tasks", type=int, default=64, help="held-out evaluation tasks")
-    c.add_argument("--eval-resolution", type=int, default=200)
-    c.add_argument("--seed", type=int, default=12345, help="evaluation seed (validation uses others)")
+    c.add_argument("--force", action="store_true",
+                   help="overwrite an existing --out, or write into checkpoints/")
+    c.add_argument("--tasks", type=TASKS, default=32, help="validation tasks for the temperature fit")
+    c.add_argument("--resolution", type=RESOLUTION, default=120, help="grid cells per axis for the fit")
+    c.add_argument("--guidance-tasks", type=TASKS, default=8, help="validation tasks per sampler candidate")
+    c.add_argument("--eval-tasks", type=int_in(4, MAX_TASKS), default=64,
+                   help="held-out evaluation tasks (a quarter of them, at least 1, for guidance)")
+    c.add_argument("--eval-resolution", type=RESOLUTION, default=200)
+    c.add_argument("--seed", type=SEED, default=12345, help="evaluation seed (validation uses others)")
     c.add_argument("--no-length-scales", action="store_true", help="skip the temperature fit")
-    c.add_argument("--threads", type=int, default=None)
+    c.add_argument("--threads", type=THREADS, default=None)
     c.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
     c.set_defaults(func=cmd_calibrate, argv=None)
 
     b = sub.add_parser("bench", help="speed benchmark: cached vs naive, vectorised vs loops")
     b.add_argument("--checkpoint", default=None)
     b.add_argument("--quick", action="store_true", help="small sizes, for smoke tests")
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int_in(1, 1000), default=5)
     b.add_argument("--training-curve", action="store_true",
                    help="instead: NLL at n = 32 vs training seconds, from scratch, per preset and objective")
     b.add_argument("--presets", default="small,fast", help="training curve: comma-separated presets")
     b.add_argument("--objectives", default="cd,exact", help="training curve: comma-separated objectives")
-    b.add_argument("--seconds", type=float, default=60.0, help="training curve: training seconds per run")
-    b.add_argument("--eval-every", type=float, default=15.0, help="training curve: seconds between evals")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    b.add_argument("--seconds", type=float_in(0, 86_400), default=60.0,
+                   help="training curve: training seconds per run")
+    b.add_argument("--eval-every", type=float_in(0, 86_400), default=15.0,
+                   help="training curve: seconds between evals")
+    b.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
     b.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps: where the model runs; "
                    "with CUDA the CD-step and heatmap rows are also timed on the CPU beside it")
     b.add_argument("--compile", action="store_true", help="also time the CD step with torch.compile")
@@ -506,13 +759,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--families", nargs="+", default=None,
                     help="subset of: 'training prior', '5 components', anisotropic, 'two moons', rings, "
                     "'swiss roll'")
-    cp.add_argument("--tasks", type=int, default=32, help="tasks per family")
-    cp.add_argument("--test", type=int, default=200, help="held-out points per task")
-    cp.add_argument("--resolution", type=int, default=200, help="grid cells per axis for Z")
-    cp.add_argument("--seed", type=int, default=2024)
+    cp.add_argument("--tasks", type=TASKS, default=32, help="tasks per family")
+    cp.add_argument("--test", type=int_in(1, 100_000), default=200, help="held-out points per task")
+    cp.add_argument("--resolution", type=RESOLUTION, default=200, help="grid cells per axis for Z")
+    cp.add_argument("--seed", type=SEED, default=2024)
     cp.add_argument("--quick", action="store_true", help="tiny setting (2 tasks, n = 0, 2, 8): a smoke test")
     cp.add_argument("--json", default=None, help="write the tables as JSON here")
-    cp.add_argument("--threads", type=int, default=None)
+    cp.add_argument("--threads", type=THREADS, default=None)
     cp.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
     cp.set_defaults(func=cmd_compare, argv=None)
 
@@ -524,27 +777,63 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("ctx2weights", help="in-context density vs fine-tuning the weights on the context")
     w.add_argument("--checkpoint", default=None, help="default: the shipped model")
-    w.add_argument("--seed", type=int, default=1, help="which task to draw from the model's prior")
-    w.add_argument("--points", type=int, default=32, help="context size N")
-    w.add_argument("--heldout", type=int, default=500, help="held-out points of the same task")
-    w.add_argument("--steps", type=int, default=100, help="fine-tuning steps k")
-    w.add_argument("--lr", type=float, default=1e-3)
+    w.add_argument("--seed", type=SEED, default=1, help="which task to draw from the model's prior")
+    w.add_argument("--points", type=int_in(1), default=32, help="context size N")
+    w.add_argument("--heldout", type=int_in(1, 100_000), default=500, help="held-out points of the same task")
+    w.add_argument("--steps", type=int_in(1, 100_000), default=100, help="fine-tuning steps k")
+    w.add_argument("--lr", type=float_in(0, 10.0), default=1e-3)
     w.add_argument("--objective", type=_objective_arg, choices=list(OBJECTIVES), default="exact",
                    help=_objectives_help("default: exact"))
-    w.add_argument("--short", type=int, default=0, help="the fine-tuned model reads the first S points")
-    w.add_argument("--resolution", type=int, default=60, help="grid for densities and distances")
-    w.add_argument("--threads", type=int, default=None)
+    w.add_argument("--short", type=int_in(0), default=0, help="the fine-tuned model reads the first S points")
+    w.add_argument("--resolution", type=int_in(8, MAX_RESOLUTION), default=60,
+                   help="grid for densities and distances (8-1000)")
+    w.add_argument("--threads", type=THREADS, default=None)
     w.set_defaults(func=cmd_ctx2weights)
     add_check_device_parser(sub)
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (`... | head`): point stdout at /dev/null so the interpreter's final flush
+    does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a refused flag (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     if argv is not None and getattr(args, "argv", "absent") is None:
         args.argv = argv
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args))
-    except (IclebmError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        _quiet_stdout()
+        return 141
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (IclebmError, ValueError, OSError) as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -48,6 +48,22 @@ def _draw(value: Range, generator: torch.Generator) -> float:
     return lo + (hi - lo) * torch.rand((), generator=generator, dtype=torch.float64).item()
 
 
+MAX_COMPONENTS = 64
+MAX_REJECTIONS = 100_000  # draws per mean before sample_task gives up (construction makes this unreachable)
+
+
+def _check_range(name: str, value: object, lower: float, strict: bool) -> None:
+    """A number or a [lo, hi] range of finite numbers with lo <= hi, each > lower (>= when not strict)."""
+    values = value if isinstance(value, tuple | list) else (value,)
+    ok = 1 <= len(values) <= 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        and (v > lower if strict else v >= lower) for v in values)
+    if not ok or (len(values) == 2 and values[0] > values[1]):
+        bound = ">" if strict else ">="
+        raise ValueError(f"{name} must be a finite number or [lo, hi] range with lo <= hi, "
+                         f"each {bound} {lower:g}; got {value!r}")
+
+
 def _as_range(value: Range | list[float]) -> Range:
     if isinstance(value, (list, tuple)):
         if len(value) != 2 or value[0] > value[1]:
@@ -169,13 +185,28 @@ class MixturePrior:
 
     def __post_init__(self) -> None:
         k = self.n_components
+        ks = k if isinstance(k, tuple) else (k, k)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in ks):
+            raise ValueError(f"n_components must be a whole number or a [lo, hi] range, got {k!r}")
         if isinstance(k, tuple) and not 1 <= k[0] <= k[1]:
             raise ValueError(f"n_components must be a range [lo, hi] with 1 <= lo <= hi, got {list(k)}")
-        if isinstance(k, int) and k < 1:
-            raise ValueError(f"n_components must be >= 1, got {k}")
+        if not 1 <= ks[0] <= ks[1] <= MAX_COMPONENTS:
+            raise ValueError(f"n_components must be in [1, {MAX_COMPONENTS}], got {k}")
+        _check_range("mean_std", self.mean_std, 0.0, strict=False)
+        _check_range("component_std", self.component_std, 0.0, strict=True)
         lo = self.aspect_ratio[0] if isinstance(self.aspect_ratio, tuple) else self.aspect_ratio
-        if lo < 1.0:
+        if not lo >= 1.0:  # also refuses NaN
             raise ValueError(f"aspect_ratio must be >= 1 (major / minor std), got {self.aspect_ratio!r}")
+        _check_range("aspect_ratio", self.aspect_ratio, 1.0, strict=False)
+        limit = self.mean_limit
+        if not (isinstance(limit, int | float) and not isinstance(limit, bool) and 0 < limit < math.inf):
+            raise ValueError(f"mean_limit must be a positive number, got {limit!r}")
+        # The means are drawn by rejection (see sample_task): refuse a limit so tight that it would
+        # take more than ~1000 draws per mean, instead of looping (nearly) forever.
+        widest = self.mean_std[1] if isinstance(self.mean_std, tuple) else self.mean_std
+        if widest > 0 and math.erf(limit / (widest * math.sqrt(2))) ** 2 < 1e-3:
+            raise ValueError(f"mean_limit {limit:g} is too small for mean_std {widest:g}: fewer than "
+                             "1 in 1000 drawn means would fit")
 
     @property
     def anisotropic(self) -> bool:
@@ -227,10 +258,12 @@ class MixturePrior:
         mean_std = _draw(self.mean_std, g)
         means = torch.empty(k, 2, dtype=torch.float64)
         for i in range(k):
-            while True:  # rejection keeps means inside the limit; rarely loops
+            for _ in range(MAX_REJECTIONS):  # rejection keeps means inside the limit; rarely loops
                 m = mean_std * torch.randn(2, generator=g, dtype=torch.float64)
                 if bool((m.abs() <= self.mean_limit).all()):
                     break
+            else:
+                raise ValueError(f"no mean within mean_limit {self.mean_limit:g} in {MAX_REJECTIONS} draws")
             means[i] = m
         stds = torch.tensor([_draw(self.component_std, g) for _ in range(k)], dtype=torch.float64)
         if not self.anisotropic:

@@ -27,6 +27,7 @@ SLOW_MODULES = {
     "test_trainer_process",
     "test_cli",
     "test_cli_inspect",
+    "test_safety_process",
     "test_devices",
     "test_app_matrix",
     "test_browser_figures",

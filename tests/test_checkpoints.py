@@ -62,15 +62,27 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert list_checkpoints(tmp_path) == [path]
 
 
-def test_suffix_is_added_and_embedded_card_used_without_sidecar(tmp_path):
+def test_save_writes_exactly_the_named_path_and_embedded_card_is_enough(tmp_path):
     model = tiny()
-    path = save_checkpoint(model, tmp_path / "noext", CARD)
-    assert path.name == "noext.safetensors"
+    for wrong in ("noext", "run.txt"):
+        with pytest.raises(ValueError, match="must end in .safetensors"):
+            save_checkpoint(model, tmp_path / wrong, CARD)
+    assert list(tmp_path.iterdir()) == []
+    path = save_checkpoint(model, tmp_path / "noext.safetensors", CARD)
     card_path(path).unlink()
     loaded = load_checkpoint(path)  # the card inside the safetensors metadata is enough
     assert loaded.card["name"] == "tiny"
     assert_same_weights(model, loaded)
+    assert json.loads(card_path(path).read_text()) == loaded.card  # the readable copy is regenerated
     assert load_checkpoint(tmp_path / "noext").card["name"] == "tiny"  # suffix optional on load too
+
+
+def _rewrite_embedded_card(path, card: dict) -> None:
+    """Replace the card inside a checkpoint file (the source of truth since format 2)."""
+    from safetensors.torch import load as st_load
+
+    tensors = st_load(path.read_bytes())
+    path.write_bytes(st_save(tensors, metadata={checkpoints.CARD_KEY: json.dumps(card)}))
 
 
 def test_bytes_round_trip_is_bit_exact():
@@ -169,12 +181,12 @@ def test_shape_mismatch_with_card(tmp_path):
     path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
     card = json.loads(card_path(path).read_text())
     card["model"]["d_model"] = 32
-    card_path(path).write_text(json.dumps(card))
+    _rewrite_embedded_card(path, card)
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(path)
     card["model"]["d_model"] = 16
     card["model"]["n_layer"] = 3
-    card_path(path).write_text(json.dumps(card))
+    _rewrite_embedded_card(path, card)
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(path)
 
@@ -183,11 +195,11 @@ def test_invalid_model_config_in_card(tmp_path):
     path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
     card = json.loads(card_path(path).read_text())
     card["model"]["n_head"] = 5  # 16 is not divisible by 5
-    card_path(path).write_text(json.dumps(card))
+    _rewrite_embedded_card(path, card)
     with pytest.raises(CheckpointError, match="config"):
         load_checkpoint(path)
     del card["model"]
-    card_path(path).write_text(json.dumps(card))
+    _rewrite_embedded_card(path, card)
     with pytest.raises(CheckpointError, match="no model config"):
         load_checkpoint(path)
 
@@ -205,12 +217,26 @@ def test_nan_weights():
 
 
 def test_corrupt_sidecar_json(tmp_path):
-    path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
-    card_path(path).write_text('{"model": {"d_model": 16,')
+    """An old pair (format 1): the sidecar is the card, so a broken one is refused."""
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(checkpoints.DEFAULT_CHECKPOINT.read_bytes())
+    card_path(old).write_text('{"model": {"d_model": 16,')
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_checkpoint(path)
+        load_checkpoint(old)
     with pytest.raises(CheckpointError):
-        read_card(path)
+        read_card(old)
+
+
+def test_stale_or_broken_sidecar_of_a_new_checkpoint_is_regenerated(tmp_path):
+    """Format 2: the embedded card is the truth; the .json beside it is a copy, rewritten when stale."""
+    path = save_checkpoint(tiny(), tmp_path / "m.safetensors", CARD)
+    truth = json.loads(card_path(path).read_text())
+    for stale in ('{"model": {"d_model": 16,', json.dumps({**truth, "name": "edited"})):
+        card_path(path).write_text(stale)
+        assert load_checkpoint(path).card == truth
+        assert json.loads(card_path(path).read_text()) == truth
+        card_path(path).write_text(stale)
+        assert read_card(path) == truth
 
 
 def test_checkpoint_error_messages_name_the_file(tmp_path):

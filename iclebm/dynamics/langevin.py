@@ -87,11 +87,20 @@ def draw_noise(x: torch.Tensor, generator: torch.Generator | list[torch.Generato
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=dev).to(x.device)
 
 
+MAX_SAMPLER_STEPS = 100_000  # Langevin steps per call; more is a typo, not a run (the UI offers <= 2000)
+MAX_PARTICLES = 1_000_000  # chains per call (all batches and prefix groups together)
+
+
+def _check_particles(init: torch.Tensor) -> None:
+    if init.numel() // 2 > MAX_PARTICLES:
+        raise ValueError(f"{init.numel() // 2} particles in one call; at most {MAX_PARTICLES}")
+
+
 def _check_sampler_args(steps: int, step_size: float, noise_std: float, grad_clip: float | None) -> None:
-    if int(steps) < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if not step_size >= 0 or not noise_std >= 0:
-        raise ValueError("step_size and noise_std must be non-negative numbers")
+    if not 0 <= int(steps) <= MAX_SAMPLER_STEPS:
+        raise ValueError(f"steps must be in [0, {MAX_SAMPLER_STEPS}], got {steps}")
+    if not 0 <= step_size < float("inf") or not 0 <= noise_std < float("inf"):
+        raise ValueError("step_size and noise_std must be finite non-negative numbers")
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError("grad_clip must be positive or None")
 
@@ -114,6 +123,8 @@ def langevin_cached(
     Group p samples E(. | context[:, :lengths[p]]); `box` clamps particles after each step.
     With return_trajectory the result is (T+1, B, P, C, 2), starting with init.
     """
+    _check_sampler_args(steps, step_size, noise_std, grad_clip)
+    _check_particles(init)
     cache = cache.detach()
     x = init.detach().to(device=model.device, dtype=model.dtype)
     return langevin_energy(lambda q: model.energy_cached(q, cache, lengths), x, steps, step_size, noise_std,
@@ -214,6 +225,8 @@ def langevin_y(
 
     y <- y - step_size * clip(dE/dy) + noise_std * eps, clamped to y_box; group p sees the
     context prefix lengths[p]."""
+    _check_sampler_args(steps, step_size, noise_std, grad_clip)
+    _check_particles(y[..., None].expand(*y.shape, 2))
     cache = cache.detach()
     x = x.detach().to(model.dtype)
     y = y.detach().to(model.dtype).clone()

@@ -35,8 +35,8 @@ class ThinkingConfig:
     def __post_init__(self) -> None:
         if self.start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {self.start!r}")
-        if int(self.starts) < 1:
-            raise ValueError(f"starts must be >= 1, got {self.starts}")
+        if not 1 <= int(self.starts) <= MAX_STARTS:
+            raise ValueError(f"starts must be in [1, {MAX_STARTS}], got {self.starts}")
         _check(self.steps, self.step_size, self.grad_clip)
 
     def to_dict(self) -> dict:
@@ -51,9 +51,13 @@ class ThinkingConfig:
                    starts=int(d.get("starts", 1)))
 
 
+MAX_THINKING_STEPS = 10_000  # gradient steps per prediction (the app offers <= 200)
+MAX_STARTS = 256  # candidates per x
+
+
 def _check(steps: int, step_size: float, grad_clip: float | None) -> None:
-    if int(steps) < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    if not 0 <= int(steps) <= MAX_THINKING_STEPS:
+        raise ValueError(f"steps must be in [0, {MAX_THINKING_STEPS}], got {steps}")
     if not (step_size >= 0 and step_size < float("inf")):
         raise ValueError(f"step_size must be a non-negative number, got {step_size}")
     if grad_clip is not None and not grad_clip > 0:
@@ -142,8 +146,8 @@ def predict(
     start = cfg.start if start is None else start
     starts = cfg.starts if starts is None else starts
     clip = cfg.grad_clip if grad_clip == "card" else grad_clip
-    if int(starts) < 1:
-        raise ValueError(f"starts must be >= 1, got {starts}")
+    if not 1 <= int(starts) <= MAX_STARTS:
+        raise ValueError(f"starts must be in [1, {MAX_STARTS}], got {starts}")
     _check(steps, step_size, clip)  # type: ignore[arg-type]
     context = torch.as_tensor(context, dtype=model.dtype).to(model.device)  # x and the starts follow it
     if context.ndim == 2:
