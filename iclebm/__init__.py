@@ -155,6 +155,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "iclebm.objectives.exact": (
         "ExactBatch",
         "KernelDraws",
+        "draw_positions",
         "exact_nll_loss",
         "importance_log_z",
         "kernel_log_density",
