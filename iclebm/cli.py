@@ -61,7 +61,8 @@ def _objectives_help(suffix: str) -> str:
     return "; ".join(parts) + f" ({suffix})"
 
 
-TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points", "short_bias")  # TrainConfig fields
+TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points",
+                   "short_bias")  # TrainConfig fields
 
 
 def cmd_train(args: argparse.Namespace) -> int:
