@@ -483,6 +483,9 @@ def bayes_point_nll(
 # ---- a cached grid for the app's "Bayes-optimal" overlay ---------------------------------------
 
 GRID_MAX_RESOLUTION = 80  # the overlay grid is at most this many cells per axis (6400 queries)
+# anisotropic priors cost about 300 shape nodes per query and block: their overlay grid is capped
+# at 32 cells per axis (a contour picture; 32 x 32 is about 4 s of CPU at n = 3 here)
+GRID_MAX_RESOLUTION_ANISO = 32
 GRID_MAX_CONTEXT = 64
 GRID_GIBBS = GibbsConfig(chains=4, burn_in=10, sweeps=10)  # beyond exact enumeration (N > 8 for K = 3)
 
@@ -495,15 +498,18 @@ def predictive_grid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cell centres (R,) and log p(x | context) (R, R) (row = y, column = x) on a grid over the box.
 
-    For the app: R = min(resolution, GRID_MAX_RESOLUTION), the context is at most
+    For the app: R = min(resolution, GRID_MAX_RESOLUTION) (GRID_MAX_RESOLUTION_ANISO for an
+    anisotropic prior, with the coarse GRID_SHAPE rule), the context is at most
     GRID_MAX_CONTEXT points (else ValueError), Gibbs uses the short GRID_GIBBS run, and the last
     64 answers are cached, so a repeated view costs nothing.
     """
     ctx = _points(np.asarray(context, dtype=np.float64).reshape(-1, 2), "context", batched=False)
     if ctx.shape[0] > GRID_MAX_CONTEXT:
         raise ValueError(f"the Bayes grid takes at most {GRID_MAX_CONTEXT} points, got {ctx.shape[0]}")
-    res = max(2, min(int(resolution), GRID_MAX_RESOLUTION))
-    return _cached_grid(tuple(map(tuple, ctx.tolist())), as_prior(prior), (float(box[0]), float(box[1])), res)
+    prior = as_prior(prior)
+    cap = GRID_MAX_RESOLUTION_ANISO if prior.anisotropic else GRID_MAX_RESOLUTION
+    res = max(2, min(int(resolution), cap))
+    return _cached_grid(tuple(map(tuple, ctx.tolist())), prior, (float(box[0]), float(box[1])), res)
 
 
 @functools.lru_cache(maxsize=64)
@@ -511,7 +517,7 @@ def _cached_grid(context: tuple, prior: MixturePrior, box: tuple[float, float], 
     xs = grid_axis(box, res)
     query = grid_points(box, res)[0].numpy()
     ctx = np.array(context, dtype=np.float64).reshape(-1, 2)
-    lp = mixture_log_predictive(ctx, query, prior, gibbs=GRID_GIBBS).reshape(res, res)
+    lp = mixture_log_predictive(ctx, query, prior, gibbs=GRID_GIBBS, shape=GRID_SHAPE).reshape(res, res)
     xs.setflags(write=False)
     lp.setflags(write=False)
     return xs, lp
@@ -552,14 +558,20 @@ class ShapeRule:
     n_std: int = 8
     n_ratio: int = 6
     n_angle: int = 16
+    rect_nodes: int = RECT_NODES  # nodes of the rectangle quadrature for the truncation (rect_log_mass)
 
     def __post_init__(self) -> None:
         counts = (self.n_std, self.n_ratio, self.n_angle)
         if min(counts) < 1 or max(counts) > 64:
             raise ValueError(f"ShapeRule node counts must lie in [1, 64], got {self}")
+        if not 2 <= self.rect_nodes <= 256:
+            raise ValueError(f"rect_nodes must lie in [2, 256], got {self.rect_nodes}")
 
 
 ANISO_EVAL_RULE = ShapeRule(n_std=10, n_ratio=8, n_angle=24)
+# the app's overlay: 288 nodes and a 12-node rectangle rule, about 40x cheaper than ShapeRule() on a
+# 60 x 60 grid; a picture, so 1e-2 nats is plenty (measured against ShapeRule() in the tests)
+GRID_SHAPE = ShapeRule(n_std=6, n_ratio=4, n_angle=12, rect_nodes=12)
 
 
 def _features(x: np.ndarray) -> np.ndarray:
@@ -568,7 +580,8 @@ def _features(x: np.ndarray) -> np.ndarray:
 
 
 def rect_log_mass(
-    mx: np.ndarray, my: np.ndarray, vxx: np.ndarray, vxy: np.ndarray, vyy: np.ndarray, limit: float
+    mx: np.ndarray, my: np.ndarray, vxx: np.ndarray, vxy: np.ndarray, vyy: np.ndarray, limit: float,
+    nodes: int = RECT_NODES,
 ) -> np.ndarray:
     """log P(|X| <= L, |Y| <= L) for (X, Y) ~ N((mx, my), [[vxx, vxy], [vxy, vyy]]), elementwise.
 
@@ -588,18 +601,18 @@ def rect_log_mass(
     res = _log_mass_inside(mxn, sxn, limit) + _log_mass_inside(myn, syn, limit)
     dep = np.abs(rho) > 1e-9
     if dep.any():
-        res[dep] = _rect_quadrature(mxn[dep], myn[dep], sxn[dep], syn[dep], rho[dep], limit)
+        res[dep] = _rect_quadrature(mxn[dep], myn[dep], sxn[dep], syn[dep], rho[dep], limit, nodes)
     out[near] = res
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _unit_gauss_legendre() -> tuple[np.ndarray, np.ndarray]:
-    t, w = np.polynomial.legendre.leggauss(RECT_NODES)
+@functools.lru_cache(maxsize=8)
+def _unit_gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    t, w = np.polynomial.legendre.leggauss(nodes)
     return (t + 1) / 2, np.log(w / 2)
 
 
-def _rect_quadrature(mx, my, sx, sy, rho, limit: float) -> np.ndarray:
+def _rect_quadrature(mx, my, sx, sy, rho, limit: float, nodes: int = RECT_NODES) -> np.ndarray:
     """rect_log_mass for correlated elements (F,). The quantile substitution puts the nodes where X
     has its mass; where P(|Y| <= L | x) switches steeply far in the tail of X it converges
     algebraically: 48 nodes give an absolute error below 3e-5 on the mass (tests: < 1e-4)."""
@@ -607,7 +620,7 @@ def _rect_quadrature(mx, my, sx, sy, rho, limit: float) -> np.ndarray:
     mx, rho = np.where(flip, -mx, mx), np.where(flip, -rho, rho)
     lo, hi = (-limit - mx) / sx, (limit - mx) / sx  # lo < 0: [lo, hi] straddles 0 or lies in the lower tail
     log_zx = log_diff_ndtr(lo, hi)
-    t, log_w = _unit_gauss_legendre()
+    t, log_w = _unit_gauss_legendre(nodes)
     log_u = np.logaddexp(log_ndtr(lo)[:, None], np.log(t)[None] + log_zx[:, None])  # (F, J)
     x_std = ndtri_exp(np.minimum(log_u, 0.0))  # standardised x of the nodes
     cond_m = my[:, None] + rho[:, None] * sy[:, None] * x_std
@@ -630,6 +643,7 @@ class ShapeHypothesis:
     cos: np.ndarray
     sin: np.ndarray
     log_w: np.ndarray
+    rect_nodes: int = RECT_NODES
 
     @property
     def truncated(self) -> bool:
@@ -655,7 +669,7 @@ class ShapeHypothesis:
         """log P(mean inside the square) for posteriors given in the nodes' axes (..., G)."""
         c, s = self.cos, self.sin
         return rect_log_mass(c * m1 - s * m2, s * m1 + c * m2, c * c * v1 + s * s * v2,
-                             c * s * (v1 - v2), s * s * v1 + c * c * v2, self.limit)
+                             c * s * (v1 - v2), s * s * v1 + c * c * v2, self.limit, self.rect_nodes)
 
     def log_marginal_nodes(self, n: np.ndarray, s_sum: np.ndarray, sq: np.ndarray) -> np.ndarray:
         """log p(data | node) + log w per node: n (...), S (..., 2), sq (..., 3) = sums of x^2, xy, y^2."""
@@ -702,7 +716,7 @@ class ShapeHypothesis:
 
 def _subset(h: ShapeHypothesis, keep: np.ndarray) -> ShapeHypothesis:
     return ShapeHypothesis(h.kmin, h.kmax, h.a, h.limit, h.lam1[keep], h.lam2[keep], h.cos[keep],
-                           h.sin[keep], h.log_w[keep])
+                           h.sin[keep], h.log_w[keep], h.rect_nodes)
 
 
 def shape_hypothesis(prior: MixturePrior, rule: ShapeRule = ShapeRule()) -> ShapeHypothesis:
@@ -722,7 +736,8 @@ def shape_hypothesis(prior: MixturePrior, rule: ShapeRule = ShapeRule()) -> Shap
     ks = prior.n_components
     kmin, kmax = (int(ks[0]), int(ks[1])) if isinstance(ks, tuple) else (int(ks), int(ks))
     limit = math.inf if prior.mean_limit is None else float(prior.mean_limit)
-    return ShapeHypothesis(kmin, kmax, a, limit, ss * ss * rr, ss * ss / rr, np.cos(tt), np.sin(tt), lw)
+    return ShapeHypothesis(kmin, kmax, a, limit, ss * ss * rr, ss * ss / rr, np.cos(tt), np.sin(tt), lw,
+                           rule.rect_nodes)
 
 
 def partition_prior(kmin: int, kmax: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
