@@ -538,7 +538,8 @@ def _cached_grid(context: tuple, prior: MixturePrior, box: tuple[float, float], 
 # marginal likelihood does not depend on K, so p(partition with b blocks) = sum_K p(K) K!/((K-b)! K^n)
 # and p(q | partition) = E[1/K | b] sum_blocks p(q | block) + E[(K-b)/K | b] p0(q). The predictive is
 # then linear in the blocks: p(q | D) = sum_blocks W(block) p(q | block) + W0 p0(q), with W summed over
-# the partitions (exact enumeration) or over the Gibbs states (Rao-Blackwellised) that hold the block.
+# the partitions (exact enumeration) or over the distinct partitions a collapsed Gibbs sampler
+# visited, each with its exact posterior weight within that set.
 
 RECT_NODES = 48  # Gauss-Legendre nodes of the rectangle quadrature (see _rect_quadrature)
 NODE_PRUNE_NATS = 30.0  # a block's shape nodes this far below its best carry < e^-30 of its predictive
@@ -849,8 +850,8 @@ def _aniso_gibbs_weights(
     h: ShapeHypothesis, context: np.ndarray, cfg: GibbsConfig, rng: np.random.Generator
 ) -> list[tuple[dict[int, float], float]]:
     """Collapsed Gibbs over labelled assignments (means and shapes integrated out, K folded into the
-    partition prior), for contexts (T, N, 2): per task the block weights of the states visited after
-    burn-in (each sweep of each chain counts once: the Rao-Blackwellised predictive)."""
+    partition prior), for contexts (T, N, 2): per task the block weights of the distinct partitions
+    visited after burn-in, each weighted by its exact posterior within that set."""
     t, n = context.shape[:2]
     c, k = cfg.chains, h.kmax
     x = np.broadcast_to(context[:, None], (t, c, n, 2))
@@ -901,14 +902,24 @@ def _aniso_gibbs_weights(
         else:
             states.append(z.copy())
     zs = np.stack(states, 2)  # (T, C, S, N)
-    _, log_a, log_b = partition_prior(h.kmin, h.kmax, n)
+    lp, log_a, log_b = partition_prior(h.kmin, h.kmax, n)
+    bits = 1 << np.arange(n)
     out = []
     for i in range(t):
         flat = zs[i].reshape(-1, n)
-        masks = np.stack([((flat == j) * (1 << np.arange(n))).sum(-1) for j in range(k)], -1)
+        masks = np.sort(np.stack([((flat == j) * bits).sum(-1) for j in range(k)], -1), axis=-1)
+        masks = np.unique(masks, axis=0)  # the distinct partitions visited (label order removed)
         b = (masks > 0).sum(1)
-        log_w = np.full(flat.shape[0], -math.log(flat.shape[0]))
-        out.append(_accumulate(masks, log_w, b, log_a, log_b))
+        # Weight the visited partitions by their exact posterior, not by visit counts: single-site
+        # Gibbs moves between modes (one block vs two) rarely, and with K a range the chains can sit
+        # in different modes; exact weights over the visited set are right whenever every partition
+        # of non-negligible mass was visited by some chain.
+        blocks, inverse = np.unique(masks, return_inverse=True)
+        member = ((blocks[:, None] & bits) > 0).astype(np.float64)
+        log_m = h.log_marginal(member.sum(1), member @ context[i], member @ _features(context[i]))
+        log_m = np.where(blocks == 0, 0.0, log_m)[inverse.reshape(masks.shape)]
+        joint = lp[b] + log_m.sum(1)
+        out.append(_accumulate(masks, joint - _lse(joint, axis=0), b, log_a, log_b))
     return out
 
 
