@@ -168,6 +168,9 @@ def hypotheses(prior: MixturePrior, n_quad: int = 16) -> list[Hypothesis]:
     caps = prior.capabilities
     if not caps.bayes:
         raise CapabilityError(f"no Bayes predictive for this prior: {caps.why_no_bayes}")
+    if prior.anisotropic:
+        raise CapabilityError("hypotheses() models isotropic components only; anisotropic priors go "
+                              "through shape_hypothesis (mixture_log_predictive picks it)")
     s, lw_s = quadrature(prior.component_std, n_quad)
     if np.any(s <= 0):
         raise ValueError(f"component std must be positive, got {prior.component_std!r}")
