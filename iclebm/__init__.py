@@ -158,6 +158,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "iclebm.objectives.exact": (
         "ExactBatch",
         "KernelDraws",
+        "draw_positions",
         "exact_nll_loss",
         "importance_log_z",
         "kernel_log_density",
@@ -254,6 +255,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "iclebm.evaluation.bayes": (
         "GibbsConfig",
         "Hypothesis",
+        "ShapeHypothesis",
+        "ShapeRule",
+        "aniso_log_predictive_batch",
         "as_prior",
         "bayes_point_nll",
         "hypotheses",
@@ -261,9 +265,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "mixture_log_predictive",
         "mixture_log_predictive_batch",
         "n_partitions",
+        "partition_prior",
         "predictive_grid",
         "quadrature",
+        "rect_log_mass",
         "set_partitions",
+        "shape_hypothesis",
     ),
     "iclebm.evaluation.calibration": (
         "calibrate_temperature",

@@ -208,7 +208,8 @@ def _set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
-TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points")  # TrainConfig fields
+TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points",
+                   "short_bias")  # TrainConfig fields
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -694,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exact objective: cells per axis of the jittered grid")
     t.add_argument("--exact-positions", type=int_in(0, 65_536), default=None,
                    help="exact objective: random positions per step (0: all)")
+    t.add_argument("--short-bias", type=float_in(0, 8, lo_open=False), default=None,
+                   help="exact objective with --exact-positions: draw position n with probability "
+                        "~ (n + 1)^-BIAS (0: uniform; 1 oversamples short prefixes)")
     t.add_argument("--kernel-points", type=int_in(0, 65_536), default=None,
                    help="exact objective: importance points per position around the context (0: grid only)")
     t.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")

@@ -215,9 +215,12 @@ class MixturePrior:
 
     @property
     def capabilities(self) -> Capabilities:
-        why = ("the Bayes predictive in iclebm covers isotropic components only, and this prior draws "
-               "elongated, rotated ones (aspect ratio > 1)") if self.anisotropic else None
-        return Capabilities(DENSITY, not self.anisotropic, anisotropic=self.anisotropic, why_no_bayes=why)
+        ranged_a = isinstance(self.mean_std, tuple) and self.mean_std[0] != self.mean_std[1]
+        why = None
+        if self.anisotropic and ranged_a:  # the anisotropic path has no evidence over a range of mean_std
+            why = ("the Bayes predictive for elongated, rotated components takes a fixed mean_std, "
+                   "and this prior draws it from a range")
+        return Capabilities(DENSITY, why is None, anisotropic=self.anisotropic, why_no_bayes=why)
 
     @classmethod
     def from_card(cls, task: dict) -> MixturePrior:

@@ -65,7 +65,8 @@ def test_every_page_with_every_shipped_model(model: str, page: str, shipped_copy
         _ok(at)
         mix = at.session_state["mixture"]
         assert ("ratio" in mix) == caps.anisotropic  # mog2d-wide draws elongated, rotated components
-        if not caps.bayes:
-            assert "Bayes-optimal overlay: not available for this model" in _texts(at, "caption")
+        # every shipped density model has the Bayes overlay now (mog2d-wide's anisotropic prior too)
+        assert caps.bayes, caps.why_no_bayes
+        assert "Bayes-optimal overlay: not available for this model" not in _texts(at, "caption")
     if page == "density" and caps.kind == "regression":
         assert "regression model" in _texts(at, "warning")

@@ -13,6 +13,7 @@ from iclebm.grid import grid_points, jittered_grid
 from iclebm.models.energy import EnergyConfig
 from iclebm.objectives.exact import (
     KernelDraws,
+    draw_positions,
     exact_nll_loss,
     importance_log_z,
     kernel_log_density,
@@ -103,6 +104,29 @@ def test_trainer_with_exact_objective_steps_and_validates():
     with pytest.raises(ValueError, match="grid_resolution"):
         TrainConfig(objective="exact", grid_resolution=1)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_short_bias_oversamples_short_prefixes_and_uniform_replays_the_permutation():
+    g = torch.Generator().manual_seed(3)
+    uniform = draw_positions(64, 8, 0.0, g)
+    plain = torch.randperm(64, generator=torch.Generator().manual_seed(3))[:8].sort().values
+    assert torch.equal(uniform, plain)
+    counts = torch.zeros(64)
+    for _ in range(400):
+        pos = draw_positions(64, 8, 1.0, g)
+        assert len(set(pos.tolist())) == 8 and torch.equal(pos, pos.sort().values)
+        counts[pos] += 1
+    # bias 1: positions 0..8 get about 60% of the draws (uniform: 14%); 0 is drawn far more than 63
+    assert counts[:9].sum() / counts.sum() > 0.4 and counts[0] > 5 * counts[63]
+    with pytest.raises(ValueError, match="positions"):
+        draw_positions(4, 5, 1.0, g)
+    with pytest.raises(ValueError, match="short_bias"):
+        TrainConfig(short_bias=-1.0)
+    cfg = TrainConfig(batch_size=2, context_len=6, objective="exact", grid_resolution=4, exact_positions=2,
+                      short_bias=1.0, warmup=1, seed=1)
+    trainer = Trainer(config=cfg, model_config=EnergyConfig(n_layer=1, n_head=2, d_model=8, max_context=8))
+    assert math.isfinite(trainer.step()["loss"])
+    assert TrainConfig.from_dict(cfg.to_dict()).short_bias == 1.0
 
 
 # ---- importance points around the context (kernel_points > 0) ---------------------------------

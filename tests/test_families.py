@@ -50,8 +50,9 @@ def test_a_tool_refuses_a_model_of_the_other_kind_with_the_reason() -> None:
     assert family_of(card).kind == REGRESSION
 
 
-@pytest.mark.parametrize("prior, bayes", [(MixturePrior(), True), (WIDE, False), (LinearPrior(), True),
-                                          (SinusoidPrior(), True)])
+@pytest.mark.parametrize("prior, bayes", [(MixturePrior(), True), (WIDE, True), (LinearPrior(), True),
+                                          (SinusoidPrior(), True),
+                                          (MixturePrior(mean_std=(2.0, 3.0), aspect_ratio=2.0), False)])
 def test_capabilities(prior, bayes: bool) -> None:  # type: ignore[no-untyped-def]
     caps = prior.capabilities
     assert caps.bayes is bayes
@@ -59,11 +60,12 @@ def test_capabilities(prior, bayes: bool) -> None:  # type: ignore[no-untyped-de
     assert (caps.why_no_bayes is None) is bayes
 
 
-def test_the_bayes_predictive_refuses_an_anisotropic_prior_with_a_typed_reason() -> None:
+def test_the_bayes_predictive_refuses_what_it_does_not_cover_with_a_typed_reason() -> None:
     with pytest.raises(CapabilityError, match="isotropic components only"):
-        hypotheses(WIDE)
-    with pytest.raises(CapabilityError):
-        mixture_log_predictive(np.zeros((2, 2)), np.zeros((3, 2)), WIDE.to_card())
+        hypotheses(WIDE)  # the isotropic component model; WIDE goes through shape_hypothesis
+    ranged = MixturePrior(mean_std=(2.0, 3.0), aspect_ratio=2.0)
+    with pytest.raises(CapabilityError, match="mean_std"):
+        mixture_log_predictive(np.zeros((2, 2)), np.zeros((3, 2)), ranged.to_card())
     with pytest.raises(TaskFamilyError, match="density tasks"):
         mixture_log_predictive(np.zeros((2, 2)), np.zeros((3, 2)), LinearPrior().to_card())
 
@@ -73,8 +75,8 @@ def test_every_shipped_card_has_a_registered_family(path: Path) -> None:
     card = read_card(path)
     caps = capabilities_of(card)
     assert caps.kind == family_of(card).kind
-    if path.stem == "mog2d-wide":  # the app's default model: anisotropic, no Bayes predictive yet
-        assert caps.anisotropic and not caps.bayes and "isotropic" in caps.why_no_bayes
+    if path.stem == "mog2d-wide":  # the app's default model: anisotropic, with its Bayes predictive
+        assert caps.anisotropic and caps.bayes and caps.why_no_bayes is None
 
 
 @pytest.mark.parametrize("prior", [MixturePrior(), WIDE], ids=["isotropic", "anisotropic"])

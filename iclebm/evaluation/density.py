@@ -171,7 +171,7 @@ def density_learners(
     model: EnergyTransformer, prior: MixturePrior, box: tuple[float, float], resolution: int,
     seed: int, bayes: bool = True, oracle: bool = True, k: int | None = None, task_batch: int = 8,
 ) -> list[Learner]:
-    """Every column of the NLL table: the model, Bayes (isotropic priors), every baseline, the oracle."""
+    """Every column of the NLL table: the model, Bayes, every baseline, the oracle."""
     learners: list[Learner] = [ModelDensity(model, box, resolution, task_batch)]
     if bayes and prior.capabilities.bayes:
         learners.append(BayesDensity(prior))
@@ -201,8 +201,8 @@ def in_context_nll(
     from one torch.Generator seeded with `seed`. The model's density is normalised on a
     resolution x resolution grid over the box; baselines are exact densities on R^2.
     `bayes` is the Bayes posterior predictive under the prior (`iclebm.evaluation.bayes`), the best any
-    in-context learner trained on it can do; bayes=False (or an anisotropic prior, which
-    `iclebm.evaluation.bayes` does not cover) leaves that column out.
+    in-context learner trained on it can do; bayes=False (or a prior whose capabilities say
+    bayes=False) leaves that column out.
     Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
     error over tasks), n_tasks, n_test, resolution, seed, box.
     """

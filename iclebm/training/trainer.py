@@ -44,7 +44,7 @@ from iclebm.grid import jittered_grid
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.models.mixture import MixtureConfig, MixtureDensityTransformer
 from iclebm.objectives.cd import CDBatch, cd_loss, chain_init, sample_negatives
-from iclebm.objectives.exact import ExactBatch, KernelDraws, exact_nll_loss, proposal_points
+from iclebm.objectives.exact import ExactBatch, KernelDraws, draw_positions, exact_nll_loss, proposal_points
 from iclebm.objectives.mixture import MixtureBatch, nll_loss
 from iclebm.objectives.regression import RegressionExactBatch, regression_nll_loss, y_negatives
 from iclebm.tasks import DENSITY, REGRESSION
@@ -175,8 +175,7 @@ class Trainer:
             grid, area = jittered_grid(c.box, c.grid_resolution, offset.to(seq.dtype))
             pos = None
             if 0 < c.exact_positions < c.context_len:
-                perm = torch.randperm(c.context_len, generator=self.generator)
-                pos = perm[: c.exact_positions].sort().values
+                pos = draw_positions(c.context_len, c.exact_positions, c.short_bias, self.generator)
             kernel = None
             if c.kernel_points > 0:
                 pos = torch.arange(c.context_len) if pos is None else pos
