@@ -199,8 +199,8 @@ class MixturePrior:
             raise ValueError(f"aspect_ratio must be >= 1 (major / minor std), got {self.aspect_ratio!r}")
         _check_range("aspect_ratio", self.aspect_ratio, 1.0, strict=False)
         limit = self.mean_limit
-        if not (isinstance(limit, int | float) and not isinstance(limit, bool) and 0 < limit < math.inf):
-            raise ValueError(f"mean_limit must be a positive number, got {limit!r}")
+        if not (isinstance(limit, int | float) and not isinstance(limit, bool) and 0 < limit):
+            raise ValueError(f"mean_limit must be a positive number (inf: no truncation), got {limit!r}")
         # The means are drawn by rejection (see sample_task): refuse a limit so tight that it would
         # take more than ~1000 draws per mean, instead of looping (nearly) forever.
         widest = self.mean_std[1] if isinstance(self.mean_std, tuple) else self.mean_std

@@ -34,6 +34,14 @@ SLOW_MODULES = {
 }
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two pytest workers share the cores (`-n 2`): one torch thread each, not two each fighting
+    # over two cores (oversubscribed torch threads spin and slow everything down).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 

@@ -159,7 +159,7 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="mean_std"):
         ranged = MixturePrior(mean_std=(2.0, 3.0), aspect_ratio=4.0)
         mixture_log_predictive(np.zeros((1, 2)), np.zeros((2, 2)), ranged)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="component_std"):  # refused by the prior itself, at construction
         mixture_log_predictive(np.zeros((1, 2)), np.zeros((2, 2)), MixturePrior(component_std=0.0))
 
 

@@ -178,8 +178,7 @@ def test_click_adds_point_where_clicked_and_redraws(page) -> None:  # type: igno
           f"all {[round(v) for v in latencies]} ms (first includes plotly warm-up); "
           f"server part (click -> figure arrives) {[round(p['arrive']) for p in parts]} ms, "
           f"browser drawing {[round(p['render']) for p in parts]} ms")
-    # A loose bound: CI machines are shared; the measured numbers are printed above.
-    assert med < 3000
+    # Speed is measured by benchmarks/browser_bench.py on quiet cores, not asserted here.
 
 
 def test_click_latency_with_a_long_context_from_a_share_link(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -205,7 +204,6 @@ def test_click_latency_with_a_long_context_from_a_share_link(page, app_url: str)
     print(f"\nclick -> redrawn landscape with 64 context points: {[round(v) for v in latencies]} ms; "
           f"server part {[round(p['arrive']) for p in parts]} ms, "
           f"browser drawing {[round(p['render']) for p in parts]} ms")
-    assert min(latencies) < 3000
 
 
 def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untyped-def]

@@ -150,8 +150,10 @@ def test_sample_report() -> None:
     assert bad["share_near_a_component"] < 0.2
 
 
-def test_shipped_model_heatmap_speed() -> None:
-    """The app's main landscape: 100 x 100 heatmap + 20 x 20 arrows, 64 context points."""
+def test_shipped_model_heatmap_at_the_apps_size() -> None:
+    """The app's main landscape: 100 x 100 heatmap + 20 x 20 arrows, 64 context points, on one thread
+    as in the app: finite and repeatable. Its speed is measured by benchmarks/browser_bench.py and
+    `python -m iclebm bench`, not asserted here (tests check correctness, never wall-clock time)."""
     from iclebm.checkpoints import DEFAULT_CHECKPOINT, load_checkpoint
 
     if not DEFAULT_CHECKPOINT.exists():
@@ -161,15 +163,17 @@ def test_shipped_model_heatmap_speed() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the app (see app.py)
     try:
-        L.compute_landscape(model, pts, BOX, 100, 20)  # warm-up
+        first = L.compute_landscape(model, pts, BOX, 100, 20)  # also the warm-up
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
-            L.compute_landscape(model, pts, BOX, 100, 20)
+            again = L.compute_landscape(model, pts, BOX, 100, 20)
             times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
     best = min(times)
     print(f"\nshipped model, N={len(pts)}: 100x100 heatmap + 20x20 arrows in {1000 * best:.0f} ms "
           "(1 thread, as in the app)")
-    assert best < 2.0  # loose: shared CI machines; the target (< 200 ms) is reported above
+    e1, e2 = np.asarray(first.energy), np.asarray(again.energy)
+    assert e1.shape == (100, 100) and np.isfinite(e1).all()
+    np.testing.assert_array_equal(e1, e2)

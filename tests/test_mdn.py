@@ -245,7 +245,7 @@ def test_checkpoint_validation_applies_to_mdn(tmp_path):
                         (["x"], "unknown model")]:
         with pytest.raises(CheckpointError, match=match):
             load_checkpoint_bytes(data, "bad", card={**side, "arch": arch})
-    with pytest.raises(CheckpointError, match="invalid"):
+    with pytest.raises(CheckpointError, match="n_components = 0"):
         load_checkpoint_bytes(data, "bad", card={**side, "model": {**side["model"], "n_components": 0}})
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint_bytes(data, "bad", card={**side, "model": {**side["model"], "n_components": 4}})

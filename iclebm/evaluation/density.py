@@ -238,6 +238,7 @@ def nll_curve_for_task(
     resolution: int = 200,
     seed: int = 0,
     prior: MixturePrior | None = None,
+    bayes: bool = True,
 ) -> dict:
     """The NLL curve of ONE task (the app's chart): same structure as in_context_nll.
 
@@ -245,7 +246,8 @@ def nll_curve_for_task(
     n_test fresh points come from task.sample with a generator seeded by `seed`; stderr is
     over those points. The oracle column appears only when the task has `log_prob`; K for EM
     is the task's n_components when it has one, else the prior's. `bayes` is the posterior
-    predictive under the prior (the training prior unless `prior` is given), whatever the task.
+    predictive under the prior (the training prior unless `prior` is given), whatever the task;
+    bayes=False leaves it out (the app does for anisotropic priors, where it takes minutes).
     """
     context = torch.as_tensor(context, dtype=torch.float32)
     if context.ndim != 2 or context.shape[1] != 2:
@@ -256,8 +258,8 @@ def nll_curve_for_task(
     prior, box = resolve_prior_and_box(model, prior, box)
     test = task.sample(int(n_test), torch.Generator().manual_seed(int(seed))).float()
     k = getattr(task, "n_components", None)
-    learners = density_learners(model, prior, box, resolution, seed, oracle=hasattr(task, "log_prob"),
-                                k=None if k is None else int(k))
+    learners = density_learners(model, prior, box, resolution, seed, bayes=bayes,
+                                oracle=hasattr(task, "log_prob"), k=None if k is None else int(k))
     table = loss_table(learners, HeldOut([task], context[None], test[None]), ns)
     res = {name: np.asarray(losses["nll"])[0] for name, losses in table.items()}  # (P, S) each
     s = int(n_test)

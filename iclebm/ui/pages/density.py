@@ -480,14 +480,22 @@ def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]
         return
     st.caption("NLL of 500 fresh points from the drawn mixture, given the first n context points.")
     caps = capabilities_of(model)
+    # The anisotropic Bayes predictive integrates shape and rotation: about 5 minutes for this
+    # chart's n = 0...32 on 2 cores, far beyond the page's budget. The overlay (a capped grid) and
+    # `python -m iclebm evaluate` compute it; the chart says so instead of stalling the page.
+    bayes_line = caps.bayes and not caps.anisotropic
     if not caps.bayes:
         st.caption(f"No Bayes-optimal line for this model: {caps.why_no_bayes}.")
+    elif not bayes_line:
+        st.caption("No Bayes-optimal line here for this anisotropic prior: it takes minutes per curve. "
+                   "The Bayes-optimal overlay above and `python -m iclebm evaluate --checkpoint …` "
+                   "compute it.")
     sig = (model_key, json.dumps(ss["mixture"], sort_keys=True), tuple(map(tuple, pts)))
     if st.button("Compute ICL curve", key="icl_run"):
         with st.spinner("Evaluating the model and baselines…"):
             ns = L.film_strip_lengths(len(pts))
             curve = nll_curve_for_task(model, mix, torch.tensor(pts, dtype=torch.float32), ns, n_test=500,
-                                       box=box, resolution=120, seed=0)
+                                       box=box, resolution=120, seed=0, bayes=bayes_line)
         ss["icl_result"] = {"sig": sig, "curve": curve}
     res = ss.get("icl_result")
     if res:
