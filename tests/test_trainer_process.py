@@ -86,9 +86,11 @@ def test_lifecycle_and_exact_snapshot(pool: TrainerPool) -> None:
         assert t.wait(lambda s: s.step >= 8).step >= 8
         assert t.poll().steps_per_s > 0 and t.status == "running"
         t.pause()
-        paused = t.wait(lambda s: s.status == "paused")
+        t.wait(lambda s: s.status == "paused")
+        time.sleep(0.5)  # the step in flight when Pause arrived may still land (more on a loaded machine)
+        settled = t.poll().step
         time.sleep(0.5)
-        assert t.poll().step == paused.step or t.poll().step == paused.step + 1
+        assert t.poll().step == settled  # then a paused run takes no more steps
         t.reset()
         snap = t.wait(lambda s: s.step == 0 and not s.history)
         assert snap.step == 0 and snap.status == "paused" and t.pid == pid  # same process, fresh weights
@@ -365,8 +367,9 @@ def test_the_watchdog_pauses_a_diverging_run_and_restores_healthy_weights() -> N
 
 def test_a_normal_fast_preset_run_never_trips_the_watchdog() -> None:
     """The fast preset from scratch (4 tasks a batch: noisier than the default 32, so stricter), 200
-    steps with an ICL check every few steps; a warm-up of 50 instead of 200 puts most checks to work."""
-    pool = watched_pool(warmup=50)
+    steps with an ICL check every few steps; a warm-up of 20 instead of 200 puts most checks to work
+    (a loaded machine makes fewer checks in 200 steps: each check takes longer than a step)."""
+    pool = watched_pool(warmup=20)
     try:
         t = pool.create("scratch", {"batch_size": 4})
         assert started(t)
@@ -374,7 +377,7 @@ def test_a_normal_fast_preset_run_never_trips_the_watchdog() -> None:
         snap = t.wait(lambda s: s.step >= 200 or s.status != "paused", 900)
         assert snap.status == "paused" and snap.step == 200, (snap.status, snap.step, snap.message)
         assert snap.message is None
-        judged = [step for step, _ in t.icl_curves()["curves"] if step >= 50]
+        judged = [step for step, _ in t.icl_curves()["curves"] if step >= 20]
         assert len(judged) >= 3, judged
     finally:
         pool.shutdown()
