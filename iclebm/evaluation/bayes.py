@@ -33,6 +33,7 @@ Public: `mixture_log_predictive(context, query, prior)` for one context, and
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -563,7 +564,9 @@ class ShapeRule:
     n_std: int = 8
     n_ratio: int = 6
     n_angle: int = 16
-    rect_nodes: int = RECT_NODES  # nodes of the rectangle quadrature for the truncation (rect_log_mass)
+    # nodes of the rectangle quadrature for the truncation (rect_log_mass): 16 are 3-10x cheaper than
+    # RECT_NODES and move log p(q | D) by < 1e-4 nats at n = 2 and 8 on the wide prior (tests: < 1e-3)
+    rect_nodes: int = 16
 
     def __post_init__(self) -> None:
         counts = (self.n_std, self.n_ratio, self.n_angle)
@@ -625,13 +628,23 @@ def _rect_quadrature(mx, my, sx, sy, rho, limit: float, nodes: int = RECT_NODES)
     mx, rho = np.where(flip, -mx, mx), np.where(flip, -rho, rho)
     lo, hi = (-limit - mx) / sx, (limit - mx) / sx  # lo < 0: [lo, hi] straddles 0 or lies in the lower tail
     log_zx = log_diff_ndtr(lo, hi)
+    cond_sd = sy * np.sqrt(np.maximum(1 - rho * rho, 1e-300))
+    # E[Y | x] is linear in x, so over x in [lo, hi] (standardised) it is extreme at the ends: where
+    # both ends leave Y's box TAIL_SD conditional sds away, P(|Y| <= L | x) > 1 - 1.3e-12 throughout
+    # and the element is X's mass alone (most elements, and the quadrature's cost)
+    ends = np.maximum(np.abs(my + rho * sy * lo), np.abs(my + rho * sy * hi))
+    corr = limit - ends < TAIL_SD * cond_sd
+    out = log_zx.copy()
+    if not corr.any():
+        return out
+    lo, log_zx, mx, my, sy, rho, cond_sd = (v[corr] for v in (lo, log_zx, mx, my, sy, rho, cond_sd))
     t, log_w = _unit_gauss_legendre(nodes)
     log_u = np.logaddexp(log_ndtr(lo)[:, None], np.log(t)[None] + log_zx[:, None])  # (F, J)
     x_std = ndtri_exp(np.minimum(log_u, 0.0))  # standardised x of the nodes
     cond_m = my[:, None] + rho[:, None] * sy[:, None] * x_std
-    cond_sd = (sy * np.sqrt(np.maximum(1 - rho * rho, 1e-300)))[:, None]
-    g = log_diff_ndtr((-limit - cond_m) / cond_sd, (limit - cond_m) / cond_sd)
-    return log_zx + _lse(g + log_w[None], axis=1)
+    g = _log_mass_inside(cond_m, np.broadcast_to(cond_sd[:, None], cond_m.shape), limit)  # far tails: 0
+    out[corr] = log_zx + _lse(g + log_w[None], axis=1)
+    return out
 
 
 @dataclass(frozen=True)
@@ -857,6 +870,10 @@ def _aniso_gibbs_weights(
     visited after burn-in, each weighted by its exact posterior within that set."""
     t, n = context.shape[:2]
     c, k = cfg.chains, h.kmax
+    exact_h, h = h, dataclasses.replace(h, limit=math.inf)
+    # The chains walk the untruncated model (no rectangle masses: most of the cost); the visited
+    # partitions are weighted by the exact, truncated posterior below, so the walk only has to find
+    # the partitions with mass, and truncating the means at mean_limit barely moves those.
     x = np.broadcast_to(context[:, None], (t, c, n, 2))
     f = _features(x)  # (T, C, N, 3)
     cnt, s_sum, sq = np.zeros((t, c, k)), np.zeros((t, c, k, 2)), np.zeros((t, c, k, 3))
@@ -919,7 +936,7 @@ def _aniso_gibbs_weights(
         # of non-negligible mass was visited by some chain.
         blocks, inverse = np.unique(masks, return_inverse=True)
         member = ((blocks[:, None] & bits) > 0).astype(np.float64)
-        log_m = h.log_marginal(member.sum(1), member @ context[i], member @ _features(context[i]))
+        log_m = exact_h.log_marginal(member.sum(1), member @ context[i], member @ _features(context[i]))
         log_m = np.where(blocks == 0, 0.0, log_m)[inverse.reshape(masks.shape)]
         joint = lp[b] + log_m.sum(1)
         out.append(_accumulate(masks, joint - _lse(joint, axis=0), b, log_a, log_b))
