@@ -228,9 +228,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     resuming = bool(args.resume and out.exists())
     _check_output(out, "--out", force=args.force, own=resuming)
     _check_writable(_resume_path(out), "the resume state")
-    mdn = isinstance(preset.model, MixtureConfig)
-    if mdn and (info.distributed or resolve_device(args.device).type != "cpu"):
-        raise ValueError(f"preset {args.preset!r} trains on one CPU process (--device cpu, no torchrun)")
+    if isinstance(preset.model, MixtureConfig) and info.distributed:
+        # MixtureTrainer takes a device (any --device) but has no data-parallel path
+        raise ValueError(f"preset {args.preset!r} trains in one process (no torchrun); any --device works")
     info, device = init_from_env(args.device, timeout_s=args.dist_timeout)
     try:
         return _train(args, preset, steps, tcfg, info, device, out)
@@ -335,8 +335,9 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
         init_training = model.card.get("training")  # the init's own recipe, kept for reproducibility
     if args.resume and not resumed and info.is_main:
         print(f"--resume: no checkpoint at {out} yet; starting at step 0", file=sys.stderr)
-    if isinstance(preset.model, MixtureConfig):  # exact NLL, single CPU process (checked above)
-        trainer: Trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model)
+    if isinstance(preset.model, MixtureConfig):  # exact NLL, one process (checked above), any device
+        trainer: Trainer = MixtureTrainer(model=model, config=tcfg, model_config=preset.model, device=device,
+                                          amp=args.amp)
     else:
         # energy models: CD for densities, RegressionTrainer for the regression families
         trainer = make_trainer(model=model, config=tcfg, model_config=preset.model, device=device, dist=info,

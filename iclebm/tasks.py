@@ -18,8 +18,9 @@ its points exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import torch
 
@@ -162,6 +163,18 @@ class GaussianMixture:
         return torch.logsumexp(log_comp, dim=-1) - math.log(self.n_components)
 
 
+T = TypeVar("T", "GaussianMixture", "RegressionTask")
+
+
+def _task_batch(sample_task: Callable[[torch.Generator], T], n_tasks: int, n_points: int,
+                generator: torch.Generator | None) -> tuple[torch.Tensor, list[T]]:
+    """Every prior's `sample_batch`: n_tasks fresh tasks from one generator (seed 0 when none is
+    given), then n_points from each, task by task, so a batch is reproducible from its generator."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    tasks = [sample_task(g) for _ in range(n_tasks)]
+    return torch.stack([t.sample(n_points, g) for t in tasks]), tasks  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class MixturePrior:
     """Prior over Gaussian-mixture tasks.
@@ -279,9 +292,7 @@ class MixturePrior:
         self, n_tasks: int, n_points: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, list[GaussianMixture]]:
         """(n_tasks, n_points, 2) contexts, one fresh task per row, and the tasks."""
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        tasks = [self.sample_task(g) for _ in range(n_tasks)]
-        return torch.stack([t.sample(n_points, g) for t in tasks]), tasks
+        return _task_batch(self.sample_task, n_tasks, n_points, generator)
 
 
 # ---- Non-Gaussian probe shapes (sample only) -----------------------------------------
@@ -424,9 +435,7 @@ class _RegressionPrior:
         self, n_tasks: int, n_points: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, list[RegressionTask]]:
         """(n_tasks, n_points, 2) (x, y) contexts, one fresh task per row, and the tasks."""
-        g = generator if generator is not None else torch.Generator().manual_seed(0)
-        tasks = [self.sample_task(g) for _ in range(n_tasks)]
-        return torch.stack([t.sample(n_points, g) for t in tasks]), tasks
+        return _task_batch(self.sample_task, n_tasks, n_points, generator)
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,16 @@
   `browser`. `python -m pytest -m "not slow"` is the quick inner loop; CI runs everything.
 - In CI (`CI=true`), a browser test that cannot start Chromium fails instead of skipping, so a
   green CI always includes the browser tests.
-- `lib_helpers` (tiny random models) is importable because pyproject.toml puts tests/ on the
-  pytest pythonpath.
+- `lib_helpers` (tiny random models) and `browser_helpers` are importable because pyproject.toml
+  puts tests/ on the pytest pythonpath.
+- Browser fixtures: `app_url` (a server of the module's own: the module's `APP_ENV` adds
+  environment, its log is artifacts/streamlit-<module>.log) and `browser` (Chromium), both per module.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -57,3 +60,20 @@ def skip_or_fail(reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true and the browser tests cannot run: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def app_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    from browser_helpers import served_app
+
+    name = request.module.__name__.rpartition(".")[2]
+    with served_app(f"streamlit-{name}.log", env=getattr(request.module, "APP_ENV", None)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(app_url: str) -> Iterator[object]:
+    from browser_helpers import chromium
+
+    with chromium() as b:
+        yield b

@@ -224,7 +224,15 @@ def test_live_training_panel(ckpt_dir: Path) -> None:
     at.text_input(key="tr_name").set_value("my run").run()
     at.button(key="tr_save").click().run()
     _ok(at)
-    assert (ckpt_dir / "my_run.safetensors").exists() and (ckpt_dir / "my_run.json").exists()
+    # saved to runs/ beside checkpoints/ (the shipped models' folder, never written by the app) ...
+    runs = ckpt_dir.parent / "runs"
+    assert (runs / "my_run.safetensors").exists() and (runs / "my_run.json").exists()
+    assert not (ckpt_dir / "my_run.safetensors").exists()
+    at.run()  # ... and selectable, marked as a saved run
+    selector = at.selectbox(key="model_choice")
+    assert "my_run  (runs/)" in selector.options, selector.options
+    at.button(key="tr_save").click().run()  # a second save under the same name is refused
+    assert any("runs/my_run.safetensors exists already" in str(e.value) for e in at.error)
     at.button(key="tr_use").click().run()
     _ok(at)
     assert at.session_state["model_choice"].startswith("session:trained-scratch")
@@ -329,7 +337,7 @@ def test_every_page_runs_and_the_app_opens_on_density(ckpt_dir: Path) -> None:
         assert at.session_state["model_choice"] == f"file:{DEFAULT_CHECKPOINT.stem}"
     _open(at, "train").run()
     assert any("Live training" in str(h.value) for h in at.subheader)
-    assert any("Checkpoints in checkpoints/" in str(h.value) for h in at.subheader)
+    assert any("Models on disk" in str(h.value) for h in at.subheader)
     main = " ".join(str(m.value) for m in at.main.markdown)  # the checkpoint list: summaries, not JSON
     assert "**Prior**: Gaussian mixtures" in main and "**Architecture**" in main and at.main.json
 

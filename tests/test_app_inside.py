@@ -118,7 +118,9 @@ def test_contexts_to_weights_run_shows_both_landscapes_and_distances(ckpt_dir: P
     assert at.select_slider(key="in_snap").value == 3
     table = at.dataframe[0].value
     assert list(table.index) == ["in context p(x | D)", "in weights, k = 3", "true mixture"]
-    assert table.shape[1] == 2 and table.iloc[2, 1] > 0  # held-out NLL, oracle included
+    assert table.shape[1] == 2 and float(table.iloc[2, 1]) > 0  # held-out NLL, oracle included
+    # the truth has no NLL-of-D entry: a dash, never a missing value that the grid shows as "None"
+    assert table.iloc[2, 0] == "–" and table.notna().all().all(), table
     assert "symmetric KL" in _texts(at, "caption")
     # changing the context marks the comparison stale instead of silently mixing contexts
     at.session_state["points"] = PTS[:2]

@@ -181,3 +181,24 @@ def test_predictive_grid_is_cached_capped_and_matches_the_direct_call():
     assert again[1] is lp  # served from the cache
     with pytest.raises(ValueError, match="at most"):
         bayes.predictive_grid(np.zeros((65, 2)), PRIOR, (-12.0, 12.0))
+
+
+def test_the_public_entry_points_check_their_inputs_once(monkeypatch):
+    """mixture_log_predictive and bayes_point_nll check (copy, validate) context and query once, not
+    again inside the batch function they share."""
+    from iclebm.evaluation import bayes
+
+    calls: list[str] = []
+    real = bayes._points
+
+    def counted(x, name: str, batched: bool) -> np.ndarray:  # type: ignore[no-untyped-def]
+        calls.append(name)
+        return real(x, name, batched)
+
+    monkeypatch.setattr(bayes, "_points", counted)
+    prior = MixturePrior(n_components=2, component_std=0.5)
+    bayes.mixture_log_predictive(np.zeros((2, 2)), np.ones((3, 2)), prior)
+    assert calls == ["context", "query"]
+    calls.clear()
+    bayes.bayes_point_nll(np.zeros((1, 3, 2)), np.ones((1, 4, 2)), [0, 1, 2], prior)
+    assert calls == ["context", "test"]

@@ -9,66 +9,24 @@ from __future__ import annotations
 import os
 import re
 import statistics
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from conftest import skip_or_fail
+from browser_helpers import ARTIFACTS, NAV_LINKS, ROOT, go_to, wait_idle, watch
 
-from iclebm.ui.app_server import app_server
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
 BOX_WIDTH = 24.0  # the shipped model's box is [-12, 12]
+# Room for the classroom test's 4 trainers beside those of earlier tests' sessions, which
+# hold their slots until Streamlit drops the closed sessions (default cap: one per core).
+APP_ENV = {"ICLEBM_MAX_TRAINERS": "8"}
 
 pytestmark = pytest.mark.browser
-
-
-def _skip(reason: str) -> None:
-    print(f"\nSKIPPING browser tests: {reason}", file=sys.stderr)
-    skip_or_fail(reason)  # fails instead when CI=true
-
-
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        _skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as e:
-        _skip(f"playwright is not installed: {e}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    # Room for the classroom test's 4 trainers beside those of earlier tests' sessions, which
-    # hold their slots until Streamlit drops the closed sessions (default cap: one per core).
-    with app_server(ROOT, log=ARTIFACTS / "streamlit.log", env={"ICLEBM_MAX_TRAINERS": "8"}) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser(app_url: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
-        except Exception as e:  # noqa: BLE001 - any launch failure is a skip with its reason
-            _skip(f"Chromium did not start: {e}")
-        yield b
-        b.close()
 
 
 @pytest.fixture()
 def page(browser, app_url: str):  # type: ignore[no-untyped-def]
     pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    errors = watch(pg, console=False)
     pg.goto(app_url)
     pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=180_000)  # a cold server on a loaded machine
     pg.wait_for_function("() => document.querySelector('.iclebm-canvas').dataset.rendered !== undefined",
@@ -80,25 +38,11 @@ def page(browser, app_url: str):  # type: ignore[no-untyped-def]
     pg.close()
 
 
-NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
-
-
 def _nav_titles(pg) -> list[str]:  # type: ignore[no-untyped-def]
     """The pages in the navigation, by their titles, in order."""
     pg.wait_for_selector(NAV_LINKS, timeout=30_000)
     # a link reads "icon name\n\nTitle": keep the title
     return [t.strip().splitlines()[-1].strip() for t in pg.locator(NAV_LINKS).all_inner_texts()]
-
-
-def _go_to(pg, title: str) -> None:  # type: ignore[no-untyped-def]
-    """Open a page by clicking its link in the navigation; wait until its run has finished."""
-    _wait_idle(pg)
-    link = pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first
-    href = link.get_attribute("href") or ""
-    link.click()
-    path = urlparse(href).path.rstrip("/")
-    pg.wait_for_function("p => window.location.pathname.replace(/\\/$/, '') === p", arg=path, timeout=30_000)
-    _wait_idle(pg)
 
 
 def _canvas_pixel(pg, x: float, y: float) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -121,21 +65,13 @@ def _n_points(pg) -> int:  # type: ignore[no-untyped-def]
     return int(m.group(1)) if m else -1
 
 
-def _wait_idle(pg) -> None:  # type: ignore[no-untyped-def]
-    """Wait until the app's script run has finished (the app root reports its script state)."""
-    pg.wait_for_timeout(100)
-    pg.wait_for_function(
-        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
-        timeout=60_000)
-
-
 def _wait_points(pg, n: int) -> None:  # type: ignore[no-untyped-def]
     """Wait until the app's run has finished and its caption counts n context points.
 
     The canvas is sent first in a run, so it can redraw before the caption below it
     arrives: reading the count right after the redraw would race with the run.
     """
-    _wait_idle(pg)
+    wait_idle(pg)
     pg.wait_for_function(
         "n => { const m = document.body.innerText.match(/(\\d+) context points? \\(max/);"
         " return m && +m[1] === n; }",
@@ -145,7 +81,7 @@ def _wait_points(pg, n: int) -> None:  # type: ignore[no-untyped-def]
 def _click(pg, x: float, y: float, expect: int | None = None) -> float:  # type: ignore[no-untyped-def]
     """Click data point (x, y) on an idle app; wait for the redrawn canvas (and, with `expect`, for the
     finished run to count that many points); return click -> redraw ms."""
-    _wait_idle(pg)
+    wait_idle(pg)
     done = len(pg.evaluate("window.__iclebmLatencies || []"))
     px, py = _canvas_pixel(pg, x, y)
     pg.mouse.click(px, py)
@@ -194,7 +130,7 @@ def test_click_latency_with_a_long_context_from_a_share_link(page, app_url: str)
                  _click(pg, 2.0, -2.0, expect=64)]
     assert _n_points(pg) == 64  # the model reads 64: the oldest point made way
     assert "kept the newest 64" in pg.inner_text("body")
-    _wait_idle(pg)
+    wait_idle(pg)
     shared = parse_qs(urlparse(pg.url).query)["pts"][0].split(";")  # the link follows the context
     assert len(shared) == 64
     x, y = (float(v) for v in shared[-1].split(","))
@@ -210,20 +146,20 @@ def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untype
     pg = page
     # one point at a time: the feed plays by itself in the browser
     pg.locator(".st-key-mix_mode").get_by_text("one at a time").click()
-    _wait_idle(pg)
+    wait_idle(pg)
     pg.locator(".st-key-mix_draw button").first.click()
     pg.wait_for_function("() => { const m = document.body.innerText.match(/(\\d+) context points? \\(max/);"
                          " return m && +m[1] >= 3; }", timeout=60_000)
     pg.locator(".st-key-mix_pause button").first.click()
     pg.wait_for_timeout(1500)  # a point fed just before the pause may still be on its way
-    _wait_idle(pg)
+    wait_idle(pg)
     paused = _n_points(pg)
     pg.wait_for_timeout(2000)
     assert _n_points(pg) == paused < 32, "feeding did not pause"
     pg.screenshot(path=str(ARTIFACTS / "feeding.png"), full_page=False)
     # all at once, then the sampler
     pg.locator(".st-key-mix_mode").get_by_text("all at once").click()
-    _wait_idle(pg)
+    wait_idle(pg)
     pg.locator(".st-key-mix_draw button").first.click()
     pg.wait_for_function("() => /32 context points/.test(document.body.innerText)", timeout=60_000)
     pg.locator(".st-key-lv_run button").first.click()
@@ -271,7 +207,7 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
     chart.evaluate("e => e.scrollIntoView({block: 'center'})")
     pg.screenshot(path=str(ARTIFACTS / "training.png"), full_page=False)
     # On another page the run goes on, and the sidebar follows it.
-    _go_to(pg, "Density")
+    go_to(pg, "Density")
     side = pg.locator('[data-testid="stSidebar"]')
 
     def side_step() -> int:
@@ -284,7 +220,7 @@ def test_live_training_updates_the_loss_chart(page) -> None:  # type: ignore[no-
     pg.wait_for_function("s => { const m = document.querySelector('[data-testid=\"stSidebar\"]').innerText"
                          ".match(/Live training: running · step (\\d+)/); return m && +m[1] > s; }",
                          arg=seen, timeout=120_000)
-    _go_to(pg, "Train")
+    go_to(pg, "Train")
     pg.locator(".st-key-tr_pause button").first.click()
     pg.wait_for_function("() => /Live training: paused/.test("
                          "document.querySelector('[data-testid=\"stSidebar\"]').innerText)", timeout=60_000)
@@ -296,7 +232,7 @@ def test_every_page_opens_through_the_navigation(page, app_url: str) -> None:  #
     titles = _nav_titles(pg)
     assert titles[0] == "Density" and "Train" in titles, titles
     for title in titles[1:] + titles[:1]:  # every registered page, ending back on Density
-        _go_to(pg, title)
+        go_to(pg, title)
         assert pg.locator('[data-testid="stException"]').count() == 0, title
         assert "Traceback" not in pg.inner_text("body"), title
         model = "Regression model" if title == "Regression" else "Density model"  # one selector per family
@@ -309,9 +245,9 @@ def test_every_page_opens_through_the_navigation(page, app_url: str) -> None:  #
 
 def test_a_link_reopens_the_same_page_and_view(page, browser) -> None:  # type: ignore[no-untyped-def]
     pg = page
-    _go_to(pg, "Train")
+    go_to(pg, "Train")
     pg.locator(".st-key-tr_mode").get_by_text("fine-tune the loaded model").click()
-    _wait_idle(pg)
+    wait_idle(pg)
     batch = pg.locator(".st-key-tr_batch input")
     batch.fill("5")
     batch.press("Enter")
@@ -322,7 +258,7 @@ def test_a_link_reopens_the_same_page_and_view(page, browser) -> None:  # type: 
     try:
         other.goto(link)
         other.wait_for_selector(".st-key-tr_batch input", timeout=90_000)
-        _wait_idle(other)
+        wait_idle(other)
         assert other.locator(".st-key-tr_batch input").input_value() == "5"
         assert other.locator(".st-key-tr_mode input[type=radio]").nth(1).is_checked()
         assert "Train a model live" in other.inner_text("body")
@@ -354,16 +290,15 @@ def test_share_links_round_trip_every_page_and_follow_a_click(browser, app_url: 
     from urllib.parse import urlencode
 
     pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    errors = watch(pg, console=False)
     try:
         for path, link in LINKS.items():
             pg.goto(f"{app_url}/{path}?{urlencode(link)}")
             pg.wait_for_selector('[data-testid="stSidebar"]', timeout=90_000)
-            _wait_idle(pg)
+            wait_idle(pg)
             if path in ("", "regression"):
                 pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=90_000)
-                _wait_idle(pg)
+                wait_idle(pg)
             assert _query(pg) == link, (path, _query(pg))
             assert pg.locator('[data-testid="stAlertContentWarning"]').count() == 0, path
             selector = pg.locator(f".st-key-{'reg_model' if path == 'regression' else 'model_choice'} input")
@@ -376,7 +311,7 @@ def test_share_links_round_trip_every_page_and_follow_a_click(browser, app_url: 
                 _click(pg, 5.0, 5.0)
                 pg.wait_for_function("n => (new URLSearchParams(location.search).get('pts') || '')"
                                      ".split(';').length === n", arg=n + 1, timeout=30_000)
-                _wait_idle(pg)
+                wait_idle(pg)
                 after = _query(pg)
                 assert after.pop("pts").split(";")[:n] == link["pts"].split(";")
                 assert after == {k: v for k, v in link.items() if k != "pts"}  # nothing else changed
@@ -388,7 +323,7 @@ def test_share_links_round_trip_every_page_and_follow_a_click(browser, app_url: 
 def test_clicks_during_a_rerun_are_not_lost(page) -> None:  # type: ignore[no-untyped-def]
     """Quick clicks land while the previous click's run is still going; every one must count."""
     pg = page
-    _wait_idle(pg)
+    wait_idle(pg)
     targets = [(-6.0, -6.0), (-2.0, 5.0), (4.0, -1.0), (7.0, 7.0)]
     for x, y in targets:
         px, py = _canvas_pixel(pg, x, y)
@@ -410,11 +345,11 @@ def _train_step(pg) -> int:  # type: ignore[no-untyped-def]
 
 
 def _start_training(pg, batch: int = 4) -> None:  # type: ignore[no-untyped-def]
-    _go_to(pg, "Train")
+    go_to(pg, "Train")
     box = pg.locator(".st-key-tr_batch input").first
     box.fill(str(batch))  # small batches: steps come quickly on a busy machine
     box.press("Enter")
-    _wait_idle(pg)
+    wait_idle(pg)
     pg.locator(".st-key-tr_new button").first.click()
     pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=60_000)
     pg.locator(".st-key-tr_play button").first.click()
@@ -485,7 +420,7 @@ def test_inside_page_inspects_a_clicked_query(page) -> None:  # type: ignore[no-
     _click(pg, -3.0, 2.0, expect=1)
     _click(pg, 4.0, -1.0, expect=2)
     assert "Inside" in _nav_titles(pg)
-    _go_to(pg, "Inside")
+    go_to(pg, "Inside")
     grid = pg.locator(".st-key-in_grid .js-plotly-plot")
     grid.wait_for(timeout=60_000)
     titles = pg.locator(".st-key-in_grid .annotation-text").evaluate_all("es => es.map(e => e.textContent)")
@@ -497,7 +432,7 @@ def test_inside_page_inspects_a_clicked_query(page) -> None:  # type: ignore[no-
                          timeout=30_000)  # the address bar follows at the end of the run
     q = [float(v) for v in parse_qs(urlparse(pg.url).query)["q"][0].split(",")]
     assert abs(q[0] - 2.0) < 0.1 and abs(q[1] + 3.0) < 0.1, q  # the query is where the click landed
-    _wait_idle(pg)
+    wait_idle(pg)
     assert pg.locator(".st-key-in_grid .annotation-text").count() == 16
     assert pg.locator(".st-key-in_influence .js-plotly-plot").count() == 1
     pg.screenshot(path=str(ARTIFACTS / "page-inside-query.png"), full_page=True)
@@ -524,11 +459,11 @@ def test_regression_click_adds_a_pair_and_redraws_the_curve(page, app_url: str) 
     pg.wait_for_function("() => /0 pairs \\(max/.test(document.body.innerText)", timeout=90_000)
     pg.wait_for_function("() => document.querySelector('.iclebm-canvas')?.dataset.rendered !== undefined",
                          timeout=30_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     before = _curve_signature(pg)
     for i, (x, y) in enumerate([(2.0, 3.0), (-4.0, -1.5), (5.0, 4.0)]):
         _click(pg, x, y)
-        _wait_idle(pg)
+        wait_idle(pg)
         pg.wait_for_function("n => { const m = document.body.innerText.match(/(\\d+) pairs? \\(max/);"
                              " return m && +m[1] === n; }", arg=i + 1, timeout=30_000)
         m = re.search(r"last click added \((-?[\d.]+), (-?[\d.]+)\)", pg.inner_text("body"))

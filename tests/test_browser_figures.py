@@ -6,19 +6,8 @@ when either is missing; a failure in CI)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from conftest import skip_or_fail
-
-from iclebm.ui.app_server import app_server
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
-NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
+from browser_helpers import ARTIFACTS, ROOT, wait_canvas, wait_idle, watch
 
 pytestmark = pytest.mark.browser
 
@@ -29,68 +18,15 @@ MODEBARS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).
     bar: gd.querySelectorAll('.modebar').length}))"""
 
 
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as e:
-        skip_or_fail(f"playwright is not installed: {e}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with app_server(ROOT, log=ARTIFACTS / "streamlit-figures.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser(app_url: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(executable_path=CHROMIUM,
-                                  args=["--headless", "--no-sandbox", "--disable-gpu",
-                                        "--disable-background-networking"])
-        except Exception as e:  # noqa: BLE001 - any launch failure is a skip with its reason
-            skip_or_fail(f"Chromium did not start: {e}")
-        yield b
-        b.close()
-
-
-def _script_error(m) -> bool:  # type: ignore[no-untyped-def]
-    """A console error from a script. A resource the server answers 404 (Streamlit's own static
-    files on page sub-paths) is a network message, not a script error: it is reported, not failed."""
-    return m.type == "error" and not m.text.startswith("Failed to load resource")
-
-
 @pytest.fixture()
 def page(browser):  # type: ignore[no-untyped-def]
     """A 1280 x 800 page that records page errors and console errors (`pg.problems`)."""
     pg = browser.new_page(viewport={"width": 1280, "height": 800})
-    problems: list[str] = []
-    missing: list[str] = []
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if _script_error(m) else None)
-    pg.on("response", lambda r: missing.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    pg.problems = problems
+    pg.problems = watch(pg)
     yield pg
-    if missing:
-        print("\nresources that failed to load:", *sorted(set(missing)), sep="\n  ")
+    if pg.missing:
+        print("\nresources that failed to load:", *sorted(set(pg.missing)), sep="\n  ")
     pg.close()
-
-
-def _wait_idle(pg) -> None:  # type: ignore[no-untyped-def]
-    pg.wait_for_timeout(150)
-    pg.wait_for_function(
-        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
-        timeout=120_000)
-
-
-def _wait_canvas(pg, index: int = 0) -> None:  # type: ignore[no-untyped-def]
-    pg.wait_for_function(
-        "i => { const c = document.querySelectorAll('.iclebm-canvas')[i]; "
-        "return c && c.dataset.rendered !== undefined && c.querySelector('.nsewdrag'); }",
-        arg=index, timeout=180_000)
 
 
 def _assert_modebars_safe(pg, at_least: int) -> None:  # type: ignore[no-untyped-def]
@@ -100,13 +36,24 @@ def _assert_modebars_safe(pg, at_least: int) -> None:  # type: ignore[no-untyped
     assert all(b["png"] == 1 for b in bars), f"a modebar lost its PNG download: {bars}"
 
 
+def _assert_no_band_above_the_plot(pg) -> None:  # type: ignore[no-untyped-def]
+    """The square plot starts right under the canvas's title and the view toggles above it: a figure
+    taller than its square plot once centred it, leaving an empty band of about 130 px at 1280 px."""
+    gap = pg.evaluate("""() => { const gd = document.querySelector('.iclebm-canvas');
+        const toggle = document.querySelector('.st-key-log_scale') || gd;
+        return {title_to_plot: gd._fullLayout.yaxis._offset,
+                controls_to_plot: gd.getBoundingClientRect().top + gd._fullLayout.yaxis._offset
+                                  - toggle.getBoundingClientRect().bottom}; }""")
+    assert gap["title_to_plot"] <= 60 and gap["controls_to_plot"] <= 110, gap
+
+
 def _play_and_pause(pg, canvas, play: str, index: int) -> None:  # type: ignore[no-untyped-def]
     """Play the canvas's animation from its first frame, pause it mid-play, twice; then let any
     rejection surface. (Played from the last frame, as the thinking slider often stands, there is
     nothing to interrupt.)"""
     canvas.scroll_into_view_if_needed()
     for _ in range(2):
-        _wait_idle(pg)
+        wait_idle(pg)
         pg.wait_for_function(
             "i => (document.querySelectorAll('.iclebm-canvas')[i]._transitionData?._frames || []).length > 5",
             arg=index, timeout=60_000)
@@ -127,22 +74,23 @@ def _play_and_pause(pg, canvas, play: str, index: int) -> None:  # type: ignore[
 def test_density_modebars_legend_and_langevin_pause(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
     pg = page
     pg.goto(app_url)
-    _wait_canvas(pg)
-    _wait_idle(pg)
+    wait_canvas(pg)
+    wait_idle(pg)
+    _assert_no_band_above_the_plot(pg)
     pg.locator(".st-key-mix_draw button").first.click()
     pg.wait_for_function("() => /32 context points/.test(document.body.innerText)", timeout=120_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     # the points are numbered on the canvas
     labels = pg.evaluate("() => document.querySelector('.iclebm-canvas')._fullData.at(-1).text")
     assert labels[:3] == ["1", "2", "3"] and len(labels) == 32
     pg.locator(".st-key-icl_run button").first.click()
     pg.locator(".st-key-icl_chart .js-plotly-plot").wait_for(timeout=300_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     legend = pg.evaluate("() => document.querySelector('.st-key-icl_chart .legend').textContent")
     assert "KDE (Scott)" in legend and "kde_scott" not in legend and "prior_predictive" not in legend
     pg.locator(".st-key-lv_run button").first.click()
-    _wait_canvas(pg, 1)
-    _wait_idle(pg)
+    wait_canvas(pg, 1)
+    wait_idle(pg)
     _assert_modebars_safe(pg, 3)  # the canvas, the ICL chart and the Langevin canvas
     _play_and_pause(pg, pg.locator(".iclebm-canvas").nth(1), "▶ play", 1)
     pg.screenshot(path=str(ARTIFACTS / "figures-density.png"), full_page=True)
@@ -154,11 +102,11 @@ def test_regression_modebars_and_thinking_pause(page, app_url: str) -> None:  # 
         pytest.skip("no shipped regression checkpoint")
     pg = page
     pg.goto(f"{app_url}/regression?model=linreg")
-    _wait_canvas(pg)
-    _wait_idle(pg)
+    wait_canvas(pg)
+    wait_idle(pg)
     pg.locator(".st-key-reg_draw button").first.click()
     pg.wait_for_function("() => /16 pairs/.test(document.body.innerText)", timeout=120_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     for key in ("reg_nll_chart", "reg_mse_chart", "reg_think_chart"):
         pg.locator(f".st-key-{key} .js-plotly-plot").wait_for(timeout=60_000)
     _assert_modebars_safe(pg, 4)
@@ -170,7 +118,7 @@ def test_regression_modebars_and_thinking_pause(page, app_url: str) -> None:  # 
 def test_inside_canvas_modebar(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
     pg = page
     pg.goto(f"{app_url}/inside")
-    _wait_canvas(pg)
-    _wait_idle(pg)
+    wait_canvas(pg)
+    wait_idle(pg)
     _assert_modebars_safe(pg, 1)
     assert not pg.problems, pg.problems

@@ -10,51 +10,17 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, ROOT, _skip, _wait_idle
-
-from iclebm.ui.app_server import app_server
+from browser_helpers import ARTIFACTS, wait_idle, watch
 
 LIMIT_S = 8.0  # the idle pause here: well above the 3-s refresh, far below the 120-s default
+APP_ENV = {"ICLEBM_IDLE_PAUSE_S": str(LIMIT_S), "ICLEBM_MAX_TRAINERS": "2"}
 MAIN = '[data-testid="stMain"]'
 SIDE = '[data-testid="stSidebar"]'
 STATUS = r"(waiting|starting|paused|running|diverged|error|stopped) · step (\d+)( · [\d.]+ steps/s)?"
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    from pathlib import Path
-
-    if not Path(CHROMIUM).exists():
-        _skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as e:
-        _skip(f"playwright is not installed: {e}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    env = {"ICLEBM_IDLE_PAUSE_S": str(LIMIT_S), "ICLEBM_MAX_TRAINERS": "2"}
-    with app_server(ROOT, log=ARTIFACTS / "streamlit-live.log", env=env) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser(app_url: str) -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        try:
-            b = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            )
-        except Exception as e:  # noqa: BLE001 - any launch failure is a skip with its reason
-            _skip(f"Chromium did not start: {e}")
-        yield b
-        b.close()
 
 
 def _status(pg, where: str) -> tuple[str, int, bool]:  # type: ignore[no-untyped-def]
@@ -79,11 +45,10 @@ def _wait_status(pg, where: str, pattern: str, timeout_ms: int) -> None:  # type
 
 def _open_train(browser, url: str):  # type: ignore[no-untyped-def]
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
+    errors = watch(pg, console=False)
     pg.goto(url.rstrip("/") + "/train")
     pg.wait_for_selector(".st-key-tr_new button", timeout=90_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     return pg, errors
 
 
@@ -94,7 +59,7 @@ def test_a_watched_run_keeps_going_and_an_abandoned_one_pauses(browser, app_url:
         box = pg.locator(".st-key-tr_batch input").first
         box.fill("4")  # small batches: steps come quickly on a busy machine
         box.press("Enter")
-        _wait_idle(pg)
+        wait_idle(pg)
         pg.locator(".st-key-tr_new button").first.click()
         pg.wait_for_selector(".st-key-tr_play button:not([disabled])", timeout=120_000)
         # The sidebar follows the trainer out of "starting" on the Train page itself.
@@ -136,7 +101,7 @@ def test_a_watched_run_keeps_going_and_an_abandoned_one_pauses(browser, app_url:
         while time.monotonic() < deadline:
             other.reload()
             other.wait_for_selector(".st-key-tr_new button", timeout=90_000)
-            _wait_idle(other)
+            wait_idle(other)
             text = other.inner_text("body")
             if re.search(r"Trainers in this app: 1 paused", text):
                 break

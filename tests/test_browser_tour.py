@@ -7,21 +7,13 @@ Skipped with the reason when Chromium or Playwright is missing (a failure in CI,
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from conftest import skip_or_fail
+from browser_helpers import ARTIFACTS, ROOT, nav_link, settle, watch
 
-from iclebm.ui.app_server import app_server
-
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 800}
 PAGES = {"Density": "", "Inside": "/inside", "Regression": "/regression", "Train": "/train"}
 
@@ -70,53 +62,20 @@ TRUNCATED_JS = """() => {
   }
   return [...new Set(out)];
 }"""
-NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
-
-
-def _skip(reason: str) -> None:
-    print(f"\nSKIPPING browser tour: {reason}", file=sys.stderr)
-    skip_or_fail(reason)
-
-
-@pytest.fixture(scope="module")
-def app_url() -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        _skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as e:
-        _skip(f"playwright is not installed: {e}")
-    ARTIFACTS.mkdir(exist_ok=True)
-    with app_server(ROOT, log=ARTIFACTS / "streamlit-tour.log") as url:
-        yield url
-
-
-def _wait_idle(pg) -> None:  # type: ignore[no-untyped-def]
-    pg.wait_for_timeout(150)
-    pg.wait_for_function(
-        "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
-        timeout=90_000)
 
 
 def _open(pg, url: str) -> None:  # type: ignore[no-untyped-def]
     pg.goto(url)
     pg.wait_for_selector('[data-testid="stSidebar"]', timeout=90_000)
-    _settle(pg)
-
-
-def _settle(pg) -> None:  # type: ignore[no-untyped-def]
-    _wait_idle(pg)
-    pg.wait_for_timeout(500)  # late layout (fonts, component iframes) settles
-    _wait_idle(pg)
+    settle(pg)
 
 
 def _go_to(pg, title: str, path: str) -> None:  # type: ignore[no-untyped-def]
-    """Open a page through the navigation, as a user does (a deep link makes Streamlit probe
-    /page/_stcore/health first: a 404 in the console that is Streamlit's, not the app's)."""
-    pg.locator(NAV_LINKS).filter(has=pg.get_by_text(title, exact=True)).first.click(timeout=60_000)
+    """Open a page through the navigation, as a user does."""
+    nav_link(pg, title).click(timeout=60_000)
     pg.wait_for_function("p => window.location.pathname.replace(/\\/$/, '') === p", arg=path, timeout=60_000)
     pg.wait_for_selector('[data-testid="stMain"] h3, [data-testid="stMain"] h2', timeout=90_000)
-    _settle(pg)
+    settle(pg)
 
 
 def _model_options(pg) -> list[str]:  # type: ignore[no-untyped-def]
@@ -144,38 +103,35 @@ def _shipped_models() -> list[str]:
     return sorted(p.stem for p in (ROOT / "checkpoints").glob("*.safetensors"))
 
 
-def test_tour_of_every_page_at_1280_has_no_errors_and_no_cut_labels(app_url: str) -> None:
-    if not Path(CHROMIUM).exists():
-        _skip(f"no Chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
-
-    problems: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
-        pg = browser.new_page(viewport=VIEWPORT)
-        pg.on("console", lambda m: m.type == "error" and problems.append(f"console error: {m.text}"))
-        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        try:
-            _open(pg, app_url)
-            pg.locator('[data-testid="stSidebar"] details summary').filter(has_text="Model card").click()
-            pg.wait_for_selector('[data-testid="stSidebar"] details[open] table', timeout=30_000)
-            _check(pg, "the sidebar's model card", problems)
-            for title, path in PAGES.items():
-                if path:
-                    _go_to(pg, title, path)
-                assert urlparse(pg.url).path.rstrip("/") == path, (title, pg.url)
-                _check(pg, title, problems)
-            options = _model_options(pg)
-            assert options and all(o.split()[0] in _shipped_models() for o in options), options
-            _check(pg, "the model selector's options", problems)
-            pg.keyboard.press("Escape")
-            for model in _shipped_models():
-                _open(pg, f"{app_url}/?model={model}")
-                _check(pg, f"Density with {model}", problems)
-            _open(pg, f"{app_url}/?model=sinusoid")  # the Regression page with all its controls
-            _go_to(pg, "Regression", PAGES["Regression"])
-            _check(pg, "Regression with sinusoid", problems)
-        finally:
-            browser.close()
+def test_tour_of_every_page_at_1280_has_no_errors_and_no_cut_labels(browser, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    pg = browser.new_page(viewport=VIEWPORT)
+    problems = watch(pg)
+    try:
+        _open(pg, app_url)
+        pg.locator('[data-testid="stSidebar"] details summary').filter(has_text="Model card").click()
+        pg.wait_for_selector('[data-testid="stSidebar"] details[open] table', timeout=30_000)
+        _check(pg, "the sidebar's model card", problems)
+        for title, path in PAGES.items():
+            if path:
+                _go_to(pg, title, path)
+            assert urlparse(pg.url).path.rstrip("/") == path, (title, pg.url)
+            _check(pg, title, problems)
+        options = _model_options(pg)
+        # the shipped models, and any a Train page or CLI run saved to runs/ on this machine
+        assert options and all(o.split()[0] in _shipped_models() or o.endswith("(runs/)") for o in options), \
+            options
+        _check(pg, "the model selector's options", problems)
+        pg.keyboard.press("Escape")
+        for model in _shipped_models():
+            _open(pg, f"{app_url}/?model={model}")
+            _check(pg, f"Density with {model}", problems)
+        _open(pg, f"{app_url}/?model=sinusoid")  # the Regression page with all its controls
+        _go_to(pg, "Regression", PAGES["Regression"])
+        _check(pg, "Regression with sinusoid", problems)
+        for title, path in PAGES.items():  # deep links: each page opened at its own address
+            if path:
+                _open(pg, f"{app_url}{path}")
+                _check(pg, f"{title} opened at its link", problems)
+    finally:
+        pg.close()
     assert not problems, "\n".join(problems)

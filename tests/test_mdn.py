@@ -288,3 +288,23 @@ def test_cli_train_mdn2d_with_resume_and_clean_errors(tmp_path, capsys):
     assert main(["inspect", "--checkpoint", str(out), "--points", "0,0", "--query", "1,1"]) == 2
     err = capsys.readouterr().err
     assert "MixtureDensityTransformer" in err and "Traceback" not in err
+
+
+def test_cli_trains_mdn2d_off_the_cpu(tmp_path, monkeypatch, capsys):
+    """`train --preset mdn2d --device cuda` takes the device path (MixtureTrainer takes a device), shown
+    here on the virtual device, which refuses what CUDA refuses: a CPU tensor meeting the model's."""
+    import iclebm.cli as cli
+    from iclebm.checkpoints import read_card
+    from iclebm.diagnostics.virtual_device import VIRTUAL, virtual_device
+    from iclebm.training.distributed import read_env
+
+    monkeypatch.setattr(cli, "resolve_device", lambda _name: VIRTUAL)
+    monkeypatch.setattr(cli, "init_from_env", lambda _name, timeout_s=0.0: (read_env(), VIRTUAL))
+    out = tmp_path / "m.safetensors"
+    with virtual_device():
+        code = cli.main(["train", "--preset", "mdn2d", "--steps", "2", "--batch-size", "2",
+                         "--device", "cuda", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    card = read_card(out)
+    assert card["training"]["steps"] == 2 and card["training"]["device"] == "meta"
+    assert isinstance(load_checkpoint(out), MixtureDensityTransformer)

@@ -392,11 +392,17 @@ def _gibbs(
     return total - math.log(c * cfg.sweeps)
 
 
+def _enumerates(method: str, n: int, k: int, cap: int) -> bool:
+    """Whether `method` means exact enumeration of the partitions of n points into at most k blocks:
+    "exact" always, "auto" while there are at most `cap` of them."""
+    return method == "exact" or (method == "auto" and n_partitions(n, k) <= cap)
+
+
 def _predictive(
     h: Hypothesis, context: np.ndarray, query: np.ndarray, method: str, cfg: GibbsConfig, rng
 ) -> np.ndarray:
     n = context.shape[1]
-    if method == "exact" or (method == "auto" and n_partitions(n, h.k) <= EXACT_MAX_PARTITIONS):
+    if _enumerates(method, n, h.k, EXACT_MAX_PARTITIONS):
         return _exact(h, context, query)[0]
     if n == 0:
         return _exact(h, context, query)[0]
@@ -406,7 +412,7 @@ def _predictive(
 def _log_evidence(h: Hypothesis, context: np.ndarray, method: str, cfg: GibbsConfig, rng) -> np.ndarray:
     """log p(D | h) (T,): exact when enumerable, else the chain rule over sequential predictives."""
     n = context.shape[1]
-    if method == "exact" or (method == "auto" and n_partitions(n, h.k) <= EXACT_MAX_PARTITIONS):
+    if _enumerates(method, n, h.k, EXACT_MAX_PARTITIONS):
         return _exact(h, context, context[:, :1] if n else np.zeros((context.shape[0], 1, 2)))[1]
     # exact for the enumerable prefix, then one factor per further point
     m = max(i for i in range(n + 1) if n_partitions(i, h.k) <= EXACT_MAX_PARTITIONS)
@@ -432,11 +438,19 @@ def mixture_log_predictive_batch(
     Anisotropic priors go through `aniso_log_predictive_batch` with the ShapeRule `shape`
     (default ShapeRule()); n_quad is the isotropic std rule.
     """
-    if method not in ("auto", "exact", "gibbs"):
-        raise ValueError(f"method must be auto, exact or gibbs, got {method!r}")
-    prior = as_prior(prior)
     ctx = _points(context, "context", batched=True)
     q = _points(query, "query", batched=True)
+    return _log_predictive_batch(ctx, q, as_prior(prior), method, gibbs, n_quad, shape)
+
+
+def _log_predictive_batch(
+    ctx: np.ndarray, q: np.ndarray, prior: MixturePrior, method: str, gibbs: GibbsConfig | None,
+    n_quad: int, shape: ShapeRule | None,
+) -> np.ndarray:
+    """`mixture_log_predictive_batch` on arguments already checked by `_points` and `as_prior` (the public
+    entry points check their inputs once, then come here)."""
+    if method not in ("auto", "exact", "gibbs"):
+        raise ValueError(f"method must be auto, exact or gibbs, got {method!r}")
     if ctx.shape[0] != q.shape[0]:
         raise ValueError(f"context and query must hold as many tasks, got {ctx.shape[0]} and {q.shape[0]}")
     if prior.anisotropic:
@@ -468,7 +482,7 @@ def mixture_log_predictive(
     """
     ctx = _points(context, "context", batched=False)
     q = _points(query, "query", batched=False)
-    return mixture_log_predictive_batch(ctx[None], q[None], prior, method, gibbs, n_quad, shape)[0]
+    return _log_predictive_batch(ctx[None], q[None], as_prior(prior), method, gibbs, n_quad, shape)[0]
 
 
 def bayes_point_nll(
@@ -481,7 +495,8 @@ def bayes_point_nll(
     """Per-point NLL (T, P, S) of test points (T, S, 2) under p(x | context[:, :n]) for each n in ns."""
     ctx = _points(context, "context", batched=True)
     tst = _points(test, "test", batched=True)
-    return np.stack([-mixture_log_predictive_batch(ctx[:, :n], tst, prior, gibbs=gibbs) for n in ns], 1)
+    prior = as_prior(prior)
+    return np.stack([-_log_predictive_batch(ctx[:, :n], tst, prior, "auto", gibbs, 16, None) for n in ns], 1)
 
 
 # ---- a cached grid for the app's "Bayes-optimal" overlay ---------------------------------------
@@ -955,9 +970,7 @@ def aniso_log_predictive_batch(
     collapsed Gibbs; the shape on the rule's nodes either way."""
     h = shape_hypothesis(prior, rule)
     n = context.shape[1]
-    exact = method == "exact" or (
-        method == "auto" and n <= 12 and n_partitions(n, h.kmax) <= ANISO_EXACT_MAX_PARTITIONS
-    )
+    exact = _enumerates(method, n, h.kmax, ANISO_EXACT_MAX_PARTITIONS) and (method == "exact" or n <= 12)
     if method == "exact" and (n > 14 or n_partitions(n, h.kmax) > 10 * ANISO_EXACT_MAX_PARTITIONS):
         raise ValueError(f"exact enumeration of {n} points into {h.kmax} components is too large; use gibbs")
     if exact or n == 0:

@@ -96,6 +96,28 @@ function fitColorbars(Plotly, gd) {
                                           "marker.colorbar.yanchor": "middle" }, marker);
 }
 
+// A square plot (scaleanchor) in a column narrower than the figure is tall keeps its width and
+// centres itself in the height it was given, leaving an empty band above and below it (130 px
+// each on the Density page at 1280 px). Fit the figure's height to the plot instead: drop the
+// y axis's unused pixels, or give back height (up to the requested one) when a wider column lets
+// the x axis use more. Figures whose axes fill their area are left alone. Runs after every plot,
+// so a resize refits it; the 2-px tolerance stops it from chasing its own rounding.
+function fitHeight(Plotly, gd, root, requested) {
+  const fl = gd._fullLayout, xa = fl && fl.xaxis, ya = fl && fl.yaxis;
+  if (!xa || !ya || !fl._size || !ya._length || !xa._length) return undefined;
+  const spareY = fl._size.h - ya._length;
+  const spareX = fl._size.w - xa._length;
+  let want = fl.height;
+  if (ya.scaleanchor === "x" && spareY > 2) want = fl.height - spareY;
+  else if (ya.scaleanchor === "x" && spareX > 2 && fl.height < requested)
+    want = Math.min(requested, fl.height + spareX * (ya._length / xa._length));
+  want = Math.round(want);
+  if (Math.abs(want - fl.height) <= 2) return undefined;
+  root._iclebmFit = { requested: requested, height: want };  // the next redraw starts at this height
+  root.style.height = want + "px";
+  return Plotly.relayout(gd, { height: want });
+}
+
 // Pausing an animation (or moving its slider) while it plays makes Plotly.animate reject the
 // promise of the interrupted run, with no reason. The figure's own buttons and slider start that
 // run inside plotly.js (Plots.executeAPICommand re-rejects it), so no caller of ours can attach a
@@ -119,7 +141,9 @@ export default function (component) {
   const root = parentElement.querySelector(".iclebm-canvas");
   if (!root || !data) return;
   const height = data.height || 600;
-  root.style.height = height + "px";
+  const fit = root._iclebmFit;  // the height fitHeight chose for this requested height, if any
+  const shown = fit && fit.requested === height ? fit.height : height;
+  root.style.height = shown + "px";
   root.classList.toggle("clickable", !!data.clickable);
   root.dataset.revision = String(data.revision);
   // Per-canvas memory that survives re-renders even if Streamlit rebuilds the root.
@@ -137,17 +161,21 @@ export default function (component) {
     if (cancelled) return;
     if (root._iclebmFigureId === data.figure_id) return finish();  // unchanged: skip parse + redraw
     const spec = JSON.parse(data.figure);
-    const layout = Object.assign({}, spec.layout || {}, { height: height, autosize: true });
+    const layout = Object.assign({}, spec.layout || {}, { height: shown, autosize: true });
     const config = Object.assign({ responsive: true, scrollZoom: false }, data.config || {});
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
     return Plotly.react(root, fig).then(() => restoreFrames(Plotly, root, fig.frames)).then(() => {
       if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
         root._iclebmWatchesAnimation = true;
         root.on("plotly_animationinterrupted", () => { window.__iclebmInterruptedAt = performance.now(); });
-        root.on("plotly_afterplot", () => fitColorbars(Plotly, root));
+        root.on("plotly_afterplot", () => {
+          fitColorbars(Plotly, root);
+          fitHeight(Plotly, root, root, root._iclebmHeight);
+        });
       }
+      root._iclebmHeight = height;
       fitColorbars(Plotly, root);
-      finish();
+      return Promise.resolve(fitHeight(Plotly, root, root, height)).then(finish);
     });
   }).catch((err) => {
     root.textContent = "Could not draw the canvas: " + err;

@@ -3,8 +3,9 @@ and the one the sidebar selected, by family: the density pages (Density, Inside,
 selected density model, the Regression page the selected regression model; each is remembered
 on its own (session keys `model_choice` and `reg_model`).
 
-A selector option is "file:NAME" (checkpoints/NAME.safetensors) or "session:NAME" (held in
-session state). `AppContext` is what every page receives: the selected model and its box.
+A selector option is "file:NAME" (checkpoints/NAME.safetensors, the shipped models, or
+runs/NAME.safetensors, the models the Train page saved) or "session:NAME" (held in session
+state). `AppContext` is what every page receives: the selected model and its box.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get("ICLEBM_CHECKPOINT_DIR", str(CHECKPOINT_DIR)))
 
 
+def runs_dir() -> Path:
+    """Where the Train page saves models (ICLEBM_RUNS_DIR, default runs/ beside the checkpoints folder):
+    checkpoints/ holds the shipped models, which no tool writes to (the CLI's `_check_output`)."""
+    return Path(os.environ.get("ICLEBM_RUNS_DIR", str(checkpoint_dir().parent / "runs")))
+
+
 # The app opens on the generalist when it is there: it was trained on 1-6 rotated elliptical
 # components of many sizes, so free clicking (5 clusters, a ring, a line, a wide blob) gets a
 # better landscape than from the 3-narrow-component specialist (README: "The generalist").
@@ -68,10 +75,14 @@ def _file_model(path: str, mtime: float) -> EnergyTransformer:
 
 
 def file_options() -> dict[str, Path]:
+    """Models on disk by name: the checkpoints folder's, the default, then runs/ (a saved run never
+    hides a shipped model of the same name; the Train page refuses such a name anyway)."""
     paths = {p.stem: p for p in list_checkpoints(checkpoint_dir())}
     default = default_path()
     if default.exists():
         paths.setdefault(default.stem, default)
+    for p in list_checkpoints(runs_dir()):
+        paths.setdefault(p.stem, p)
     return paths
 
 
@@ -122,7 +133,11 @@ def model_options(family: str = DENSITY_FAMILY) -> list[str]:
 
 def option_label(option: str) -> str:
     kind, name = option.split(":", 1)
-    return f"{name}  (checkpoints/)" if kind == "file" else f"{name}  (this session)"
+    if kind != "file":
+        return f"{name}  (this session)"
+    path = file_options().get(name)
+    saved = path is not None and path.parent.resolve() == runs_dir().resolve()
+    return f"{name}  (runs/)" if saved else f"{name}  (checkpoints/)"
 
 
 def resolve_model(option: str) -> tuple[EnergyTransformer, str]:

@@ -387,7 +387,10 @@ def c2w_results(ctx: AppContext) -> None:
     table = pd.DataFrame(rows, index=["NLL of D (nats/pt)", f"NLL of {HELDOUT_N} held-out points"]).T
     if info["heldout"] is None:
         table = table.iloc[:, :1]
-    st.dataframe(table.style.format("{:.3f}", na_rep="–"), width="stretch")
+    # Written out as text: st.dataframe ignores a Styler's na_rep and shows a missing number as a
+    # grey "None" (the true mixture has no NLL-of-D entry), so each cell is its own string.
+    st.dataframe(table.map(lambda v: "–" if np.isnan(v) else f"{v:.3f}"), width="stretch",
+                 column_config={c: st.column_config.Column(alignment="right") for c in table.columns})
     i = steps.index(snap.step)
     st.caption(
         f"At k = {snap.step}: symmetric KL {d['sym_kl'][i]:.3f} nats, Hellinger {d['hellinger'][i]:.3f} "

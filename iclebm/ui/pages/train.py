@@ -2,7 +2,8 @@
 process of this browser session (`iclebm.ui.jobs.trainer_process`: niced, capped, never blocking
 the page); watch the loss, the ICL curve of the current weights (with its history) and the
 film strip on the current context; switch every page to the result, save it to
-checkpoints/ or download it. Below: the checkpoints on disk.
+runs/ (checkpoints/ holds the shipped models, which the app never writes) or download it. Below:
+the models on disk.
 
 URL (share link): the properties of `iclebm.ui.page_tables.TRAIN` that differ from their
 defaults (mode, obj, lr, batch, chains, lsteps, lstep, lnoise, layers, d), plus the model.
@@ -34,8 +35,8 @@ from iclebm.ui.models import (
     AppContext,
     add_session_model,
     checkpoint_dir,
-    default_path,
     file_options,
+    runs_dir,
     switch_model,
 )
 
@@ -265,7 +266,8 @@ def training_actions(trainer: ProcessTrainer) -> None:
         st.rerun()
     name = c2.text_input("checkpoint name", value=f"live-{trainer.mode}", key="tr_name", persist_state=KEEP,
                          label_visibility="collapsed", placeholder="new checkpoint name")
-    if c3.button("Save to checkpoints/", key="tr_save", width="stretch"):
+    if c3.button("Save to runs/", key="tr_save", width="stretch",
+                 help="runs/ beside checkpoints/, which holds the shipped models and is never written"):
         save_trained(trainer, name)
     stem = _safe_name(name) or "live"
 
@@ -287,41 +289,46 @@ def _safe_name(name: str) -> str:
 
 
 def save_trained(trainer: ProcessTrainer, name: str) -> None:
+    """Save the trained model to runs/NAME.safetensors (and its card), never over a model on disk."""
     clean = _safe_name(name)
     if not clean:
         st.error("Give the checkpoint a name (letters, digits, - or _).")
         return
-    target = checkpoint_dir() / f"{clean}.safetensors"
-    if clean == default_path().stem or target.resolve() == default_path().resolve():
-        st.error(f"{clean} is the shipped checkpoint; it is never overwritten. Pick another name.")
+    existing = file_options().get(clean)
+    if existing is not None and existing.parent.resolve() != runs_dir().resolve():
+        st.error(f"{clean} is a shipped model in checkpoints/; it is never overwritten. Pick another name.")
         return
+    target = runs_dir() / f"{clean}.safetensors"
     if target.exists():
-        st.error(f"checkpoints/{clean}.safetensors exists already; pick another name.")
+        st.error(f"runs/{clean}.safetensors exists already; pick another name.")
         return
     snap = trainer.poll(with_model=True)
     assert snap.model is not None
     card = trainer.card()
     card["name"] = clean
-    path = save_checkpoint(snap.model, target, card)
-    st.success(f"Saved {path.name} (step {snap.step}) to {checkpoint_dir()}; "
-               "it is now in the model selector.")
-
-
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = save_checkpoint(snap.model, target, card)
+    except OSError as e:
+        st.error(f"Could not save to {runs_dir()}: {e}")
+        return
+    st.success(f"Saved {path.name} (step {snap.step}) to {runs_dir()}; it is now in the model selector "
+               "(marked runs/).")
 
 
 # ---- checkpoints on disk -----------------------------------------------------------------------
 
 
 def checkpoints_panel() -> None:
-    st.subheader("Checkpoints in checkpoints/")
-    st.caption(f"{checkpoint_dir()} · pick one in the sidebar's selector; the shipped model "
-               f"({default_path().stem}) is never overwritten.")
+    st.subheader("Models on disk")
+    st.caption(f"Shipped in {checkpoint_dir()} (never overwritten) and saved here in {runs_dir()} · pick "
+               "one in the sidebar's selector.")
     for name, path in file_options().items():
         try:
             card = read_card(path)
             cfg = card.get("model", {})
-            with st.expander(f"**{name}** — {cfg.get('n_layer', '?')} layers × d={cfg.get('d_model', '?')}, "
-                             f"max context {cfg.get('max_context', '?')}"):
+            with st.expander(f"**{name}** ({path.parent.name}/) — {cfg.get('n_layer', '?')} layers × "
+                             f"d={cfg.get('d_model', '?')}, max context {cfg.get('max_context', '?')}"):
                 st.markdown(card_markdown(card))
                 with st.expander("Raw card (JSON)"):
                     st.json(card, expanded=1)
