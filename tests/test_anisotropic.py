@@ -191,7 +191,7 @@ def test_aspect_one_reproduces_the_isotropic_code(k):
 
 def test_empty_context_is_the_anisotropic_prior_predictive():
     x = np.array([[0.0, 0.0], [2.0, -1.0], [6.0, 5.0], [8.5, 0.0], [11.0, -11.0]])
-    ours = mixture_log_predictive(np.zeros((0, 2)), x, WIDE, shape=bayes.ShapeRule(24, 24, 24))
+    ours = mixture_log_predictive(np.zeros((0, 2)), x, WIDE, shape=bayes.ShapeRule(24, 24, 24, rect_nodes=48))
     err = np.abs(ours - prior_predictive_log_prob(WIDE, x, n_quad=24))
     # two quadratures of the same integral: 1e-5 nats inside the box, 1e-4 at the far corner
     # (the mean's posterior there is in both tails, where the rectangle quadrature is ~1e-4 relative)
