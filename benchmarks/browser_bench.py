@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import sys
 import time
@@ -60,6 +61,15 @@ def canvas_pixel(pg, x: float, y: float) -> tuple[float, float]:  # type: ignore
     return float(pos[0]), float(pos[1])
 
 
+def check_reachable(pg, px: float, py: float) -> None:  # type: ignore[no-untyped-def]
+    """Fail loudly when something covers the canvas at the click pixel: Streamlit's "Page not found"
+    dialog (opened by /density, the default page's path) swallowed every click, so no redraw came."""
+    inside = pg.evaluate("([x, y]) => !!document.elementFromPoint(x, y)?.closest('.iclebm-canvas')", [px, py])
+    if not inside:
+        what = pg.evaluate("([x, y]) => document.elementFromPoint(x, y)?.outerHTML.slice(0, 120)", [px, py])
+        raise RuntimeError(f"the click at ({px:.0f}, {py:.0f}) would not reach the canvas: {what}")
+
+
 def click_latencies(pg, points: list[tuple[float, float]]) -> list[float]:  # type: ignore[no-untyped-def]
     """Click each data point on an idle page; the canvas reports click -> redraw in ms."""
     out = []
@@ -67,6 +77,7 @@ def click_latencies(pg, points: list[tuple[float, float]]) -> list[float]:  # ty
         wait_idle(pg)
         done = len(pg.evaluate("window.__iclebmLatencies || []"))
         px, py = canvas_pixel(pg, x, y)
+        check_reachable(pg, px, py)
         pg.mouse.click(px, py)
         pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=60_000)
         out.append(float(pg.evaluate("window.__iclebmLatencies")[-1]))
@@ -87,17 +98,16 @@ def page_load_ms(browser, url: str) -> float:  # type: ignore[no-untyped-def]
 def switch_model_ms(pg, label: str) -> float:  # type: ignore[no-untyped-def]
     """Pick `label` in the sidebar's density-model selector; until the canvas redrew and the run ended."""
     wait_idle(pg)
-    rev = pg.evaluate("() => document.querySelector('.iclebm-canvas').dataset.rendered")
-    sig = pg.evaluate("() => document.querySelector('.iclebm-canvas')._fullData[0].z.length")
-    pg.locator(".st-key-model_choice [data-baseweb='select']").first.click()
-    option = pg.locator("li[role='option']").filter(has_text=label).first
+    # The canvas remembers the id of the figure it drew last (a hash of its JSON): another model's
+    # landscape has another id, even with no points (the revision counts point edits only).
+    fid = pg.evaluate("() => document.querySelector('.iclebm-canvas')._iclebmFigureId")
+    pg.locator(".st-key-model_choice input").first.click()  # Streamlit 1.67: a react-aria combobox
+    option = pg.locator("[role='option']").filter(has_text=re.compile(rf"^\s*{re.escape(label)}\s+\(")).first
     option.wait_for(timeout=30_000)
     t0 = time.perf_counter()
     option.click()
-    pg.wait_for_function(
-        "([rev, sig]) => { const gd = document.querySelector('.iclebm-canvas');"
-        " return gd && (gd.dataset.rendered !== rev || gd._fullData[0].z.length !== sig); }",
-        arg=[rev, sig], timeout=120_000)
+    pg.wait_for_function("fid => document.querySelector('.iclebm-canvas')?._iclebmFigureId !== fid",
+                         arg=fid, timeout=120_000)
     wait_idle(pg)
     return (time.perf_counter() - t0) * 1000
 
@@ -107,47 +117,74 @@ def med(values: list[float]) -> str:
             f"(n={len(values)}, min {min(values):.0f}, max {max(values):.0f})")
 
 
+SECTIONS = ("load", "density", "switch", "bayes", "regression")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9, help="clicks / loads / switches per measurement")
+    ap.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                    help="measure only these (default: all)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
     rows: dict[str, list[float]] = {}
+    failed: dict[str, str] = {}
+    cold = float("nan")
     rng = __import__("random").Random(0)
+
+    def measure(name: str, fn) -> None:  # type: ignore[no-untyped-def]
+        """One row; a failure is printed in the table instead of ending the run."""
+        try:
+            rows[name] = fn()
+        except Exception as e:  # noqa: BLE001 - reported, and the other rows still run
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+
     with app_server(ROOT) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
-        cold = page_load_ms(browser, f"{url}/density")
-        rows["page load (warm)"] = [page_load_ms(browser, f"{url}/density") for _ in range(args.reps)]
+        cold = page_load_ms(browser, f"{url}/")  # "/" is the Density page ("/density" is "Page not found")
+        if "load" in args.only:
+            measure("page load (warm)", lambda: [page_load_ms(browser, f"{url}/") for _ in range(args.reps)])
 
         pg = browser.new_page(viewport=VIEWPORT)
-        pg.goto(f"{url}/density")
+        pg.goto(f"{url}/")
         wait_canvas(pg)
-        pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
-        rows["Density click"] = click_latencies(pg, pts)[1:]  # the first includes Plotly's warm-up
-
-        labels = ["mog2d", "mog2d-wide"]
-        rows["model switch"] = [switch_model_ms(pg, labels[i % 2]) for i in range(args.reps)]
-
-        pg.locator(".st-key-show_bayes label").first.click()
-        wait_idle(pg)
-        pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(max(3, args.reps // 2))]
-        rows["Density click, Bayes overlay on (optional)"] = click_latencies(pg, pts)
+        if "density" in args.only:
+            pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
+            # the first click includes Plotly's warm-up
+            measure("Density click", lambda: click_latencies(pg, pts)[1:])
+        if "switch" in args.only:
+            labels = ["mog2d", "mog2d-wide"]  # ends on the default model (an even count of switches)
+            n = args.reps + args.reps % 2
+            measure("model switch", lambda: [switch_model_ms(pg, labels[i % 2]) for i in range(n)])
+        if "bayes" in args.only:
+            def bayes() -> list[float]:
+                pg.locator(".st-key-show_bayes label").first.click()
+                wait_idle(pg)
+                pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(max(3, args.reps // 2))]
+                return click_latencies(pg, pts)
+            measure("Density click, Bayes overlay on (optional)", bayes)
         pg.close()
 
-        pg = browser.new_page(viewport=VIEWPORT)
-        pg.goto(f"{url}/regression?model=linreg")
-        wait_canvas(pg)
-        pts = [(rng.uniform(-8, 8), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
-        rows["Regression click"] = click_latencies(pg, pts)[1:]
-        pg.close()
+        if "regression" in args.only:
+            pg = browser.new_page(viewport=VIEWPORT)
+            pg.goto(f"{url}/regression?model=linreg")
+            wait_canvas(pg)
+            pts = [(rng.uniform(-8, 8), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
+            measure("Regression click", lambda: click_latencies(pg, pts)[1:])
+            pg.close()
         browser.close()
 
-    print(f"\nbrowser latency, {VIEWPORT['width']}x{VIEWPORT['height']}, {os.cpu_count()} cores "
-          f"(medians; first page load on a cold server: {cold:.0f} ms)")
-    for name, values in rows.items():
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nbrowser latency, {VIEWPORT['width']}x{VIEWPORT['height']}, {os.cpu_count()} cores, "
+          f"load average {load:.2f} at the end (medians; first page load on a cold server: {cold:.0f} ms)")
+    for name in [*rows, *failed]:
         target = TARGETS_MS.get(name)
+        if name in failed:
+            print(f"  {name:44s} FAILED: {failed[name]}")
+            continue
+        values = rows[name]
         met = target is not None and statistics.median(values) <= target
         verdict = "" if target is None else f"  target <= {target} ms: {'met' if met else 'NOT met'}"
         print(f"  {name:44s} {med(values)}{verdict}")
