@@ -70,9 +70,14 @@ def check_reachable(pg, px: float, py: float) -> None:  # type: ignore[no-untype
         raise RuntimeError(f"the click at ({px:.0f}, {py:.0f}) would not reach the canvas: {what}")
 
 
-def click_latencies(pg, points: list[tuple[float, float]]) -> list[float]:  # type: ignore[no-untyped-def]
-    """Click each data point on an idle page; the canvas reports click -> redraw in ms."""
+SPLITS: dict[str, tuple[list[float], list[float]]] = {}  # row -> (server part, browser drawing), ms
+
+
+def click_latencies(pg, points: list[tuple[float, float]], row: str = "") -> list[float]:  # type: ignore[no-untyped-def]
+    """Click each data point on an idle page; the canvas reports click -> redraw in ms, and its parts:
+    click -> the new figure arrives in the browser (the server's run and the transport), and drawing."""
     out = []
+    first = len(pg.evaluate("window.__iclebmTimings || []"))
     for x, y in points:
         wait_idle(pg)
         done = len(pg.evaluate("window.__iclebmLatencies || []"))
@@ -82,6 +87,9 @@ def click_latencies(pg, points: list[tuple[float, float]]) -> list[float]:  # ty
         pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=60_000)
         out.append(float(pg.evaluate("window.__iclebmLatencies")[-1]))
     wait_idle(pg)
+    parts = pg.evaluate("window.__iclebmTimings || []")[first + 1:]  # the first click: Plotly's warm-up
+    if row and parts:
+        SPLITS[row] = ([float(t["arrive"]) for t in parts], [float(t["render"]) for t in parts])
     return out
 
 
@@ -153,7 +161,7 @@ def main() -> None:
         if "density" in args.only:
             pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
             # the first click includes Plotly's warm-up
-            measure("Density click", lambda: click_latencies(pg, pts)[1:])
+            measure("Density click", lambda: click_latencies(pg, pts, "Density click")[1:])
         if "switch" in args.only:
             labels = ["mog2d", "mog2d-wide"]  # ends on the default model (an even count of switches)
             n = args.reps + args.reps % 2
@@ -172,7 +180,7 @@ def main() -> None:
             pg.goto(f"{url}/regression?model=linreg")
             wait_canvas(pg)
             pts = [(rng.uniform(-8, 8), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]
-            measure("Regression click", lambda: click_latencies(pg, pts)[1:])
+            measure("Regression click", lambda: click_latencies(pg, pts, "Regression click")[1:])
             pg.close()
         browser.close()
 
@@ -188,6 +196,10 @@ def main() -> None:
         met = target is not None and statistics.median(values) <= target
         verdict = "" if target is None else f"  target <= {target} ms: {'met' if met else 'NOT met'}"
         print(f"  {name:44s} {med(values)}{verdict}")
+        if name in SPLITS:
+            server, drawing = SPLITS[name]
+            print(f"    {'of which click -> figure arrives':42s} {statistics.median(server):7.0f} ms; "
+                  f"drawing {statistics.median(drawing):.0f} ms")
 
 
 if __name__ == "__main__":
