@@ -15,11 +15,34 @@ Playwright and prints, side by side, the medians it measured:
   finished;
 - optional overlays, apart: a Density click with the Bayes-optimal overlay on.
 
-Run it with nothing else on the cores: it measures wall clock.
+Run it with nothing else on the cores: it measures wall clock. `--only` measures a subset; a row that
+fails prints FAILED with the reason and the other rows still run.
 
-Status (2026-12-01): unfinished. Page loads complete, but the first Density click never reports a
-redraw here (`window.__iclebmLatencies` stays empty for 60 s), unlike the same click in
-tests/test_browser.py; to be debugged before its numbers go into the README.
+Debugged (2026-12-01): the first Density click never reported a redraw because the bench opened
+/density, which is not a page's URL (the Density page is the default page, served at /): Streamlit
+showed its "Page not found" dialog over the whole page, and the dialog swallowed every click. The
+bench now opens /, and `check_reachable` fails loudly when anything covers the canvas at the click
+pixel. The model selector is a react-aria combobox in Streamlit 1.67 (`[role=option]` items), and a
+switch is detected by the canvas's figure id (with no points the revision does not change).
+
+Where the time went (profiles on the shared, loaded 2-core machine; CPU seconds of one thread):
+- Regression click: the 100-step thinking trajectory over 100 x's x 8 starts (forward and backward
+  through the transformer for 800 query tokens per step) took ~90% of the run, 2.5 s of 2.8 s, for
+  an animation nobody had asked for. Now a click computes the steps the picture shows (k = 20 by
+  default: 0.56 s), and the figure's play button or slider fetches the other frames on first press
+  (exact: the short run is the long run's prefix, `tests/test_regression_view.py`).
+- Density click: the 100x100 landscape (10,000 query tokens through the cached path, plus the 20x20
+  arrow field's backward) is most of the server's part (0.23-0.43 s here); building the Plotly
+  figure ~50 ms and sending it ~40 ms. The browser's drawing is the rest.
+- Page load: the server's first run for a new session sends the canvas after ~0.1 s (caches warm),
+  but in the browser the canvas element appeared only together with window.Plotly, 13-22 s after
+  the sidebar (load average 8). The likely cause is the 4.8 MB plotly.js bundle, which travels
+  inside the websocket messages and is evaluated on every page load. Serving it as a cacheable file
+  (a components-v2 asset_dir, or Streamlit's static serving) is the lever left; not done here.
+- Model switch: the server's run is 0.4-0.6 s here (checkpoints are st.cache_resource, landscapes
+  st.cache_data); the remainder is the browser redrawing the page.
+
+Numbers: see README, "Speed in the browser".
 """
 
 from __future__ import annotations
@@ -73,7 +96,8 @@ def check_reachable(pg, px: float, py: float) -> None:  # type: ignore[no-untype
 SPLITS: dict[str, tuple[list[float], list[float]]] = {}  # row -> (server part, browser drawing), ms
 
 
-def click_latencies(pg, points: list[tuple[float, float]], row: str = "") -> list[float]:  # type: ignore[no-untyped-def]
+def click_latencies(pg, points: list[tuple[float, float]], row: str = "",  # type: ignore[no-untyped-def]
+                    timeout_ms: int = 60_000) -> list[float]:
     """Click each data point on an idle page; the canvas reports click -> redraw in ms, and its parts:
     click -> the new figure arrives in the browser (the server's run and the transport), and drawing."""
     out = []
@@ -84,7 +108,7 @@ def click_latencies(pg, points: list[tuple[float, float]], row: str = "") -> lis
         px, py = canvas_pixel(pg, x, y)
         check_reachable(pg, px, py)
         pg.mouse.click(px, py)
-        pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=60_000)
+        pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=timeout_ms)
         out.append(float(pg.evaluate("window.__iclebmLatencies")[-1]))
     wait_idle(pg)
     parts = pg.evaluate("window.__iclebmTimings || []")[first + 1:]  # the first click: Plotly's warm-up
@@ -166,14 +190,24 @@ def main() -> None:
             labels = ["mog2d", "mog2d-wide"]  # ends on the default model (an even count of switches)
             n = args.reps + args.reps % 2
             measure("model switch", lambda: [switch_model_ms(pg, labels[i % 2]) for i in range(n)])
+        pg.close()
+
         if "bayes" in args.only:
             def bayes() -> list[float]:
-                pg.locator(".st-key-show_bayes label").first.click()
-                wait_idle(pg)
-                pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(max(3, args.reps // 2))]
-                return click_latencies(pg, pts)
+                # A new page (the default model, an empty context): the exact Bayes predictive of an
+                # anisotropic prior grows steeply with the points (14 s of CPU at 6 points here).
+                bp = browser.new_page(viewport=VIEWPORT)
+                bp.goto(f"{url}/")
+                wait_canvas(bp)
+                wait_idle(bp)
+                bp.locator(".st-key-show_bayes label").first.click()
+                wait_idle(bp)
+                pts = [(rng.uniform(-6, 6), rng.uniform(-6, 6)) for _ in range(max(3, args.reps // 2) + 1)]
+                try:
+                    return click_latencies(bp, pts, timeout_ms=600_000)[1:]
+                finally:
+                    bp.close()
             measure("Density click, Bayes overlay on (optional)", bayes)
-        pg.close()
 
         if "regression" in args.only:
             pg = browser.new_page(viewport=VIEWPORT)
