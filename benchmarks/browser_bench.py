@@ -42,7 +42,10 @@ Where the time went (profiles on the shared, loaded 2-core machine; CPU seconds 
 - Model switch: the server's run is 0.4-0.6 s here (checkpoints are st.cache_resource, landscapes
   st.cache_data); the remainder is the browser redrawing the page.
 
-Numbers: see README, "Speed in the browser".
+A/B of the Regression row on this loaded machine (load average ~4.6, `--only regression --reps 5`,
+the same bench against the tree before and after the change, back to back): click -> redraw median
+4068 -> 1703 ms, of which the server's part 3844 -> 1303 ms. Quiet-machine numbers: see README,
+"Speed in the browser".
 """
 
 from __future__ import annotations
