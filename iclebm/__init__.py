@@ -379,6 +379,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "RegressionView",
         "compute_regression_view",
         "curve_frames",
+        "regression_grid",
+        "thinking_curves",
     ),
     "iclebm.diagnostics.check": (
         "CheckFailed",

@@ -475,3 +475,29 @@ def test_regression_click_adds_a_pair_and_redraws_the_curve(page, app_url: str) 
     shared = parse_qs(urlparse(pg.url).query)["pts"][0].split(";")  # the link follows the context
     assert len(shared) == 3
     pg.screenshot(path=str(ARTIFACTS / "regression.png"), full_page=False)
+
+
+def test_regression_play_fetches_the_whole_thinking_animation(page, app_url: str) -> None:  # type: ignore[no-untyped-def]
+    """A click computes only the thinking steps the picture shows (k = 20); pressing "▶ think" fetches
+    the other frames, up to k = 100, and plays them to the end."""
+    if not (ROOT / "checkpoints" / "linreg.safetensors").exists():
+        pytest.skip("no shipped regression checkpoint")
+    pg = page
+    pg.goto(f"{app_url}/regression?model=linreg")
+    pg.wait_for_function("() => /0 pairs \\(max/.test(document.body.innerText)", timeout=90_000)
+    pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=60_000)
+    _wait_idle(pg)
+    _click(pg, 2.0, 3.0)
+    _wait_idle(pg)
+    frames = "() => document.querySelector('.iclebm-canvas')._transitionData._frames.map(f => +f.name)"
+    assert max(pg.evaluate(frames)) == 20  # the prefix: only the steps up to the slider's k
+    gd = "document.querySelector('.iclebm-canvas')"
+    assert pg.evaluate(f"() => {gd}.layout.sliders[0].steps.length") == 35  # every step: curve_frames(100)
+    canvas = pg.locator(".iclebm-canvas").first
+    canvas.scroll_into_view_if_needed()
+    canvas.get_by_text("▶ think").click()
+    pg.wait_for_function(f"() => ({frames})().length === 35", timeout=60_000)
+    # it plays from k = 20 to the last frame by itself
+    pg.wait_for_function(f"() => {gd}._fullLayout.sliders[0].active === 34", timeout=60_000)
+    _wait_idle(pg)
+    assert max(pg.evaluate(frames)) == 100

@@ -38,6 +38,37 @@ def curve_frames(max_steps: int) -> list[int]:
     return [s for s in frames if s <= max_steps]
 
 
+def regression_grid(
+    model: EnergyTransformer, points: np.ndarray | list, box: tuple[float, float], resolution: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(xs, ys, energy, log_density) of `RegressionView`: per-column p(y | x, D) on a resolution^2 grid."""
+    pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2))[None]  # (1, N, 2)
+    ys, h = y_axis(box, resolution)
+    xs = ys.clone()
+    energy = column_energies(model, xs[None], pts, ys)[0, 0]  # (R_x, R_y)
+    log_p = -energy - log_z_on_grid(energy, h, keepdim=True)
+    energy, log_p = energy.cpu(), log_p.cpu()
+    return xs.numpy(), ys.numpy(), energy.T.numpy(), log_p.T.numpy()
+
+
+def thinking_curves(
+    model: EnergyTransformer, points: np.ndarray | list, xs: np.ndarray, max_steps: int = 100,
+    step_size: float | None = None, starts: int | None = None, schedule: int | None = None,
+) -> tuple[list[int], np.ndarray]:
+    """(steps, curves) of `RegressionView`: y_hat(x) after each step of `curve_frames(schedule)`
+    (default: max_steps) up to max_steps.
+
+    Thinking is a recurrence, so the curves of a shorter run are exactly the first ones of a longer
+    run with the same schedule: the app computes only the steps it shows and the rest when the
+    animation is asked for."""
+    pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2))[None]  # (1, N, 2)
+    x = torch.as_tensor(np.asarray(xs, dtype=np.float64))[None]
+    traj = predict(model, x.to(model.dtype), pts.to(model.dtype), steps=max_steps, step_size=step_size,
+                   starts=starts, return_trajectory=True)
+    steps = [s for s in curve_frames(max_steps if schedule is None else schedule) if s <= max_steps]
+    return steps, traj.cpu()[steps, 0].double().numpy()  # (F, R_x)
+
+
 def compute_regression_view(
     model: EnergyTransformer, points: np.ndarray | list, box: tuple[float, float], resolution: int = 100,
     max_steps: int = 100, step_size: float | None = None, starts: int | None = None,
@@ -45,15 +76,6 @@ def compute_regression_view(
     """Per-column p(y | x, D) on a resolution^2 grid and y_hat(x) after 0..max_steps thinking steps."""
 
     t0 = time.perf_counter()
-    pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2))[None]  # (1, N, 2)
-    ys, h = y_axis(box, resolution)
-    xs = ys.clone()
-    energy = column_energies(model, xs[None], pts, ys)[0, 0]  # (R_x, R_y)
-    log_p = -energy - log_z_on_grid(energy, h, keepdim=True)
-    traj = predict(model, xs[None].to(model.dtype), pts.to(model.dtype), steps=max_steps, step_size=step_size,
-                   starts=starts, return_trajectory=True)
-    steps = curve_frames(max_steps)
-    curves = traj.cpu()[steps, 0].double().numpy()  # (F, R_x)
-    energy, log_p = energy.cpu(), log_p.cpu()
-    return RegressionView(xs.numpy(), ys.numpy(), energy.T.numpy(), log_p.T.numpy(), steps, curves,
-                          time.perf_counter() - t0)
+    xs, ys, energy, log_p = regression_grid(model, points, box, resolution)
+    steps, curves = thinking_curves(model, points, xs, max_steps, step_size, starts)
+    return RegressionView(xs, ys, energy, log_p, steps, curves, time.perf_counter() - t0)

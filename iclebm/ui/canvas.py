@@ -183,6 +183,14 @@ export default function (component) {
 
   function finish() {
     root._iclebmFigureId = data.figure_id;
+    // The play button was pressed while the frames were still a prefix: they have arrived, play now
+    // (the same command as the button's own).
+    if (!data.more_frames && mem.playWhenLoaded) {
+      mem.playWhenLoaded = false;
+      const menus = (root.layout && root.layout.updatemenus) || [];
+      const play = menus.length && menus[0].buttons && menus[0].buttons[0];
+      if (play && window.Plotly) window.Plotly.animate(root, play.args[0], play.args[1]).catch(() => {});
+    }
     if (!data.plotly_ready) setStateValue("ready", true);  // Python may stop sending the bundle
     root.dataset.renderMs = (performance.now() - tArrive).toFixed(1);
     root.dataset.rendered = String(data.revision);
@@ -233,8 +241,37 @@ export default function (component) {
     down = { x: ev.clientX, y: ev.clientY };
     window.addEventListener("pointerup", onUp, true);
   };
+  // Frames on demand: a figure sent with `more_frames` holds only the first animation frames (those
+  // Python computed for the picture). Pressing its play button or slider asks Python for the rest
+  // (the "frames" trigger) instead of animating the prefix; the play starts once they are drawn.
+  // The press is stopped in the capture phase, before Plotly's own handlers see it.
+  const onAnimControl = (ev) => {
+    const d = root._iclebmData;
+    const t = ev.target;
+    if (!d || !d.more_frames || !t || !t.closest) return;
+    const button = t.closest(".updatemenu-button");
+    if (!button && !t.closest(".slider-container")) return;
+    const isPause = !!button && Array.prototype.indexOf.call(root.querySelectorAll(".updatemenu-button"),
+                                                              button) === 1;
+    if (isPause) {  // pausing before the frames came: do not start playing when they do
+      mem.playWhenLoaded = false;
+      return;
+    }
+    ev.stopPropagation();
+    ev.preventDefault();
+    if (ev.type !== "pointerdown") return;
+    mem.playWhenLoaded = !!button;
+    if (mem.framesAskedFor !== d.figure_id) {
+      mem.framesAskedFor = d.figure_id;
+      mem.frameSeq = (mem.frameSeq || 0) + 1;
+      root._iclebmSet("frames", { seq: mem.frameSeq });
+    }
+  };
+  const animEvents = ["pointerdown", "mousedown", "touchstart", "click"];
+  animEvents.forEach((name) => root.addEventListener(name, onAnimControl, true));
   root.addEventListener("pointerdown", onDown, true);
   root._iclebmOff = () => {
+    animEvents.forEach((name) => root.removeEventListener(name, onAnimControl, true));
     root.removeEventListener("pointerdown", onDown, true);
     window.removeEventListener("pointerup", onUp, true);
   };
@@ -289,6 +326,8 @@ def plotly_canvas(
     revision: int = 0,
     figure_id: str | None = None,
     on_click: Callable[[], None] | None = None,
+    more_frames: bool = False,
+    on_frames: Callable[[], None] | None = None,
 ) -> dict | None:
     """Render `fig`; return the last click as {"x", "y", "seq", "t"} in data coordinates, or None.
 
@@ -296,6 +335,8 @@ def plotly_canvas(
     `new_clicks(key)`: all not applied yet, none twice), so state changes it makes are drawn
     in that same run.
     `figure_id` lets the browser skip redrawing an unchanged figure.
+    `more_frames`: the figure's animation frames are only the first ones; pressing its play button or
+    slider runs `on_frames` (and reruns), which should send the figure again with all of them.
     """
     loader, canvas = _components()
     ready = _plotly_ready()
@@ -316,9 +357,10 @@ def plotly_canvas(
         "plotly_ready": ready,
         "ack": st.session_state.get(_ack_key(key)),  # the browser forgets clicks up to this seq
         "config": CHART_CONFIG,
+        "more_frames": bool(more_frames),
     }
     result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None),
-                    on_ready_change=lambda: None)
+                    on_ready_change=lambda: None, on_frames_change=on_frames or (lambda: None))
     return _as_click(getattr(result, "click", None))
 
 

@@ -28,13 +28,15 @@ def regression_figure(
     xs: np.ndarray, z: np.ndarray, label: str, kind: str, box: Box, steps: Sequence[int], curves: np.ndarray,
     k: int, *, points: np.ndarray | None = None, ols: np.ndarray | None = None,
     bayes: tuple[np.ndarray, np.ndarray] | None = None, truth: np.ndarray | None = None,
-    frame_ms: int = 90, height: int = 600,
+    frame_ms: int = 90, height: int = 600, slider_steps: Sequence[int] | None = None,
 ) -> go.Figure:
     """The (x, y) canvas: per-column p(y | x, D) (or E) as a background image, y_hat(x) after k
     thinking steps (frames animate k in the browser), OLS line, Bayes mean +- 2 sd, true f(x).
 
-    z: (R_y, R_x). The heatmap is a layout image (frames would drop a heatmap trace while
-    playing); only the curve trace changes per frame."""
+    z: (R_y, R_x). slider_steps: the slider's steps (default `steps`); when the curves cover only
+    the first of them, the canvas fetches the rest when the animation is asked for. The heatmap is
+    a layout image (frames would drop a heatmap trace while playing); only the curve trace changes
+    per frame."""
     xs = np.asarray(xs, dtype=np.float64)
     rgb = colormap(np.asarray(z, dtype=np.float32), _colorscale(kind))
     fig = image_figure(rgb, z, label, kind, box)
@@ -68,7 +70,8 @@ def regression_figure(
         # dark like the plot, so the white "true f(x)" swatch shows
         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right",
                 "font": {"size": 11, "color": "#eeeeee"}, "bgcolor": "#111111"},
-        **animation_controls(steps, "▶ think", "thinking steps k = ", active=i0, frame_ms=frame_ms),
+        **animation_controls(steps if slider_steps is None else [int(s) for s in slider_steps], "▶ think",
+                             "thinking steps k = ", active=i0, frame_ms=frame_ms),
     )
     return fig
 

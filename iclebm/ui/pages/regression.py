@@ -16,6 +16,8 @@ defaults (pts, view, k, ols, bayes, task and the random-task panel), plus the mo
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 import torch
@@ -25,7 +27,7 @@ from iclebm.dynamics.thinking import ThinkingConfig
 from iclebm.evaluation.baselines import linear_predictive, ols_predict, sinusoid_posterior
 from iclebm.grid import Box
 from iclebm.models.energy import EnergyTransformer
-from iclebm.probes.regression_view import compute_regression_view
+from iclebm.probes.regression_view import curve_frames, regression_grid, thinking_curves
 from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior, RegressionTask
 from iclebm.ui import page_tables as T
 from iclebm.ui import share
@@ -152,8 +154,22 @@ def controls(model: EnergyTransformer) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _view(model_key: str, _model: EnergyTransformer, points: tuple, box: tuple, res: int):
-    return compute_regression_view(_model, list(points), box, res, max_steps=MAX_STEPS)
+def _grid(model_key: str, _model: EnergyTransformer, points: tuple, box: tuple, res: int):
+    return regression_grid(_model, list(points), box, res)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _curves(model_key: str, _model: EnergyTransformer, points: tuple, xs: tuple, steps: int):
+    return thinking_curves(_model, list(points), np.asarray(xs), max_steps=steps, schedule=MAX_STEPS)
+
+
+def thinking_steps_needed(k: int, animation_asked: bool) -> int:
+    """How many thinking steps this run computes: the curve shown is the last animation frame at or
+    before k; the figure's animation (up to MAX_STEPS) only once its play button or slider was
+    pressed for this context. Most of a click's time went into the 100-step trajectory nobody played."""
+    if animation_asked:
+        return MAX_STEPS
+    return max(s for s in curve_frames(MAX_STEPS) if s <= int(k))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -175,28 +191,41 @@ def canvas_panel(rctx: AppContext) -> None:
     ss = st.session_state
     model, box = rctx.model, rctx.box
     pts = list(ss["reg_points"])
-    view = _view(rctx.model_key, model, tuple(map(tuple, pts)), box, 100)
+    key_pts = tuple(map(tuple, pts))
+    t0 = time.perf_counter()
+    xs, _, energy, log_density = _grid(rctx.model_key, model, key_pts, box, 100)
+    asked = ss.get("_reg_frames_for") == (rctx.model_key, key_pts)
+    n_steps = thinking_steps_needed(ss["reg_k"], asked)
+    steps, curves = _curves(rctx.model_key, model, key_pts, tuple(xs), n_steps)
+    seconds = time.perf_counter() - t0
     kind = ss["reg_view"]
-    z = np.exp(view.log_density) if kind == "density" else view.energy
+    z = np.exp(log_density) if kind == "density" else energy
     label = "p(y | x, D)" if kind == "density" else "E(y | x, D)"
     arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
-    ols = ols_predict(arr, view.xs) if ss["reg_ols"] else None
+    ols = ols_predict(arr, xs) if ss["reg_ols"] else None
     task_card = dict(model.card.get("task") or {})
-    bayes = _bayes_band(task_card, tuple(map(tuple, pts)), tuple(view.xs)) if ss["reg_bayes"] else None
+    bayes = _bayes_band(task_card, key_pts, tuple(xs)) if ss["reg_bayes"] else None
     truth = None
     if ss.get("reg_task"):
         t = ss["reg_task"]
         task, _ = draw_task(_task_prior_card(task_card, t["family"]), t["seed"], 0, box)
-        truth = task.mean(view.xs).numpy()
-    fig = regression_figure(view.xs, z, label, kind, box, view.steps, view.curves, int(ss["reg_k"]),
-                            points=arr if pts else None, ols=ols, bayes=bayes, truth=truth)
+        truth = task.mean(xs).numpy()
+    all_steps = curve_frames(MAX_STEPS)
+    fig = regression_figure(xs, z, label, kind, box, steps, curves, int(ss["reg_k"]),
+                            points=arr if pts else None, ols=ols, bayes=bayes, truth=truth,
+                            slider_steps=all_steps)
+
+    def on_frames() -> None:  # the play button or the slider was pressed: the whole animation
+        ss["_reg_frames_for"] = (rctx.model_key, key_pts)
+
     plotly_canvas(fig, key=POINTS.canvas, height=620, clickable=True, revision=int(ss["reg_pts_version"]),
-                  on_click=POINTS.on_canvas_click)
+                  on_click=POINTS.on_canvas_click, more_frames=len(steps) < len(all_steps),
+                  on_frames=on_frames)
     thinking = ThinkingConfig.from_dict(model.card.get("thinking"))
     info = f"{len(pts)} pair{'s' if len(pts) != 1 else ''} (max {rctx.max_context})"
     info += POINTS.last_click_note()
     info += (f" · thinking: start {thinking.start}, step size {thinking.step_size:g} (card default "
-             f"{thinking.steps} steps) · computed in {view.seconds * 1000:.0f} ms")
+             f"{thinking.steps} steps) · computed in {seconds * 1000:.0f} ms")
     st.caption(info)
 
 
