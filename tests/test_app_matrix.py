@@ -68,6 +68,13 @@ def test_every_page_with_every_shipped_model(model: str, page: str, shipped_copy
         # every shipped density model has the Bayes overlay now (mog2d-wide's anisotropic prior too)
         assert caps.bayes, caps.why_no_bayes
         assert "Bayes-optimal overlay: not available for this model" not in _texts(at, "caption")
+        if caps.anisotropic:  # the ICL chart has its Bayes line too (fewer test points, coarser rule)
+            at.session_state["points"] = at.session_state["points"][:8]
+            at.button(key="icl_run").click().run()
+            _ok(at)
+            curve = at.session_state["icl_result"]["curve"]
+            assert "bayes" in curve["nll"] and curve["n_test"] == 150, curve.keys()
+            assert curve["nll"]["bayes"][-1] < curve["nll"]["bayes"][0]  # the context informs it
     if page == "density" and caps.kind == "regression":
         # selection by family: the Density page offers density models only, so a regression default
         # (ICLEBM_CHECKPOINT) opens it on a density model instead of a contradictory banner

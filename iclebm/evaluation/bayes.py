@@ -491,12 +491,14 @@ def bayes_point_nll(
     ns: list[int],
     prior: MixturePrior | dict,
     gibbs: GibbsConfig | None = None,
+    shape: ShapeRule | None = None,
 ) -> np.ndarray:
-    """Per-point NLL (T, P, S) of test points (T, S, 2) under p(x | context[:, :n]) for each n in ns."""
+    """Per-point NLL (T, P, S) of test points (T, S, 2) under p(x | context[:, :n]) for each n in ns.
+    `shape`: the anisotropic priors' shape rule (default ShapeRule(); the app's chart uses GRID_SHAPE)."""
     ctx = _points(context, "context", batched=True)
     tst = _points(test, "test", batched=True)
     prior = as_prior(prior)
-    return np.stack([-_log_predictive_batch(ctx[:, :n], tst, prior, "auto", gibbs, 16, None) for n in ns], 1)
+    return np.stack([-_log_predictive_batch(ctx[:, :n], tst, prior, "auto", gibbs, 16, shape) for n in ns], 1)
 
 
 # ---- a cached grid for the app's "Bayes-optimal" overlay ---------------------------------------

@@ -29,7 +29,7 @@ import torch
 from iclebm.card import box_of, prior_of
 from iclebm.dynamics.langevin import SamplerConfig, langevin, uniform_init
 from iclebm.evaluation.baselines import BASELINES, density_baselines
-from iclebm.evaluation.bayes import bayes_point_nll
+from iclebm.evaluation.bayes import ShapeRule, bayes_point_nll
 from iclebm.evaluation.tables import DensityLearner, HeldOut, Learner, each_task, loss_table, nll_summary
 from iclebm.grid import grid_points, log_z_on_grid
 from iclebm.models.energy import EnergyTransformer
@@ -149,9 +149,10 @@ class BayesDensity:
 
     prior: MixturePrior
     name: str = "bayes"
+    shape: ShapeRule | None = None  # anisotropic priors: the shape rule (None: the default)
 
     def losses(self, held: HeldOut, ns: Sequence[int]) -> dict[str, np.ndarray]:
-        return {"nll": bayes_point_nll(held.context, held.test, list(ns), self.prior)}
+        return {"nll": bayes_point_nll(held.context, held.test, list(ns), self.prior, shape=self.shape)}
 
 
 @dataclass(frozen=True)
@@ -170,11 +171,12 @@ class DensityOracle:
 def density_learners(
     model: EnergyTransformer, prior: MixturePrior, box: tuple[float, float], resolution: int,
     seed: int, bayes: bool = True, oracle: bool = True, k: int | None = None, task_batch: int = 8,
+    bayes_shape: ShapeRule | None = None,
 ) -> list[Learner]:
     """Every column of the NLL table: the model, Bayes, every baseline, the oracle."""
     learners: list[Learner] = [ModelDensity(model, box, resolution, task_batch)]
     if bayes and prior.capabilities.bayes:
-        learners.append(BayesDensity(prior))
+        learners.append(BayesDensity(prior, shape=bayes_shape))
     names = (*BASELINES, "prior_predictive")
     learners += [DensityLearner(b, seed) for b in density_baselines(prior, names, k).values()]
     if oracle:
@@ -239,6 +241,7 @@ def nll_curve_for_task(
     seed: int = 0,
     prior: MixturePrior | None = None,
     bayes: bool = True,
+    bayes_shape: ShapeRule | None = None,
 ) -> dict:
     """The NLL curve of ONE task (the app's chart): same structure as in_context_nll.
 
@@ -247,7 +250,8 @@ def nll_curve_for_task(
     over those points. The oracle column appears only when the task has `log_prob`; K for EM
     is the task's n_components when it has one, else the prior's. `bayes` is the posterior
     predictive under the prior (the training prior unless `prior` is given), whatever the task;
-    bayes=False leaves it out (the app does for anisotropic priors, where it takes minutes).
+    bayes=False leaves it out; `bayes_shape` is the shape rule for anisotropic priors (the app's chart
+    passes the coarser GRID_SHAPE: seconds instead of a minute).
     """
     context = torch.as_tensor(context, dtype=torch.float32)
     if context.ndim != 2 or context.shape[1] != 2:
@@ -259,7 +263,8 @@ def nll_curve_for_task(
     test = task.sample(int(n_test), torch.Generator().manual_seed(int(seed))).float()
     k = getattr(task, "n_components", None)
     learners = density_learners(model, prior, box, resolution, seed, bayes=bayes,
-                                oracle=hasattr(task, "log_prob"), k=None if k is None else int(k))
+                                oracle=hasattr(task, "log_prob"), k=None if k is None else int(k),
+                                bayes_shape=bayes_shape)
     table = loss_table(learners, HeldOut([task], context[None], test[None]), ns)
     res = {name: np.asarray(losses["nll"])[0] for name, losses in table.items()}  # (P, S) each
     s = int(n_test)
