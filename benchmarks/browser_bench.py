@@ -121,7 +121,7 @@ def click_latencies(pg, points: list[tuple[float, float]], row: str = "",  # typ
 
 
 def page_load_ms(browser, url: str) -> float:  # type: ignore[no-untyped-def]
-    pg = browser.new_page(viewport=VIEWPORT)
+    pg = browser.new_page()
     t0 = time.perf_counter()
     pg.goto(url)
     wait_canvas(pg)
@@ -176,13 +176,16 @@ def main() -> None:
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
 
     with app_server(ROOT) as url, sync_playwright() as p:
+        # One browser context for every tab, like one user's browser: after the cold load its HTTP
+        # cache holds Streamlit's chunks and plotly.js (served from static/, see iclebm/ui/canvas.py).
         browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"]).new_context(
+                                        viewport=VIEWPORT)
         cold = page_load_ms(browser, f"{url}/")  # "/" is the Density page ("/density" is "Page not found")
         if "load" in args.only:
             measure("page load (warm)", lambda: [page_load_ms(browser, f"{url}/") for _ in range(args.reps)])
 
-        pg = browser.new_page(viewport=VIEWPORT)
+        pg = browser.new_page()
         pg.goto(f"{url}/")
         wait_canvas(pg)
         if "density" in args.only:
@@ -199,7 +202,7 @@ def main() -> None:
             def bayes() -> list[float]:
                 # A new page (the default model, an empty context): the exact Bayes predictive of an
                 # anisotropic prior grows steeply with the points (14 s of CPU at 6 points here).
-                bp = browser.new_page(viewport=VIEWPORT)
+                bp = browser.new_page()
                 bp.goto(f"{url}/")
                 wait_canvas(bp)
                 wait_idle(bp)
@@ -213,7 +216,7 @@ def main() -> None:
             measure("Density click, Bayes overlay on (optional)", bayes)
 
         if "regression" in args.only:
-            pg = browser.new_page(viewport=VIEWPORT)
+            pg = browser.new_page()
             pg.goto(f"{url}/regression?model=linreg")
             wait_canvas(pg)
             pts = [(rng.uniform(-8, 8), rng.uniform(-6, 6)) for _ in range(args.reps + 1)]

@@ -5,12 +5,13 @@ heatmap, and a dense invisible scatter would snap clicks to its nodes. Here the
 browser maps the click pixel through the axes' own pixel->data transforms
 (`xaxis.p2d`, `yaxis.p2d`), so a point lands exactly where the user clicked.
 
-plotly.js comes from the `plotly` Python package (`plotly.offline.get_plotlyjs()`),
-never from the network. It is ~4.8 MB, so it travels in a separate, constant
-"loader" element: Streamlit's forward-message cache then sends it to a browser
-once and afterwards only a hash reference, while the canvas element (small JS +
-the figure JSON) changes on every redraw. The browser caches module blobs by
-content hash, so the bundle is evaluated once per page.
+plotly.js comes from the `plotly` Python package, never from the network. It is ~4.8 MB.
+With Streamlit's static file serving on (`.streamlit/config.toml`), the app copies it once into
+`static/` beside app.py and a tiny "loader" element adds a `<script src>` for it: the browser
+caches the file (and its compiled code) across page loads, so a new tab does not receive and
+parse 4.8 MB of inline JavaScript over the websocket. Where that folder cannot be written (or
+static serving is off), the loader carries the bundle inline instead (`get_plotlyjs()`), a
+separate constant element that Streamlit's forward-message cache sends once per session.
 
 The canvas also renders figures with animation frames (the Langevin animation):
 `Plotly.react` takes `frames`, and the figure's own play/pause buttons and slider
@@ -20,10 +21,14 @@ run in the browser without Streamlit reruns.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
+import plotly
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -282,8 +287,43 @@ export default function (component) {
 """
 
 
+_SCRIPT_LOADER_JS = """
+export default function () {
+  if (window.Plotly || window.__iclebmPlotlyScript) return;
+  const s = document.createElement("script");
+  s.src = new URL(%s, window.location.origin).href;
+  window.__iclebmPlotlyScript = s;
+  document.head.appendChild(s);  // the canvas waits for window.Plotly (waitForPlotly)
+}
+"""
+
+
+@lru_cache(maxsize=1)
+def static_plotly_url() -> str | None:
+    """The URL path of plotly.js under Streamlit's static serving, copying it there once; None
+    where static serving is off or the app's static/ folder cannot be written."""
+    if not st.get_option("server.enableStaticServing"):
+        return None
+    name = f"plotly-{plotly.__version__}.min.js"
+    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = Path(__file__).resolve().parents[2] / "static" / name  # app.py's folder
+    try:
+        if not target.exists() or target.stat().st_size != source.stat().st_size:
+            target.parent.mkdir(exist_ok=True)
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            shutil.copyfile(source, tmp)
+            tmp.replace(target)  # atomic: a browser never fetches half a file
+    except OSError:
+        return None
+    base = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return "/" + "/".join(p for p in (base, "app", "static", name) if p)
+
+
 @lru_cache(maxsize=1)
 def _plotly_loader_js() -> str:
+    url = static_plotly_url()
+    if url is not None:
+        return _SCRIPT_LOADER_JS % json.dumps(url)
     from plotly.offline import get_plotlyjs
 
     # The bundle sets window.Plotly itself; the empty default export makes it a component.
