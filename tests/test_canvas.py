@@ -3,6 +3,11 @@ clicks reach Python in one trigger (Streamlit keeps only the newest of queued tr
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import pytest
+
 from iclebm.ui.canvas import unapplied_clicks
 
 
@@ -46,3 +51,28 @@ def test_chart_config_drops_share_and_keeps_png_download() -> None:
     assert CHART_CONFIG["toImageButtonOptions"]["format"] == "png"
     # the canvas takes its modebar from Python (data.config), not from defaults of its own
     assert "data.config" in _CANVAS_JS and "modeBarButtonsToRemove" not in _CANVAS_JS
+
+
+def test_plotly_js_is_served_as_a_cacheable_file_or_else_inline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With static serving on, the loader is a small <script src> for static/plotly-VERSION.min.js (a
+    full copy of the package's bundle); with it off, the loader carries the whole bundle inline."""
+    import plotly
+
+    from iclebm.ui import canvas
+
+    options = {"server.enableStaticServing": True, "server.baseUrlPath": ""}
+    monkeypatch.setattr(canvas.st, "get_option", lambda key: options[key])
+    for f in (canvas.static_plotly_url, canvas._plotly_loader_js):
+        f.cache_clear()
+    url = canvas.static_plotly_url()
+    assert url == f"/app/static/plotly-{plotly.__version__}.min.js"
+    served = Path(canvas.__file__).resolve().parents[2] / "static" / url.rsplit("/", 1)[1]
+    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    assert served.read_bytes() == bundle.read_bytes()
+    assert len(canvas._plotly_loader_js()) < 2000 and json.dumps(url) in canvas._plotly_loader_js()
+    options["server.enableStaticServing"] = False
+    for f in (canvas.static_plotly_url, canvas._plotly_loader_js):
+        f.cache_clear()
+    assert canvas.static_plotly_url() is None and len(canvas._plotly_loader_js()) > 1_000_000
+    canvas.static_plotly_url.cache_clear()
+    canvas._plotly_loader_js.cache_clear()
