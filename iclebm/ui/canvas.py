@@ -399,7 +399,8 @@ def plotly_canvas(
         "config": CHART_CONFIG,
         "more_frames": bool(more_frames),
     }
-    result = canvas(key=key, data=data, height=int(height), on_click_change=on_click or (lambda: None),
+    result = canvas(key=key, data=data, height="content",  # the root sets its own (fitted) height
+                     on_click_change=on_click or (lambda: None),
                     on_ready_change=lambda: None, on_frames_change=on_frames or (lambda: None))
     return _as_click(getattr(result, "click", None))
 
