@@ -25,7 +25,7 @@ from iclebm.ui.app_server import app_server  # noqa: E402
 DOCS = ROOT / "docs"
 CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
 NAV_LINKS = '[data-testid="stTopNavLink"], [data-testid="stSidebarNavLink"]'
-VIEWPORT = {"width": 1500, "height": 1000}
+VIEWPORT = {"width": 1280, "height": 1000}  # the width the guide asks every page to fit
 
 
 def wait_idle(pg, timeout_ms: int = 120_000) -> None:  # type: ignore[no-untyped-def]
