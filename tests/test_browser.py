@@ -486,9 +486,9 @@ def test_regression_play_fetches_the_whole_thinking_animation(page, app_url: str
     pg.goto(f"{app_url}/regression?model=linreg")
     pg.wait_for_function("() => /0 pairs \\(max/.test(document.body.innerText)", timeout=90_000)
     pg.wait_for_selector(".iclebm-canvas .nsewdrag", timeout=60_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     _click(pg, 2.0, 3.0)
-    _wait_idle(pg)
+    wait_idle(pg)
     frames = "() => document.querySelector('.iclebm-canvas')._transitionData._frames.map(f => +f.name)"
     assert max(pg.evaluate(frames)) == 20  # the prefix: only the steps up to the slider's k
     gd = "document.querySelector('.iclebm-canvas')"
@@ -499,5 +499,5 @@ def test_regression_play_fetches_the_whole_thinking_animation(page, app_url: str
     pg.wait_for_function(f"() => ({frames})().length === 35", timeout=60_000)
     # it plays from k = 20 to the last frame by itself
     pg.wait_for_function(f"() => {gd}._fullLayout.sliders[0].active === 34", timeout=60_000)
-    _wait_idle(pg)
+    wait_idle(pg)
     assert max(pg.evaluate(frames)) == 100
