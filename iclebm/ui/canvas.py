@@ -127,9 +127,10 @@ function fitHeight(Plotly, gd, root, requested) {
 // promise of the interrupted run, with no reason. The figure's own buttons and slider start that
 // run inside plotly.js (Plots.executeAPICommand re-rejects it), so no caller of ours can attach a
 // .catch: the rejection is caught here instead, on the window, and only when a canvas has just
-// reported "plotly_animationinterrupted" and the reason is Plotly's empty one. Anything else still
+// reported "plotly_animationinterrupted" (or an animation control was just pressed) and the reason
+// is Plotly's empty one. Anything else still
 // reaches the console.
-const INTERRUPT_WINDOW_MS = 2000;
+const INTERRUPT_WINDOW_MS = 5000;  // a loaded machine can deliver the rejection seconds later
 if (!window.__iclebmAnimationGuard) {
   window.__iclebmAnimationGuard = true;
   window.addEventListener("unhandledrejection", (ev) => {
@@ -253,9 +254,13 @@ export default function (component) {
   const onAnimControl = (ev) => {
     const d = root._iclebmData;
     const t = ev.target;
-    if (!d || !d.more_frames || !t || !t.closest) return;
+    if (!t || !t.closest) return;
     const button = t.closest(".updatemenu-button");
     if (!button && !t.closest(".slider-container")) return;
+    // A press on play/pause/slider can interrupt a run (or a run not yet started while frames load)
+    // before Plotly reports it: its empty rejection is Plotly's, and the guard above may drop it.
+    window.__iclebmInterruptedAt = performance.now();
+    if (!d || !d.more_frames) return;
     const isPause = !!button && Array.prototype.indexOf.call(root.querySelectorAll(".updatemenu-button"),
                                                               button) === 1;
     if (isPause) {  // pausing before the frames came: do not start playing when they do
