@@ -48,6 +48,7 @@ from iclebm.grid import grid_axis, grid_points
 from iclebm.tasks import DENSITY, MixturePrior
 
 LOG_2PI = math.log(2 * math.pi)
+STD_NODES = 16  # Gauss-Legendre nodes for a uniform range of the isotropic component std
 TAIL_SD = 7.0  # truncation tails further than this many posterior sds are dropped (< 1.3e-12)
 EXACT_MAX_PARTITIONS = 1100  # enumerate exactly up to this many set partitions (K = 3: N <= 8)
 
@@ -164,7 +165,7 @@ def _lse(x: np.ndarray, axis: int) -> np.ndarray:
     return np.log(np.exp(x - m).sum(axis=axis)) + np.squeeze(m, axis=axis)
 
 
-def hypotheses(prior: MixturePrior, n_quad: int = 16) -> list[Hypothesis]:
+def hypotheses(prior: MixturePrior, n_quad: int = STD_NODES) -> list[Hypothesis]:
     """The (K, mean_std) grid with log prior weights; the std nodes are shared."""
     caps = prior.capabilities
     if not caps.bayes:
@@ -428,7 +429,7 @@ def mixture_log_predictive_batch(
     prior: MixturePrior | dict,
     method: str = "auto",
     gibbs: GibbsConfig | None = None,
-    n_quad: int = 16,
+    n_quad: int = STD_NODES,
     shape: ShapeRule | None = None,
 ) -> np.ndarray:
     """log p(q | D) (T, M) for T contexts (T, N, 2) of equal length N >= 0 and queries (T, M, 2).
@@ -472,7 +473,7 @@ def mixture_log_predictive(
     prior: MixturePrior | dict,
     method: str = "auto",
     gibbs: GibbsConfig | None = None,
-    n_quad: int = 16,
+    n_quad: int = STD_NODES,
     shape: ShapeRule | None = None,
 ) -> np.ndarray:
     """Log posterior-predictive density (M,) of queries (M, 2) given a context (N, 2), N >= 0.
@@ -498,7 +499,8 @@ def bayes_point_nll(
     ctx = _points(context, "context", batched=True)
     tst = _points(test, "test", batched=True)
     prior = as_prior(prior)
-    return np.stack([-_log_predictive_batch(ctx[:, :n], tst, prior, "auto", gibbs, 16, shape) for n in ns], 1)
+    nll = [-_log_predictive_batch(ctx[:, :n], tst, prior, "auto", gibbs, STD_NODES, shape) for n in ns]
+    return np.stack(nll, 1)
 
 
 # ---- a cached grid for the app's "Bayes-optimal" overlay ---------------------------------------

@@ -128,8 +128,7 @@ function fitHeight(Plotly, gd, root, requested) {
 // run inside plotly.js (Plots.executeAPICommand re-rejects it), so no caller of ours can attach a
 // .catch: the rejection is caught here instead, on the window, and only when a canvas has just
 // reported "plotly_animationinterrupted" (or an animation control was just pressed) and the reason
-// is Plotly's empty one. Anything else still
-// reaches the console.
+// is Plotly's empty one. Anything else still reaches the console.
 const INTERRUPT_WINDOW_MS = 5000;  // a loaded machine can deliver the rejection seconds later
 if (!window.__iclebmAnimationGuard) {
   window.__iclebmAnimationGuard = true;
