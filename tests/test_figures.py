@@ -48,8 +48,11 @@ def test_landscape_figure_layers_follow_the_toggles() -> None:
                              title="t")
     names = _names(fig)
     assert names[0].startswith("log p") and fig.data[0].type == "heatmap"
-    for name in ("contours", "true density", "Bayes-optimal", "-grad E", "samples", "context"):
+    for name in ("contours", "true density", "Bayes-optimal", "samples", "context"):
         assert name in names
+    (arrows,) = [s for s in fig.layout.shapes if s.name == "-grad E"]  # one path shape: fast to draw
+    n_arrows = int((np.abs(xy).sum(1) > 0).sum())  # the zero vector at the origin has no arrow
+    assert arrows.xref == "x" and arrows.yref == "y" and arrows.path.count("M") == 2 * n_arrows
     assert names[-1] == "context"  # points on top
     assert tuple(fig.layout.xaxis.range) == BOX and tuple(fig.layout.yaxis.range) == BOX
     assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.dragmode is False
@@ -86,6 +89,12 @@ def test_arrow_segments() -> None:
     assert x[7] == 2.0 and y[7] == 2.0 and y[8] == pytest.approx(2.0 - 0.9)
     # weaker arrows are shorter (sqrt scale), never longer than the spacing
     assert 0 < x[1] - x[0] < 0.9
+    path = P.arrow_path(xy, uv, spacing=1.0)  # the same strokes as one SVG path
+    head = np.array(path.replace("M", " M ").replace("L", " L ").replace(",", " ").split()[:12])
+    assert list(head[[0, 3, 6]]) == ["M", "L", "L"]
+    np.testing.assert_allclose(head[[1, 2, 4, 5, 7, 8]].astype(float),
+                               np.stack([x[:3], y[:3]], 1).ravel(), atol=1e-3)
+    assert P.arrow_path(xy, np.zeros_like(xy), 1.0) == ""
     empty = P.arrow_segments(xy, np.zeros_like(xy), 1.0)
     assert len(empty[0]) == 0
 

@@ -52,6 +52,27 @@ def test_landscape_matches_the_model_and_normalises(model: EnergyTransformer) ->
     np.testing.assert_allclose(land.arrow_uv[10], -g[0, 0].numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_a_grid_larger_than_one_pass_equals_the_naive_sequences() -> None:
+    """The landscape splits its queries into passes of QUERY_CHUNK; in float64 every cell equals the
+    plain causal forward of the context with that cell appended as the last token."""
+    torch.manual_seed(3)
+    m = EnergyTransformer(EnergyConfig(n_layer=2, n_head=2, d_model=16, max_context=16)).double()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.ndim >= 2:
+                p.normal_(0.0, 0.4)
+    pts = _points(6, seed=5)
+    res = 60
+    assert res * res > L.QUERY_CHUNK
+    land = L.compute_landscape(m.eval(), pts, BOX, resolution=res)
+    grid = np.stack(np.meshgrid(land.xs, land.xs), -1).reshape(-1, 2).astype(np.float64)
+    ctx = torch.tensor(pts)[None].expand(len(grid), -1, -1)
+    seqs = torch.cat([ctx, torch.tensor(grid)[:, None]], 1)  # (R*R, N+1, 2)
+    with torch.no_grad():
+        naive = m.energies(seqs)[:, -1].numpy().reshape(res, res)
+    np.testing.assert_allclose(land.energy, naive.astype(np.float32), rtol=1e-6, atol=1e-6)
+
+
 def test_empty_context_and_no_arrows(model: EnergyTransformer) -> None:
     land = L.compute_landscape(model, [], BOX, resolution=12)
     assert land.n_context == 0 and land.arrow_xy is None and np.isfinite(land.energy).all()

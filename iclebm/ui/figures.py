@@ -105,6 +105,18 @@ def arrow_segments(
     return pts[:, 0], pts[:, 1]
 
 
+def arrow_path(xy: np.ndarray, uv: np.ndarray, spacing: float) -> str:
+    """The arrows of `arrow_segments` as one SVG path in data coordinates ("M tail L tip L barb M tip
+    L barb" per arrow). One layout shape draws in a fraction of the time Plotly needs for a
+    line trace with 800 gaps (~40 vs ~140 ms for 400 arrows in Chromium here)."""
+    x, y = arrow_segments(xy, uv, spacing)
+    if not len(x):
+        return ""
+    strokes = np.stack([x, y], 1).reshape(-1, 7, 2)[:, [0, 1, 2, 4, 5]]  # without the NaN breaks
+    cmd = np.array(["M", "L", "L", "M", "L"])
+    return "".join(f"{c}{px:.3f},{py:.3f}" for s in strokes for c, (px, py) in zip(cmd, s, strict=True))
+
+
 def context_trace(points: np.ndarray, n_shown: int | None = None, name: str = "context",
                   numbers: bool = True) -> go.Scatter:
     """Context points in order, numbered beside each marker (small, shadowed: readable on any part
@@ -203,9 +215,10 @@ def landscape_figure(
         ))
     if arrows is not None and arrows[0] is not None and len(arrows[0]):
         spacing = arrow_spacing or (box[1] - box[0]) / max(2, int(np.sqrt(len(arrows[0]))))
-        ax, ay = arrow_segments(arrows[0], arrows[1], spacing)
-        fig.add_trace(go.Scatter(x=ax, y=ay, mode="lines", line={"width": 1.1, "color": ARROW_COLOR},
-                                 hoverinfo="skip", name="-grad E", showlegend=False))
+        path = arrow_path(arrows[0], arrows[1], spacing)
+        if path:
+            fig.add_shape(type="path", path=path, xref="x", yref="y", layer="above", name="-grad E",
+                          line={"width": 1.1, "color": ARROW_COLOR})
     if samples is not None and len(samples):
         s = np.asarray(samples, dtype=np.float32).reshape(-1, 2)
         fig.add_trace(go.Scatter(x=s[:, 0], y=s[:, 1], mode="markers", name="samples", showlegend=False,
