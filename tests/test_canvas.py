@@ -54,25 +54,32 @@ def test_chart_config_drops_share_and_keeps_png_download() -> None:
 
 
 def test_plotly_js_is_served_as_a_cacheable_file_or_else_inline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With static serving on, the loader is a small <script src> for static/plotly-VERSION.min.js (a
-    full copy of the package's bundle); with it off, the loader carries the whole bundle inline."""
-    import plotly
+    """With static serving on, the loader is a small <script src> for a copy of the bundle in static/;
+    with it off, the loader carries the whole bundle inline. The bundle is the shipped cartesian one
+    when it matches the plotly.js version the installed `plotly` writes figures for."""
+    from plotly.offline import get_plotlyjs_version
 
     from iclebm.ui import canvas
 
+    bundle = canvas.plotly_bundle()
+    assert bundle.name == f"plotly-cartesian-{get_plotlyjs_version()}.min.js"  # shipped for this version
+    head = bundle.read_text(encoding="utf-8")[:200]
+    assert f"plotly.js (cartesian - minified) v{get_plotlyjs_version()}" in head
     options = {"server.enableStaticServing": True, "server.baseUrlPath": ""}
     monkeypatch.setattr(canvas.st, "get_option", lambda key: options[key])
     for f in (canvas.static_plotly_url, canvas._plotly_loader_js):
         f.cache_clear()
     url = canvas.static_plotly_url()
-    assert url == f"/app/static/plotly-{plotly.__version__}.min.js"
+    assert url == f"/app/static/{bundle.name}"
     served = Path(canvas.__file__).resolve().parents[2] / "static" / url.rsplit("/", 1)[1]
-    bundle = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     assert served.read_bytes() == bundle.read_bytes()
     assert len(canvas._plotly_loader_js()) < 2000 and json.dumps(url) in canvas._plotly_loader_js()
     options["server.enableStaticServing"] = False
     for f in (canvas.static_plotly_url, canvas._plotly_loader_js):
         f.cache_clear()
     assert canvas.static_plotly_url() is None and len(canvas._plotly_loader_js()) > 1_000_000
+    # another plotly.js version: the installed package's own full bundle
+    monkeypatch.setattr("plotly.offline.get_plotlyjs_version", lambda: "0.0.1")
+    assert canvas.plotly_bundle().name == "plotly.min.js"
     canvas.static_plotly_url.cache_clear()
     canvas._plotly_loader_js.cache_clear()
