@@ -23,12 +23,33 @@ from typing import Any
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "iclebm.errors": (
         "CapabilityError",
+        "BadRowError",
         "CheckpointError",
         "ContextTooLongError",
+        "DataError",
         "IclebmError",
         "TaskFamilyError",
         "TrainingDivergedError",
         "UnknownObjectiveError",
+    ),
+    "iclebm.data.points": (
+        "BadRow",
+        "PointsTable",
+        "points_csv",
+        "read_points",
+    ),
+    "iclebm.data.rescale": (
+        "AffineMap",
+        "choose_subset",
+        "fit_into_box",
+        "outside_box",
+        "standardise",
+    ),
+    "iclebm.data.examples": (
+        "EXAMPLES",
+        "Example",
+        "ExampleData",
+        "load_example",
     ),
     "iclebm.devices": (
         "DeviceError",

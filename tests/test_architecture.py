@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "iclebm"
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("devices", "grid", "tasks"),
+    ("data",),
     ("card",),
     ("models",),
     ("checkpoints",),
