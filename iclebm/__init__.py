@@ -131,8 +131,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "conditional_point_nll",
     ),
     "iclebm.checkpoints": (
+        "APP_DEFAULT",
         "CHECKPOINT_DIR",
         "DEFAULT_CHECKPOINT",
+        "app_default_checkpoint",
         "arch_of",
         "card_path",
         "checkpoint_bytes",
@@ -402,6 +404,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "curve_frames",
         "regression_grid",
         "thinking_curves",
+    ),
+    "iclebm.render.figures": (
+        "check_render_request",
+        "render_figure",
     ),
     "iclebm.diagnostics.check": (
         "CheckFailed",

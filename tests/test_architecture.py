@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("evaluation",),
     ("probes",),
-    ("cli", "bench", "diagnostics"),
+    ("cli", "bench", "diagnostics", "render"),
     ("ui",),
 ]
 FACADES = ("", "__main__")  # iclebm/__init__.py re-exports everything; __main__ runs the CLI
