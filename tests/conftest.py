@@ -34,6 +34,7 @@ SLOW_MODULES = {
     "test_devices",
     "test_app_matrix",
     "test_browser_figures",
+    "test_app_data",
 }
 
 
