@@ -6,8 +6,8 @@
 
 Every public function and class of the library is re-exported here, so `iclebm.<name>` is the
 stable way to import it; the modules are in layers (README, "Architecture"):
-errors/devices -> grid/tasks/card -> models -> checkpoints -> dynamics -> objectives -> training
--> evaluation -> probes -> cli/bench/diagnostics -> ui.
+errors/devices -> grid/tasks -> data -> card -> models -> checkpoints -> dynamics -> objectives -> training
+-> evaluation -> probes -> cli/bench/diagnostics/render -> ui.
 
 The names load lazily (PEP 562): `import iclebm` costs little, and `iclebm.in_context_nll` imports
 iclebm.evaluation (and scikit-learn) only when first used, so the command line, the trainer

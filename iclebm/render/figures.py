@@ -188,6 +188,9 @@ def render_figure(model: object, points: np.ndarray | list, out: str | os.PathLi
             anim.save(tmp, writer=PillowWriter(fps=GIF_FPS), dpi=100)
         else:
             fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:])
+        umask = os.umask(0)  # mkstemp made the file 0600; give it a plain open()'s permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)
