@@ -35,6 +35,7 @@ SLOW_MODULES = {
     "test_app_matrix",
     "test_browser_figures",
     "test_app_data",
+    "test_browser_data",
 }
 
 
