@@ -51,3 +51,20 @@ def test_the_map_follows_the_loaded_points_until_they_are_all_replaced() -> None
     assert current_map([(1.0, 2.0), (3.0, 4.0), (0.5, 0.5)], loaded) is loaded  # a click added one
     assert current_map([(0.5, 0.5)], loaded) is None  # a draw replaced them
     assert context_csv([(0.5, 0.25)], None) == "x,y\n0.5,0.25\n"
+
+
+def test_the_langevin_gif_animates_the_pages_own_run() -> None:
+    import io
+
+    from PIL import Image
+
+    from iclebm.checkpoints import load_checkpoint
+    from iclebm.probes.landscape import langevin_animation
+    from iclebm.ui.data_panel import gif_bytes
+
+    model = load_checkpoint()
+    ctx = [(0.0, 0.0), (3.0, 1.0), (-2.0, 2.0)]
+    traj = langevin_animation(model, ctx, BOX, n_particles=10, steps=7, step_size=0.05, noise_std=0.3,
+                              max_frames=5)
+    with Image.open(io.BytesIO(gif_bytes(model, ctx, "langevin", traj))) as im:
+        assert im.format == "GIF" and im.n_frames == len(traj.steps) == 5

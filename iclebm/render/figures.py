@@ -84,7 +84,7 @@ def _floored(log_density: np.ndarray, span: float = 25.0) -> np.ndarray:
 
 
 def _still(model: object, points: np.ndarray, what: str, resolution: int, mapping: AffineMap | None,
-                 labels: tuple[str, str], title: str) -> Figure:
+           labels: tuple[str, str], title: str, trajectory: L.Trajectory | None = None) -> Figure:
     """One figure: landscape (E), density (log p), film strip (log p after 0, 1, 2, 4, ... points) or
     Langevin (the final particles and their paths over log p)."""
     box = box_of(model)
@@ -112,7 +112,7 @@ def _still(model: object, points: np.ndarray, what: str, resolution: int, mappin
     im = _heat(ax, values, box, "viridis_r" if what == "landscape" else "magma")
     fig.colorbar(im, ax=ax, label=bar, shrink=0.85)
     if what == "langevin":
-        traj = _langevin(model, points, box)
+        traj = trajectory if trajectory is not None else _langevin(model, points, box)
         ax.plot(traj.positions[:, :, 0], traj.positions[:, :, 1], lw=0.3, c="cyan", alpha=0.25)
         ax.scatter(traj.positions[-1, :, 0], traj.positions[-1, :, 1], s=4, c="cyan")
     _points(ax, points)
@@ -130,7 +130,8 @@ def _langevin(model: object, points: np.ndarray, box: tuple[float, float]) -> L.
 
 
 def _animation(model: object, points: np.ndarray, what: str, resolution: int, mapping: AffineMap | None,
-              labels: tuple[str, str], title: str) -> tuple[Figure, FuncAnimation]:
+               labels: tuple[str, str], title: str, trajectory: L.Trajectory | None = None
+               ) -> tuple[Figure, FuncAnimation]:
     """The frames of a GIF: the film strip one prefix per frame, or the Langevin particles per step."""
     box = box_of(model)
     fig = Figure(figsize=(5.0, 4.6), layout="constrained")
@@ -154,7 +155,7 @@ def _animation(model: object, points: np.ndarray, what: str, resolution: int, ma
         land = L.compute_landscape(model, points, box, resolution)
         _heat(ax, _floored(land.log_density), box, "magma")
         _points(ax, points)
-        traj = _langevin(model, points, box)
+        traj = trajectory if trajectory is not None else _langevin(model, points, box)
         dots = ax.scatter(traj.positions[0, :, 0], traj.positions[0, :, 1], s=4, c="cyan")
 
         def draw(i: int) -> None:
@@ -167,10 +168,12 @@ def _animation(model: object, points: np.ndarray, what: str, resolution: int, ma
 
 def render_figure(model: object, points: np.ndarray | list, out: str | os.PathLike, what: str = "density",
                   resolution: int = 100, mapping: AffineMap | None = None,
-                  labels: tuple[str, str] = ("x", "y"), title: str | None = None) -> Path:
+                  labels: tuple[str, str] = ("x", "y"), title: str | None = None,
+                  trajectory: L.Trajectory | None = None) -> Path:
     """Draw `what` (WHATS) of `model` on the context `points` (box coordinates, at most the model's
     max_context) and write it to `out`; the suffix picks the format (FORMATS; .gif animates the film
-    strip or the Langevin sampler). Written to a temporary file and renamed, so a failure leaves no
+    strip or the Langevin sampler: `trajectory`, e.g. the app's last run, or the card's sampler from a
+    uniform start). Written to a temporary file and renamed, so a failure leaves no
     partial file. Returns the path written."""
     out = Path(out)
     check_render_request(model, what, out)
@@ -178,9 +181,9 @@ def render_figure(model: object, points: np.ndarray | list, out: str | os.PathLi
     name = (getattr(model, "card", None) or {}).get("name", type(model).__name__)
     title = title if title is not None else f"{name}: {what}, {len(pts)} context points"
     if out.suffix.lower() == ".gif":
-        fig, anim = _animation(model, pts, what, resolution, mapping, labels, title)
+        fig, anim = _animation(model, pts, what, resolution, mapping, labels, title, trajectory)
     else:
-        fig, anim = _still(model, pts, what, resolution, mapping, labels, title), None
+        fig, anim = _still(model, pts, what, resolution, mapping, labels, title, trajectory), None
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
     os.close(fd)
     try:

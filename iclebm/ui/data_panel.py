@@ -10,7 +10,9 @@ good rows kept (the app's mode; `render` on the command line is strict instead).
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -20,6 +22,7 @@ from iclebm.data.points import BadRow, points_csv, read_points
 from iclebm.data.rescale import SUBSET_KINDS, AffineMap, choose_subset, fit_into_box, outside_box
 from iclebm.errors import DataError
 from iclebm.grid import Box
+from iclebm.probes.landscape import Trajectory
 from iclebm.ui.guard import flash
 from iclebm.ui.point_editor import PointEditor
 
@@ -92,6 +95,20 @@ def current_map(points: list, loaded: dict | None) -> dict | None:
     return loaded if set(map(tuple, points)) & set(map(tuple, loaded["points"])) else None
 
 
+GIF_RESOLUTION = 48  # the film strip's panels: small multiples need little resolution
+
+
+def gif_bytes(model: object, points: list, what: str, trajectory: Trajectory | None = None) -> bytes:
+    """An animated GIF of the film strip or of a Langevin run (`trajectory`: the page's own), drawn on
+    the server by `iclebm.render_figure` from the same probes the page draws."""
+    from iclebm.render.figures import render_figure  # matplotlib: loaded on the first export only
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = render_figure(model, points, Path(folder) / f"{what}.gif", what, GIF_RESOLUTION,
+                            trajectory=trajectory)
+        return out.read_bytes()
+
+
 # ---- the widgets --------------------------------------------------------------------------
 
 
@@ -156,8 +173,11 @@ def on_load(editor: PointEditor, box: Box, cap: int, prefix: str) -> None:
     flash("success", f"Loaded {len(prep.points)} point(s) as the context.")
 
 
-def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str) -> None:
-    """The expander: source, column pickers, out-of-box policy, subset, Load; the map in use; CSV."""
+def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str, model: object = None
+               ) -> None:
+    """The expander: source, column pickers, out-of-box policy, subset, Load; the map in use; CSV; with a
+    density `model`, GIFs of the film strip and of the Langevin sampler's last run (its
+    `st.session_state["lv_result"]`)."""
     ss = st.session_state
     with st.expander("Your data", expanded=False):
         source = st.segmented_control("source", SOURCES, key=_key(prefix, "source"), default=SOURCES[0],
@@ -193,3 +213,18 @@ def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str) 
         st.download_button("Download context as CSV", data=context_csv(points, loaded),
                            file_name="context.csv", mime="text/csv", on_click="ignore",
                            key=_key(prefix, "csv"), width="stretch", disabled=not points)
+        if model is not None and kind == "density":
+            gif_buttons(model, points, prefix)
+
+
+def gif_buttons(model: object, points: list, prefix: str) -> None:
+    """Made only when clicked (a callable `data`): nothing is drawn for a page that is never exported."""
+    lv = st.session_state.get("lv_result")
+    c1, c2 = st.columns(2)
+    c1.download_button("Film strip GIF", data=lambda: gif_bytes(model, points, "filmstrip"),
+                       file_name="film-strip.gif", mime="image/gif", on_click="ignore", disabled=not points,
+                       key=_key(prefix, "strip_gif"), width="stretch")
+    c2.download_button("Langevin GIF", data=lambda: gif_bytes(model, lv["context"], "langevin", lv["traj"]),
+                       file_name="langevin.gif", mime="image/gif", on_click="ignore", disabled=not lv,
+                       key=_key(prefix, "lv_gif"), width="stretch",
+                       help="The sampler's last run, as the page animates it (press Run sampler first)")

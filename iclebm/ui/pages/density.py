@@ -94,7 +94,7 @@ def render(ctx: AppContext) -> None:
         with guarded("Probe shapes"):
             probe_panel(max_context)
         with guarded("Your data"):
-            data_panel(POINTS, box, max_context, "density", PAGE)
+            data_panel(POINTS, box, max_context, "density", PAGE, model)
     with guarded("Film strip"):
         film_strip_panel(model, model_key, box)
     lcol, rcol = st.columns([1.3, 1], gap="medium")
