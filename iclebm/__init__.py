@@ -6,8 +6,8 @@
 
 Every public function and class of the library is re-exported here, so `iclebm.<name>` is the
 stable way to import it; the modules are in layers (README, "Architecture"):
-errors/devices -> grid/tasks/card -> models -> checkpoints -> dynamics -> objectives -> training
--> evaluation -> probes -> cli/bench/diagnostics -> ui.
+errors/devices -> grid/tasks -> data -> card -> models -> checkpoints -> dynamics -> objectives -> training
+-> evaluation -> probes -> cli/bench/diagnostics/render -> ui.
 
 The names load lazily (PEP 562): `import iclebm` costs little, and `iclebm.in_context_nll` imports
 iclebm.evaluation (and scikit-learn) only when first used, so the command line, the trainer
@@ -23,12 +23,33 @@ from typing import Any
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "iclebm.errors": (
         "CapabilityError",
+        "BadRowError",
         "CheckpointError",
         "ContextTooLongError",
+        "DataError",
         "IclebmError",
         "TaskFamilyError",
         "TrainingDivergedError",
         "UnknownObjectiveError",
+    ),
+    "iclebm.data.points": (
+        "BadRow",
+        "PointsTable",
+        "points_csv",
+        "read_points",
+    ),
+    "iclebm.data.rescale": (
+        "AffineMap",
+        "choose_subset",
+        "fit_into_box",
+        "outside_box",
+        "standardise",
+    ),
+    "iclebm.data.examples": (
+        "EXAMPLES",
+        "Example",
+        "ExampleData",
+        "load_example",
     ),
     "iclebm.devices": (
         "DeviceError",
@@ -110,8 +131,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "conditional_point_nll",
     ),
     "iclebm.checkpoints": (
+        "APP_DEFAULT",
         "CHECKPOINT_DIR",
         "DEFAULT_CHECKPOINT",
+        "app_default_checkpoint",
         "arch_of",
         "card_path",
         "checkpoint_bytes",
@@ -381,6 +404,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "curve_frames",
         "regression_grid",
         "thinking_curves",
+    ),
+    "iclebm.render.figures": (
+        "check_render_request",
+        "render_figure",
     ),
     "iclebm.diagnostics.check": (
         "CheckFailed",

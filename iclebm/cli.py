@@ -1,5 +1,5 @@
 """Command line: python -m iclebm train | evaluate | calibrate | bench | inspect | ctx2weights | compare |
-check-device.
+render | check-device.
 
 One error style: bad input (a flag out of range, an unusable path, a model of the wrong family) is
 refused before any work starts with one line on stderr and exit code 2; an unexpected failure is one
@@ -30,6 +30,7 @@ from iclebm.checkpoints import (
     CHECKPOINT_DIR,
     DEFAULT_CHECKPOINT,
     _atomic_write,
+    app_default_checkpoint,
     card_path,
     load_checkpoint,
     save_checkpoint,
@@ -571,6 +572,44 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """A figure or GIF of a model on points from a file (strict: any bad row refuses the whole file) or
+    an example data set. Everything is checked before the model runs; nothing is written on an error."""
+    from iclebm.data.examples import load_example
+    from iclebm.data.points import read_points
+    from iclebm.data.rescale import choose_subset, fit_into_box, outside_box
+    from iclebm.render.figures import check_render_request, render_figure
+
+    out = Path(args.out)
+    _check_writable(out, "--out")
+    model = load_checkpoint(args.checkpoint or app_default_checkpoint())
+    check_render_request(model, args.what, out)
+    box, cap = box_of(model), model.config.max_context
+    mapping, title = None, None
+    if args.example:
+        ex = load_example(args.example, box)
+        points, mapping, labels = ex.points, ex.mapping, ex.example.columns
+        title = f"{model.card.get('name', 'model')} on {args.example} (via scikit-learn): {args.what}"
+        print(f"{args.example}: {ex.example.source}; standardised: {mapping.describe()}", file=sys.stderr)
+    else:
+        columns = tuple(args.columns.split(",", 1)) if args.columns else None
+        table = read_points(Path(args.points), columns, strict=True)  # type: ignore[arg-type]
+        points, labels = table.points, table.columns
+        if args.rescale:
+            mapping = fit_into_box(points, box)
+            points = mapping.to_box(points)
+            print(f"rescaled into the box [{box[0]:g}, {box[1]:g}]²: {mapping.describe()}", file=sys.stderr)
+        elif (n_out := int(outside_box(points, box).sum())):
+            raise ValueError(f"{n_out} of {len(points)} points lie outside the model's box "
+                             f"[{box[0]:g}, {box[1]:g}]²; pass --rescale to map the data into it")
+    idx, note = choose_subset(len(points), cap, args.subset, args.seed)
+    if note:
+        print(note, file=sys.stderr)
+    render_figure(model, points[idx], out, args.what, args.resolution, mapping, labels, title)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """NLL vs n of several checkpoints, Bayes and baselines, on the training prior and out-of-family data."""
 
@@ -779,6 +818,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--points", required=True, help='context points "x,y;x,y;..." ("" = empty context)')
     i.add_argument("--query", required=True, help="query location x,y (inside the model's box)")
     i.set_defaults(func=cmd_inspect)
+
+    r = sub.add_parser("render", help="a figure (.png/.svg/.pdf) or animation (.gif) of a model on points")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--points", help="a CSV/TSV/whitespace table (header optional); any bad row: exit 2")
+    src.add_argument("--example", choices=["iris", "diabetes"], help="a real data set scikit-learn ships")
+    r.add_argument("--out", required=True, help="the file to write; its suffix: .png, .svg, .pdf or .gif")
+    r.add_argument("--checkpoint", default=None, help="default: the app's default model")
+    r.add_argument("--what", choices=["landscape", "density", "filmstrip", "langevin"], default="density",
+                   help="E, log p, log p after 0, 1, 2, 4... points, or Langevin (.gif: the last 2)")
+    r.add_argument("--resolution", type=int_in(8, 400), default=100, help="grid cells per axis (8-400)")
+    r.add_argument("--columns", default=None, help="two columns of a wider table: names or 0-based indices, "
+                   "e.g. 'petal length,petal width' or 2,3 (default: the first two)")
+    r.add_argument("--rescale", action="store_true",
+                   help="map the data into the model's box (power-of-two scale; ticks keep the data's units)")
+    r.add_argument("--subset", choices=["first", "last", "random"], default="random",
+                   help="which points to keep beyond the model's 64 (default random)")
+    r.add_argument("--seed", type=SEED, default=0, help="seed of a random subset")
+    r.set_defaults(func=cmd_render)
 
     w = sub.add_parser("ctx2weights", help="in-context density vs fine-tuning the weights on the context")
     w.add_argument("--checkpoint", default=None, help="default: the shipped model")

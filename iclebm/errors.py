@@ -27,3 +27,17 @@ class CapabilityError(IclebmError, ValueError):
 
 class UnknownObjectiveError(IclebmError, ValueError):
     """An objective name (config, card, CLI flag or share link) that the registry does not know."""
+
+
+class DataError(IclebmError, ValueError):
+    """A points file or pasted text that cannot be read as points at all (empty, binary, too large, one
+    column, every row bad, mixed delimiters), or points that do not fit the model's box."""
+
+
+class BadRowError(DataError):
+    """A row of a points table that is not a point; `row` counts data rows from 1 (no header, blank or
+    comment lines), `line` is the line of the file, `reason` says what is wrong."""
+
+    def __init__(self, row: int, line: int, reason: str) -> None:
+        super().__init__(f"row {row} (line {line}): {reason}")
+        self.row, self.line, self.reason = row, line, reason

@@ -34,6 +34,8 @@ SLOW_MODULES = {
     "test_devices",
     "test_app_matrix",
     "test_browser_figures",
+    "test_app_data",
+    "test_browser_data",
 }
 
 

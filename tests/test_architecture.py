@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "iclebm"
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),
     ("devices", "grid", "tasks"),
+    ("data",),
     ("card",),
     ("models",),
     ("checkpoints",),
@@ -23,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("evaluation",),
     ("probes",),
-    ("cli", "bench", "diagnostics"),
+    ("cli", "bench", "diagnostics", "render"),
     ("ui",),
 ]
 FACADES = ("", "__main__")  # iclebm/__init__.py re-exports everything; __main__ runs the CLI

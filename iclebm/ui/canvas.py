@@ -171,6 +171,11 @@ export default function (component) {
     const spec = JSON.parse(data.figure);
     const layout = Object.assign({}, spec.layout || {}, { height: shown, autosize: true });
     const config = Object.assign({ responsive: true, scrollZoom: false }, data.config || {});
+    // The camera button saves a PNG; this one the same picture as SVG (a function, so it cannot
+    // travel in CHART_CONFIG's JSON).
+    config.modeBarButtonsToAdd = [{ name: "toSVG", title: "Download plot as SVG",
+      icon: Plotly.Icons["camera-retro"],
+      click: (gd) => Plotly.downloadImage(gd, { format: "svg", filename: "iclebm" }) }];
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
     return Plotly.react(root, fig).then(() => restoreFrames(Plotly, root, fig.frames)).then(() => {
       if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners

@@ -20,7 +20,7 @@ import streamlit as st
 from iclebm.card import box_of, is_regression
 from iclebm.checkpoints import (
     CHECKPOINT_DIR,
-    DEFAULT_CHECKPOINT,
+    app_default_checkpoint,
     list_checkpoints,
     load_checkpoint,
     read_card,
@@ -51,18 +51,9 @@ def runs_dir() -> Path:
     return Path(os.environ.get("ICLEBM_RUNS_DIR", str(checkpoint_dir().parent / "runs")))
 
 
-# The app opens on the generalist when it is there: it was trained on 1-6 rotated elliptical
-# components of many sizes, so free clicking (5 clusters, a ring, a line, a wide blob) gets a
-# better landscape than from the 3-narrow-component specialist (README: "The generalist").
-APP_DEFAULT = "mog2d-wide.safetensors"
-
-
 def default_path() -> Path:
-    """The app's default checkpoint (ICLEBM_CHECKPOINT; else the generalist, else the shipped mog2d)."""
-    if os.environ.get("ICLEBM_CHECKPOINT"):
-        return Path(os.environ["ICLEBM_CHECKPOINT"])
-    wide = checkpoint_dir() / APP_DEFAULT
-    return wide if wide.exists() else checkpoint_dir() / DEFAULT_CHECKPOINT.name
+    """The app's default model (`iclebm.checkpoints.app_default_checkpoint`) in the selector's folder."""
+    return app_default_checkpoint(checkpoint_dir())
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -33,6 +33,7 @@ from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
 from iclebm.ui.canvas import figure_payload, plotly_canvas
 from iclebm.ui.context import POINTS, current_mixture, set_points, true_density_grid
+from iclebm.ui.data_panel import data_panel
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
@@ -92,6 +93,8 @@ def render(ctx: AppContext) -> None:
             mixture_panel(model, max_context)
         with guarded("Probe shapes"):
             probe_panel(max_context)
+        with guarded("Your data"):
+            data_panel(POINTS, box, max_context, "density", PAGE, model)
     with guarded("Film strip"):
         film_strip_panel(model, model_key, box)
     lcol, rcol = st.columns([1.3, 1], gap="medium")

@@ -32,6 +32,7 @@ from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior, RegressionTask
 from iclebm.ui import page_tables as T
 from iclebm.ui import share
 from iclebm.ui.canvas import plotly_canvas
+from iclebm.ui.data_panel import data_panel
 from iclebm.ui.figures import CHART_CONFIG
 from iclebm.ui.guard import guarded, show_flash
 from iclebm.ui.models import AppContext
@@ -87,6 +88,8 @@ def render(ctx: AppContext) -> None:
             context_panel(box, cap)
         with guarded("Random task"):
             task_panel(model, cap)
+        with guarded("Your data"):
+            data_panel(POINTS, box, cap, "regression", PAGE)
     with guarded("Evaluation charts"):
         charts_panel(model)
     with guarded("Share link"):
