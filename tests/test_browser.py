@@ -163,12 +163,13 @@ def test_mixture_and_langevin_animation(page) -> None:  # type: ignore[no-untype
     pg.locator(".st-key-mix_draw button").first.click()
     pg.wait_for_function("() => /32 context points/.test(document.body.innerText)", timeout=60_000)
     pg.locator(".st-key-lv_run button").first.click()
-    pg.wait_for_function("() => document.querySelectorAll('.iclebm-canvas').length >= 2 && "
-                         "document.querySelectorAll('.iclebm-canvas')[1].dataset.rendered !== undefined",
+    # canvases on the page: the landscape, the film strip, then the Langevin animation
+    pg.wait_for_function("() => document.querySelectorAll('.iclebm-canvas').length >= 3 && "
+                         "document.querySelectorAll('.iclebm-canvas')[2].dataset.rendered !== undefined",
                          timeout=120_000)
-    anim = pg.locator(".iclebm-canvas").nth(1)
+    anim = pg.locator(".iclebm-canvas").nth(2)
     anim.scroll_into_view_if_needed()
-    gd = "document.querySelectorAll('.iclebm-canvas')[1]"
+    gd = "document.querySelectorAll('.iclebm-canvas')[2]"
     assert pg.evaluate(f"() => {gd}._transitionData._frames.length") > 5
     start = pg.evaluate(f"() => Array.from({gd}._fullData.at(-1).x)")
     anim.get_by_text("▶ play").click()

@@ -89,10 +89,10 @@ def test_density_modebars_legend_and_langevin_pause(page, app_url: str) -> None:
     legend = pg.evaluate("() => document.querySelector('.st-key-icl_chart .legend').textContent")
     assert "KDE (Scott)" in legend and "kde_scott" not in legend and "prior_predictive" not in legend
     pg.locator(".st-key-lv_run button").first.click()
-    wait_canvas(pg, 1)
+    wait_canvas(pg, 2)  # after the landscape and the film strip
     wait_idle(pg)
-    _assert_modebars_safe(pg, 3)  # the canvas, the ICL chart and the Langevin canvas
-    _play_and_pause(pg, pg.locator(".iclebm-canvas").nth(1), "▶ play", 1)
+    _assert_modebars_safe(pg, 4)  # the canvas, the film strip, the ICL chart and the Langevin canvas
+    _play_and_pause(pg, pg.locator(".iclebm-canvas").nth(2), "▶ play", 2)
     pg.screenshot(path=str(ARTIFACTS / "figures-density.png"), full_page=True)
     assert not pg.problems, pg.problems
 

@@ -27,7 +27,7 @@ from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.probes import landscape as L
 from iclebm.tasks import DENSITY, PROBE_FAMILIES
-from iclebm.ui import compute, share
+from iclebm.ui import click_fragment, compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
@@ -84,8 +84,8 @@ def render(ctx: AppContext) -> None:
     with main_col:
         share.show_link_warnings(PAGE)
         show_flash()
-        st.session_state.pop(CLICK_RERUN, None)  # a full run already draws everything: no second run
-        canvas_fragment(model, model_key, box)
+        click_fragment.page_run_started()
+        click_fragment.canvas_fragment(lambda: canvas_panel(model, model_key, box), "Drawing the landscape")
     with side_col:
         with guarded("Context"):
             context_panel(box, max_context)
@@ -196,26 +196,6 @@ def view_controls() -> None:
     c7.toggle("true density", key="show_true", persist_state=KEEP, disabled=ss.get("mixture") is None)
 
 
-# Set by a canvas click; the click's fragment run then asks for the full run (see canvas_fragment).
-CLICK_RERUN = "_density_click_rerun_app"
-
-
-@st.fragment
-def canvas_fragment(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
-    """The canvas as a fragment: a click reruns only this, so the new landscape goes out before the
-    rest of the page is recomputed (points table, film strip, link); then it asks for the full run,
-    which finds the landscape cached and the figure unchanged (the browser skips redrawing it)."""
-    with guarded("Drawing the landscape"):
-        canvas_panel(model, model_key, box)
-    if st.session_state.pop(CLICK_RERUN, False):
-        st.rerun(scope="app")
-
-
-def on_canvas_click() -> None:
-    POINTS.on_canvas_click()
-    st.session_state[CLICK_RERUN] = True
-
-
 def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]) -> None:
     ss = st.session_state
     pts = list(ss["points"])
@@ -234,7 +214,7 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
         true_log_density=true_lp, bayes=bayes, title=title, height=640,
     )
     plotly_canvas(fig, key=POINTS.canvas, height=640, clickable=True, revision=int(ss["pts_version"]),
-                  on_click=on_canvas_click)
+                  on_click=click_fragment.on_click(POINTS.on_canvas_click))
     info = f"{n} context point{'s' if n != 1 else ''} (max {model.config.max_context})"
     info += POINTS.last_click_note()
     info += f" · landscape {res}×{res} computed in {land.seconds * 1000:.0f} ms"

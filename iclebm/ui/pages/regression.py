@@ -29,8 +29,8 @@ from iclebm.grid import Box
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes.regression_view import curve_frames, regression_grid, thinking_curves
 from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior, RegressionTask
+from iclebm.ui import click_fragment, share
 from iclebm.ui import page_tables as T
-from iclebm.ui import share
 from iclebm.ui.canvas import plotly_canvas
 from iclebm.ui.data_panel import data_panel
 from iclebm.ui.figures import CHART_CONFIG
@@ -81,8 +81,8 @@ def render(ctx: AppContext) -> None:
     with main_col:
         share.show_link_warnings(PAGE)
         show_flash()
-        with guarded("Drawing the regression canvas"):
-            canvas_panel(rctx)
+        click_fragment.page_run_started()
+        click_fragment.canvas_fragment(lambda: canvas_panel(rctx), "Drawing the regression canvas")
     with side_col:
         with guarded("Context"):
             context_panel(box, cap)
@@ -222,8 +222,8 @@ def canvas_panel(rctx: AppContext) -> None:
         ss["_reg_frames_for"] = (rctx.model_key, key_pts)
 
     plotly_canvas(fig, key=POINTS.canvas, height=620, clickable=True, revision=int(ss["reg_pts_version"]),
-                  on_click=POINTS.on_canvas_click, more_frames=len(steps) < len(all_steps),
-                  on_frames=on_frames)
+                  on_click=click_fragment.on_click(POINTS.on_canvas_click),
+                  more_frames=len(steps) < len(all_steps), on_frames=on_frames)
     thinking = ThinkingConfig.from_dict(model.card.get("thinking"))
     info = f"{len(pts)} pair{'s' if len(pts) != 1 else ''} (max {rctx.max_context})"
     info += POINTS.last_click_note()
