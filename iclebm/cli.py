@@ -572,6 +572,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_examples(args: argparse.Namespace) -> int:
+    """The model on a real example data set beside the baselines (resampled contexts; see
+    iclebm.evaluation.examples). Default model: the app's default for iris, linreg for diabetes."""
+    from iclebm.data.examples import EXAMPLES
+    from iclebm.evaluation.examples import example_markdown, example_table
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    default = app_default_checkpoint() if EXAMPLES[args.example].kind == "density" else (
+        CHECKPOINT_DIR / "linreg.safetensors")
+    model = load_checkpoint(args.checkpoint or default)
+    table = example_table(model, args.example, splits=args.splits, seed=args.seed)
+    name = (model.card or {}).get("name", "model")
+    print(f"{name} on {args.example}: {table['source']}")
+    print(f"{table['splits']} random splits; context = the first n points, test = the last "
+          f"{table['n_test']}; mean ± standard error over splits, in the box's coordinates\n")
+    print("NLL (nats/point, lower is better)\n" + example_markdown(table, "nll"))
+    if "mse" in table:
+        print("\nMSE of the point prediction (ols/ridge/knn NLL is plug-in N(ŷ, prior noise²))\n"
+              + example_markdown(table, "mse"))
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     """A figure or GIF of a model on points from a file (strict: any bad row refuses the whole file) or
     an example data set. Everything is checked before the model runs; nothing is written on an error."""
@@ -819,14 +842,24 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--query", required=True, help="query location x,y (inside the model's box)")
     i.set_defaults(func=cmd_inspect)
 
+    e = sub.add_parser("examples", help="a model on a real data set (iris, diabetes) beside the baselines")
+    e.add_argument("--example", choices=["iris", "diabetes"], required=True)
+    e.add_argument("--checkpoint", default=None,
+                   help="default: the app's default model (iris) or checkpoints/linreg (diabetes)")
+    e.add_argument("--splits", type=int_in(2, 1000), default=20, help="random context/test splits")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=int_in(1, 256), default=None, help="torch CPU threads")
+    e.set_defaults(func=cmd_examples)
+
     r = sub.add_parser("render", help="a figure (.png/.svg/.pdf) or animation (.gif) of a model on points")
     src = r.add_mutually_exclusive_group(required=True)
     src.add_argument("--points", help="a CSV/TSV/whitespace table (header optional); any bad row: exit 2")
     src.add_argument("--example", choices=["iris", "diabetes"], help="a real data set scikit-learn ships")
     r.add_argument("--out", required=True, help="the file to write; its suffix: .png, .svg, .pdf or .gif")
     r.add_argument("--checkpoint", default=None, help="default: the app's default model")
-    r.add_argument("--what", choices=["landscape", "density", "filmstrip", "langevin"], default="density",
-                   help="E, log p, log p after 0, 1, 2, 4... points, or Langevin (.gif: the last 2)")
+    r.add_argument("--what", choices=["landscape", "density", "filmstrip", "langevin", "thinking"],
+                   default="density", help="E, log p, log p after 0, 1, 2, 4... points, Langevin, or a "
+                   "regression model's y_hat(x) per thinking step (.gif: the last 3)")
     r.add_argument("--resolution", type=int_in(8, 400), default=100, help="grid cells per axis (8-400)")
     r.add_argument("--columns", default=None, help="two columns of a wider table: names or 0-based indices, "
                    "e.g. 'petal length,petal width' or 2,3 (default: the first two)")

@@ -73,3 +73,15 @@ def test_diabetes_loads_on_the_regression_page(app: AppTest) -> None:
     assert pts.shape == (64, 2) and (np.abs(pts) <= 10).all()  # linreg's box
     assert "Source: Diabetes (Efron et al. 2004)" in _texts(at)
     assert at.session_state["points"] == []  # the Density page's context is another one
+
+
+def test_the_diabetes_comparison_shows_the_model_beside_the_baselines(app: AppTest) -> None:
+    at = _open(app, "regression")
+    at.run()
+    at.session_state["regression_data_source"] = "example"
+    at.run()
+    at.button(key="regression_data_compare_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    tables = [str(m.value) for m in at.markdown if str(m.value).startswith(("Held-out NLL", "MSE of the"))]
+    assert len(tables) == 2  # NLL and MSE
+    assert "ols" in tables[0] and "| 64 |" in tables[0] and "±" in tables[1]

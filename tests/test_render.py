@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from iclebm.checkpoints import CHECKPOINT_DIR, app_default_checkpoint, read_card
@@ -116,3 +117,38 @@ def test_a_regression_model_renders_its_density_only(tmp_path: Path, capsys: pyt
     assert render(f, tmp_path / "reg.png", "--checkpoint", linreg) == 0
     assert render(f, tmp_path / "reg.gif", "--checkpoint", linreg, "--what", "filmstrip") == 2
     assert "draws a density model" in capsys.readouterr().err
+
+
+def test_thinking_renders_as_a_still_and_a_gif_with_one_frame_per_shown_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from iclebm.dynamics.thinking import ThinkingConfig
+    from iclebm.probes.regression_view import curve_frames
+
+    linreg = str(CHECKPOINT_DIR / "linreg.safetensors")
+    f = tmp_path / "xy.csv"
+    f.write_text("x,y\n-2,-1\n0,0.5\n3,2\n")
+    assert render(f, tmp_path / "think.png", "--checkpoint", linreg, "--what", "thinking") == 0
+    assert Image.open(tmp_path / "think.png").size[0] > 100
+    assert render(f, tmp_path / "think.gif", "--checkpoint", linreg, "--what", "thinking") == 0
+    steps = ThinkingConfig.from_dict(read_card(linreg).get("thinking")).steps
+    assert Image.open(tmp_path / "think.gif").n_frames == len(curve_frames(steps))
+    assert render(f, tmp_path / "d.png", "--what", "thinking") == 2  # a density model cannot think
+    assert "regression model's prediction by energy minimisation" in capsys.readouterr().err
+
+
+def test_examples_table_scores_the_model_and_baselines_on_resampled_real_data() -> None:
+    from iclebm.checkpoints import load_checkpoint
+    from iclebm.evaluation.examples import example_markdown, example_table, resampled
+
+    held = resampled(np.arange(20.0).reshape(10, 2), 4, 3, 0)
+    for c, t in zip(held.context, held.test, strict=True):  # each split: a permutation of all points
+        rows = sorted(map(tuple, torch.cat([c, t]).tolist()))
+        assert rows == [(2.0 * i, 2.0 * i + 1) for i in range(10)]
+    model = load_checkpoint(CHECKPOINT_DIR / "linreg.safetensors")
+    table = example_table(model, "diabetes", splits=2, ns=(4, 8))
+    assert table["ns"] == [4, 8] and table["n_test"] == 442 - 8
+    assert {"model", "bayes", "ols"} <= set(table["nll"]) and "mse" in table
+    assert all(np.isfinite(v).all() for v in table["mse"].values())
+    assert example_markdown(table).count("\n") == 3  # header, rule, two rows
+    with pytest.raises(ValueError, match="iris is a density data set"):
+        example_table(model, "iris")

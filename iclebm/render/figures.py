@@ -1,5 +1,6 @@
 """Figures for papers and slides without a browser: the model's landscape, density, film strip or
-Langevin sampler on your points, drawn with matplotlib to PNG, SVG, PDF or an animated GIF.
+Langevin sampler on your points (a regression model: its landscape, density or thinking), drawn
+with matplotlib to PNG, SVG, PDF or an animated GIF.
 
 The numbers come from the same probes the app draws (`iclebm.probes.landscape`,
 `iclebm.probes.regression_view`); this module only lays them out. With an `AffineMap` (data
@@ -22,13 +23,15 @@ from matplotlib.ticker import MaxNLocator
 from iclebm.card import box_of, is_regression
 from iclebm.data.rescale import AffineMap
 from iclebm.dynamics.langevin import SamplerConfig
+from iclebm.dynamics.thinking import ThinkingConfig
 from iclebm.errors import CapabilityError
 from iclebm.probes import landscape as L
-from iclebm.probes.regression_view import regression_grid
+from iclebm.probes.regression_view import regression_grid, thinking_curves
 
-WHATS = ("landscape", "density", "filmstrip", "langevin")
+WHATS = ("landscape", "density", "filmstrip", "langevin", "thinking")
 FORMATS = (".png", ".svg", ".pdf", ".gif")
-GIF_WHATS = ("filmstrip", "langevin")  # the views with frames
+GIF_WHATS = ("filmstrip", "langevin", "thinking")  # the views with frames
+REGRESSION_WHATS = ("landscape", "density", "thinking")
 LANGEVIN_PARTICLES = 300
 LANGEVIN_FRAMES = 40
 GIF_FPS = 8
@@ -43,9 +46,12 @@ def check_render_request(model: object, what: str, out: Path) -> None:
         raise ValueError(f"{out.name}: the format is chosen by the suffix, one of {', '.join(FORMATS)}")
     if out.suffix.lower() == ".gif" and what not in GIF_WHATS:
         raise ValueError(f"a GIF animates frames: use --what {' or '.join(GIF_WHATS)} (or a still format)")
-    if _regression(model) and what not in ("landscape", "density"):
+    if _regression(model) and what not in REGRESSION_WHATS:
         raise CapabilityError(f"--what {what} draws a density model; a regression model renders its "
-                              "landscape or density p(y | x, context)")
+                              "landscape, density p(y | x, context) or thinking")
+    if not _regression(model) and what == "thinking":
+        raise CapabilityError("--what thinking draws a regression model's prediction by energy "
+                              "minimisation (e.g. --checkpoint checkpoints/linreg.safetensors)")
 
 
 def _regression(model: object) -> bool:
@@ -111,6 +117,12 @@ def _still(model: object, points: np.ndarray, what: str, resolution: int, mappin
         bar = "E(x | context)" if what == "landscape" else "log p(x | context)"
     im = _heat(ax, values, box, "viridis_r" if what == "landscape" else "magma")
     fig.colorbar(im, ax=ax, label=bar, shrink=0.85)
+    if what == "thinking":
+        xs, steps, curves = _thinking(model, points, box, resolution)
+        for i in np.unique(np.linspace(0, len(steps) - 1, 6).round().astype(int)):
+            shade = 0.3 + 0.7 * i / max(len(steps) - 1, 1)
+            ax.plot(xs, curves[i], c="yellow", alpha=shade, lw=1.0 + shade, label=f"{steps[i]} steps")
+        ax.legend(fontsize=7, loc="upper left", title="ŷ(x) after", title_fontsize=7)
     if what == "langevin":
         traj = trajectory if trajectory is not None else _langevin(model, points, box)
         ax.plot(traj.positions[:, :, 0], traj.positions[:, :, 1], lw=0.3, c="cyan", alpha=0.25)
@@ -119,6 +131,16 @@ def _still(model: object, points: np.ndarray, what: str, resolution: int, mappin
     _axes(ax, box, mapping, labels)
     ax.set_title(title, fontsize=10)
     return fig
+
+
+def _thinking(model: object, points: np.ndarray, box: tuple[float, float], resolution: int
+              ) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """(xs, steps, curves): y_hat(x) after each shown step of the card's thinking (its step count,
+    step size and starts), the frames the app's thinking animation shows."""
+    thinking = ThinkingConfig.from_dict((getattr(model, "card", None) or {}).get("thinking"))
+    xs = regression_grid(model, points, box, resolution)[0]
+    steps, curves = thinking_curves(model, points, xs, thinking.steps)
+    return xs, steps, curves
 
 
 def _langevin(model: object, points: np.ndarray, box: tuple[float, float]) -> L.Trajectory:
@@ -132,7 +154,8 @@ def _langevin(model: object, points: np.ndarray, box: tuple[float, float]) -> L.
 def _animation(model: object, points: np.ndarray, what: str, resolution: int, mapping: AffineMap | None,
                labels: tuple[str, str], title: str, trajectory: L.Trajectory | None = None
                ) -> tuple[Figure, FuncAnimation]:
-    """The frames of a GIF: the film strip one prefix per frame, or the Langevin particles per step."""
+    """The frames of a GIF: the film strip one prefix per frame, the Langevin particles per step, or
+    a regression model's y_hat(x) per thinking step."""
     box = box_of(model)
     fig = Figure(figsize=(5.0, 4.6), layout="constrained")
     ax = fig.subplots()
@@ -151,6 +174,18 @@ def _animation(model: object, points: np.ndarray, what: str, resolution: int, ma
             ax.set_title(f"{title}\nlog p(x | first {n} points)", fontsize=9)
 
         frames = len(strip.lengths)
+    elif what == "thinking":
+        _, _, _, log_p = regression_grid(model, points, box, resolution)
+        _heat(ax, _floored(log_p), box, "magma")
+        _points(ax, points)
+        xs, steps, curves = _thinking(model, points, box, resolution)
+        (line,) = ax.plot(xs, curves[0], c="yellow", lw=1.6)
+
+        def draw(i: int) -> None:
+            line.set_ydata(curves[i])
+            ax.set_title(f"{title}\nŷ(x) after {steps[i]} thinking steps", fontsize=9)
+
+        frames = len(steps)
     else:
         land = L.compute_landscape(model, points, box, resolution)
         _heat(ax, _floored(land.log_density), box, "magma")

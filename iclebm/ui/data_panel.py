@@ -192,7 +192,10 @@ def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str, 
             names = sorted(EXAMPLES, key=lambda n: EXAMPLES[n].kind != kind)  # this page's kind first
             st.selectbox("example", names, key=_key(prefix, "example"),
                          format_func=lambda n: f"{n}: {' vs '.join(EXAMPLES[n].columns)}")
-            st.caption(EXAMPLES[ss.get(_key(prefix, "example")) or names[0]].source)
+            name = ss.get(_key(prefix, "example")) or names[0]
+            st.caption(EXAMPLES[name].source)
+            if model is not None and EXAMPLES[name].kind == kind:
+                comparison(model, name, prefix)
         header = _peek_columns(_source_data(prefix)) if source != "example" else None
         if header:
             c1, c2 = st.columns(2)
@@ -215,6 +218,39 @@ def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str, 
                            key=_key(prefix, "csv"), width="stretch", disabled=not points)
         if model is not None and kind == "density":
             gif_buttons(model, points, prefix)
+        elif model is not None:
+            st.download_button("Thinking GIF", data=lambda: gif_bytes(model, points, "thinking"),
+                               file_name="thinking.gif", mime="image/gif", on_click="ignore",
+                               disabled=not points, key=_key(prefix, "think_gif"), width="stretch",
+                               help="ŷ(x) per thinking step on p(y | x, context), the card's thinking")
+
+
+COMPARE_SPLITS = 5  # seconds in the app; `python -m iclebm examples` takes 20 by default
+
+
+def comparison(model: object, name: str, prefix: str) -> None:
+    """The model beside the baselines on the example data set: held-out NLL over random context/test
+    splits (`iclebm.evaluation.examples`), computed when asked."""
+    from iclebm.evaluation.examples import example_markdown, example_table
+
+    ss = st.session_state
+    key = _key(prefix, "compare")
+    sig = ((getattr(model, "card", None) or {}).get("name"), (getattr(model, "card", None) or {}).get(
+        "weights_sha256"), name)
+    if st.button(f"Compare the model with the baselines on {name}", key=f"{key}_run", width="stretch",
+                 help=f"{COMPARE_SPLITS} random splits of the data set: the first n points are the "
+                      "context, the rest are scored"):
+        with st.spinner(f"Scoring the model and the baselines on {COMPARE_SPLITS} splits of {name}…"):
+            ss[key] = {"sig": sig, "table": example_table(model, name, splits=COMPARE_SPLITS)}
+    res = ss.get(key)
+    if res and res["sig"] == sig:
+        table = res["table"]
+        st.markdown("Held-out NLL (nats/point, box coordinates; lower is better), mean ± s.e. over "
+                    f"{table['splits']} splits, {table['n_test']} test points each:\n\n"
+                    + example_markdown(table, "nll"))
+        if "mse" in table:
+            st.markdown("MSE of the point prediction (ols/ridge/knn NLL assumes the prior's noise):\n\n"
+                        + example_markdown(table, "mse"))
 
 
 def gif_buttons(model: object, points: list, prefix: str) -> None:

@@ -89,7 +89,7 @@ def render(ctx: AppContext) -> None:
         with guarded("Random task"):
             task_panel(model, cap)
         with guarded("Your data"):
-            data_panel(POINTS, box, cap, "regression", PAGE)
+            data_panel(POINTS, box, cap, "regression", PAGE, model)
     with guarded("Evaluation charts"):
         charts_panel(model)
     with guarded("Share link"):
