@@ -323,6 +323,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "nll_curve_for_task",
         "resolve_prior_and_box",
     ),
+    "iclebm.evaluation.examples": (
+        "example_learners",
+        "example_markdown",
+        "example_table",
+        "resampled",
+    ),
     "iclebm.evaluation.icl_curve": (
         "ValidationSet",
         "count_separate_modes",
