@@ -165,9 +165,17 @@ def model_kind(model: EnergyTransformer | MixtureDensityTransformer) -> str:
     return f"energy, scale {cfg.energy_scale:g}" + (" (per-length calibrated)" if cfg.length_scales else "")
 
 
+CARD_TABLE_CSS = (".st-key-model_card table { font-size: 0.8rem; } "
+                  ".st-key-model_card th, .st-key-model_card td { padding: 0.2rem 0.45rem; }")
+
+
 def card_summary(card: dict, model: EnergyTransformer | MixtureDensityTransformer) -> None:
     """The card as a readable summary, with the raw JSON one click away."""
-    st.markdown(card_markdown(card))
+    # The evaluation table (n, model, Bayes, gap) in the narrow sidebar: Streamlit's default cell
+    # padding left its last column cut off at 1280 px whenever a scrollbar took its share.
+    st.html(f"<style>{CARD_TABLE_CSS}</style>")
+    with st.container(key="model_card"):
+        st.markdown(card_markdown(card))
     st.caption(f"Loaded: {model_kind(model)} · {integrity_note(card)}")
     with st.expander("Raw card (JSON)", expanded=False):
         st.json(card, expanded=1)

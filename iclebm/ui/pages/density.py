@@ -31,7 +31,7 @@ from iclebm.ui import click_fragment, compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
-from iclebm.ui.canvas import figure_payload, plotly_canvas
+from iclebm.ui.canvas import chart, figure_payload, plotly_canvas
 from iclebm.ui.context import POINTS, current_mixture, set_points, true_density_grid
 from iclebm.ui.data_panel import data_panel
 from iclebm.ui.guard import flash, guarded, show_flash
@@ -509,7 +509,6 @@ def icl_panel(model: EnergyTransformer, model_key: str, box: tuple[float, float]
     if res:
         if res["sig"] != sig:
             st.caption("The context or model changed since this curve was computed.")
-        st.plotly_chart(P.icl_curve_figure(res["curve"]), width="stretch", key="icl_chart",
-                        config=P.CHART_CONFIG)
+        chart(P.icl_curve_figure(res["curve"]), key="icl_chart")
 
 

@@ -31,9 +31,8 @@ from iclebm.probes.regression_view import curve_frames, regression_grid, thinkin
 from iclebm.tasks import FAMILIES, REGRESSION, LinearPrior, RegressionTask
 from iclebm.ui import click_fragment, share
 from iclebm.ui import page_tables as T
-from iclebm.ui.canvas import plotly_canvas
+from iclebm.ui.canvas import chart, plotly_canvas
 from iclebm.ui.data_panel import data_panel
-from iclebm.ui.figures import CHART_CONFIG
 from iclebm.ui.guard import guarded, show_flash
 from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
@@ -290,10 +289,11 @@ def charts_panel(model: EnergyTransformer) -> None:
     st.caption(f"Held-out evaluation from the card: {table.get('n_tasks')} tasks from the training prior "
                f"({table.get('family')}); {table.get('notes', '')}.")
     c1, c2, c3 = st.columns(3)
-    c1.plotly_chart(method_curves_figure(table["ns"], table["nll"], "NLL (nats / point)", "NLL of y given x"),
-                    width="stretch", key="reg_nll_chart", config=CHART_CONFIG)
-    c2.plotly_chart(method_curves_figure(table["ns"], table["mse"], "MSE", "MSE of ŷ"), width="stretch",
-                    key="reg_mse_chart", config=CHART_CONFIG)
+    with c1:
+        chart(method_curves_figure(table["ns"], table["nll"], "NLL (nats / point)", "NLL of y given x"),
+              key="reg_nll_chart")
+    with c2:
+        chart(method_curves_figure(table["ns"], table["mse"], "MSE", "MSE of ŷ"), key="reg_mse_chart")
     if curve:
-        c3.plotly_chart(thinking_curve_figure(curve), width="stretch", key="reg_think_chart",
-                        config=CHART_CONFIG)
+        with c3:
+            chart(thinking_curve_figure(curve), key="reg_think_chart")
