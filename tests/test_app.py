@@ -154,12 +154,14 @@ def test_mixture_probe_and_feeding(ckpt_dir: Path) -> None:
     at.radio(key="mix_mode").set_value("one at a time")
     at.button(key="mix_draw").click().run()
     _ok(at)
-    assert _points(at) == [] and len(at.session_state["feed_queue"]) == 32
+    # Queued, not added: a run slower than the feed's tick (a loaded machine) may already feed one.
+    fed = len(_points(at))
+    assert fed <= 1 and fed + len(at.session_state["feed_queue"]) == 32
     at.button(key="mix_pause").click().run()
     at.button(key="mix_step").click().run()
     at.button(key="mix_step").click().run()
     _ok(at)
-    assert len(_points(at)) == 2 and len(at.session_state["feed_queue"]) == 30
+    assert len(_points(at)) == fed + 2 and len(at.session_state["feed_queue"]) == 30 - fed
     at.button(key="mix_play").click().run()
     _ok(at)
     assert at.session_state["feeding"] is True

@@ -82,11 +82,13 @@ def test_regression_page_lists_only_regression_models_and_runs_its_widgets(reg_d
     at.radio(key="reg_mode").set_value("point by point")
     at.button(key="reg_draw").click().run()
     _ok(at)
-    assert at.session_state["reg_points"] == [] and len(at.session_state["reg_feed_queue"]) == 16
+    # Queued, not added: a run slower than the feed's tick (a loaded machine) may already feed one.
+    fed, queued = len(at.session_state["reg_points"]), len(at.session_state["reg_feed_queue"])
+    assert fed <= 1 and fed + queued == 16
     at.button(key="reg_pause").click().run()
     at.button(key="reg_step").click().run()
     _ok(at)
-    assert len(at.session_state["reg_points"]) == 1
+    assert len(at.session_state["reg_points"]) == fed + 1
     at.button(key="reg_clear").click().run()
     _ok(at)
     assert at.session_state["reg_points"] == []
