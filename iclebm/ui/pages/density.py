@@ -380,9 +380,7 @@ def film_strip_panel(model: EnergyTransformer, model_key: str, box: tuple[float,
         "film_strip_fig", (model_key, tuple(pts), selected),
         lambda: P.film_strip_figure(strip.xs, strip.log_density, strip.lengths, box, context,
                                     selected=selected))
-    # Through the canvas component, not st.plotly_chart: Streamlit's own Plotly chunk takes ~3 s of
-    # the browser's main thread to load, and on this page it delayed the first canvas by as much.
-    plotly_canvas(fig, key="film_strip", height=int(fig.layout.height or 230), clickable=False)
+    chart(fig, key="film_strip")  # the canvas, not st.plotly_chart: see `chart`
     st.caption(f"log p(x | first n points) for n = {', '.join(map(str, strip.lengths))}: one batched "
                f"all-prefix call, {strip.seconds * 1000:.0f} ms.")
 
