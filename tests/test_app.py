@@ -52,6 +52,11 @@ def _captions(at: AppTest) -> str:
     return " ".join(str(c.value) for c in at.caption)
 
 
+def _canvases(at: AppTest) -> set[str]:
+    """The keys of the canvas components (clickable or plain charts) that the last run drew."""
+    return {e.proto.id.rsplit("-", 1)[-1] for e in at.get("bidi_component")}
+
+
 def _points(at: AppTest) -> list:
     return list(at.session_state["points"])
 

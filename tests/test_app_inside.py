@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_app import _app, _ok, _open, ckpt_dir  # noqa: F401 - ckpt_dir is a fixture
+from test_app import _app, _canvases, _ok, _open, ckpt_dir  # noqa: F401 - ckpt_dir is a fixture
 from test_mdn_app import mdn_dir  # noqa: F401 - a fixture
 
 from iclebm.probes import ctx2weights
@@ -37,8 +37,7 @@ def test_inside_page_shows_the_inspector_and_its_link(ckpt_dir: Path) -> None:  
     at = _inside(PTS)
     _ok(at)
     assert any("Inside the model" in str(m.value) for m in at.markdown)
-    charts = {e.proto.id for e in at.get("plotly_chart")}
-    assert len(charts) >= 2  # the inspector grid and the influence bars
+    assert {"in_grid", "in_influence"} <= _canvases(at)  # the inspector grid and the influence bars
     q = _q(at)
     assert q["pts"] == "1,2;3,1;-2,0.5;0.5,-1.5" and q["q"] == "0.625,0.5" and q["model"] == "mog2d"
     at.session_state["in_query"] = (2.0, -3.0)  # what a click on the canvas does
@@ -146,7 +145,7 @@ def test_a_diverging_fine_tune_shows_a_message_and_keeps_the_in_context_view(
     errors = _texts(at, "error")
     assert "diverged at step 2" in errors and "in-context view is unaffected" in errors
     assert at.select_slider(key="in_snap").value == 1  # the last good snapshot (0, 1 kept; 2 diverged)
-    assert len(at.get("plotly_chart")) >= 3
+    assert {"in_side", "in_dist"} <= _canvases(at)  # the last good snapshot is drawn
 
 
 

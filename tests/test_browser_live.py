@@ -73,6 +73,11 @@ def test_a_watched_run_keeps_going_and_an_abandoned_one_pauses(browser, app_url:
             state = _status(pg, MAIN)[0]
             assert state == "running", (state, time.monotonic() - start, pg.locator(MAIN).inner_text()[:400])
         assert "no open page has looked" not in pg.inner_text("body")
+        # Opened straight on /train, the page's first canvases are drawn by the live fragment's own
+        # reruns, which must load plotly.js inside the fragment (the sidebar is out of its reach).
+        for key in ("loss_chart", "train_icl"):
+            pg.locator(f".st-key-{key} .js-plotly-plot").first.wait_for(timeout=60_000)
+        assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator(MAIN).inner_text()[:600]
         _wait_status(pg, MAIN, r"running · step \d+", 10_000)
         assert _status(pg, MAIN)[1] > first, (first, _status(pg, MAIN))
         _wait_status(pg, SIDE, r"Live training: running · step \d+", 30_000)

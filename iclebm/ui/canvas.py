@@ -31,6 +31,7 @@ from typing import Any
 import plotly
 import plotly.graph_objects as go
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from iclebm.ui.figures import CHART_CONFIG
 
@@ -373,6 +374,12 @@ def figure_payload(fig: go.Figure) -> str:
     return fig.to_json(validate=False)
 
 
+def _in_fragment_rerun() -> bool:
+    """Whether this script run reruns fragments only (e.g. the Train page's live view ticking)."""
+    ctx = get_script_run_ctx()
+    return bool(ctx is not None and ctx.fragment_ids_this_run)
+
+
 def _plotly_ready() -> bool:
     """Whether a canvas in this session has already drawn, i.e. the browser holds window.Plotly."""
     if st.session_state.get("_iclebm_plotly_ready"):
@@ -410,9 +417,13 @@ def plotly_canvas(
     if not ready:
         # Until a canvas reports that it has drawn, the page gets the bundle (once per
         # browser thanks to the message cache; later runs skip even the hashing). It sits
-        # at the end of the sidebar, so dropping it later shifts no main-area element.
-        with st.sidebar:
+        # at the end of the sidebar, so dropping it later shifts no main-area element;
+        # a fragment's own rerun may not write there, so it then goes in the fragment's body.
+        if _in_fragment_rerun():
             loader(key=f"{key}-plotlyjs", height=0)
+        else:
+            with st.sidebar:
+                loader(key=f"{key}-plotlyjs", height=0)
     payload = fig if isinstance(fig, str) else figure_payload(fig)
     data = {
         "figure": payload,

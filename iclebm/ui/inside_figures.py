@@ -266,8 +266,8 @@ def distance_figure(steps: Sequence[int], sym_kl: Sequence[float], hellinger: Se
     fig.update_xaxes(title_text="fine-tuning steps k")
     fig.update_yaxes(title_text="KL(p‖q) + KL(q‖p)", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="Hellinger", secondary_y=True, range=[0, 1], dtick=0.25, showgrid=False)
-    fig.update_layout(height=height, margin={"l": 50, "r": 50, "t": 30, "b": 40},
-                      title={"text": "distance between the in-context and in-weights densities", "x": 0.01,
+    fig.update_layout(height=height, margin={"l": 50, "r": 50, "t": 48, "b": 75},
+                      title={"text": "in-context vs in-weights density:<br>distance", "x": 0.01,
                              "font": {"size": 13}},
-                      legend={"orientation": "h", "y": -0.25})
+                      legend={"orientation": "h", "y": -0.42})  # below the axis title, not on it
     return fig

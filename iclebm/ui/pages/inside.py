@@ -25,7 +25,7 @@ from iclebm.ui import compute, share
 from iclebm.ui import inside_figures as F
 from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
-from iclebm.ui.canvas import new_clicks, plotly_canvas
+from iclebm.ui.canvas import chart, new_clicks, plotly_canvas
 from iclebm.ui.context import current_mixture, set_points
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.finetune import FineTuneJob
@@ -212,14 +212,12 @@ def inspector_panel(ctx: AppContext, pts: list) -> None:
         if not pts:
             st.info("The context is empty: the query can only attend to itself (weight 1 in every head), "
                     "and there is no point to remove.")
-        st.plotly_chart(F.attention_grid_figure(insp.points, query, insp.weights, ctx.box, cell=130),
-                        key="in_grid", width="stretch", config={"displayModeBar": False})
+        chart(F.attention_grid_figure(insp.points, query, insp.weights, ctx.box, cell=130), key="in_grid")
         st.caption(f"Rows: layers 1–{cfg.n_layer}; columns: heads 1–{cfg.n_head}. Marker area ∝ attention "
                    "weight; the panel title gives the weight of q on itself. E(q | D) = "
                    f"{insp.energy:.3f}; computed in {1000 * insp.seconds:.0f} ms.")
     if pts:
-        st.plotly_chart(F.influence_figure(insp.influence), key="in_influence", width="stretch",
-                        config={"displayModeBar": False})
+        chart(F.influence_figure(insp.influence), key="in_influence")
         st.caption("Red: removing x_j raises the energy at q (x_j makes q more likely); blue: the reverse. "
                    "All N leave-one-out contexts run as one batch.")
 
@@ -370,13 +368,11 @@ def c2w_results(ctx: AppContext) -> None:
     xs = grid_axis(ctx.box, C2W_RES).astype(np.float32)
     left, right = st.columns([1.6, 1], gap="medium")
     with left:
-        st.plotly_chart(F.side_by_side_figure(xs, ref.log_density, snap.log_density, ctx.box, pts,
-                                              np.asarray(info["short"]).reshape(-1, 2), snap.step),
-                        key="in_side", width="stretch", config={"displayModeBar": False})
+        chart(F.side_by_side_figure(xs, ref.log_density, snap.log_density, ctx.box, pts,
+                                    np.asarray(info["short"]).reshape(-1, 2), snap.step), key="in_side")
     d = C.distances(ref, res.snapshots)
     with right:
-        st.plotly_chart(F.distance_figure(d["step"], d["sym_kl"], d["hellinger"], selected=snap.step),
-                        key="in_dist", width="stretch", config={"displayModeBar": False})
+        chart(F.distance_figure(d["step"], d["sym_kl"], d["hellinger"], selected=snap.step), key="in_dist")
     def num(v: float | None) -> float:
         return float("nan") if v is None else float(v)
 

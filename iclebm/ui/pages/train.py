@@ -27,6 +27,7 @@ from iclebm.probes import landscape as L
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
+from iclebm.ui.canvas import chart
 from iclebm.ui.card_view import card_markdown
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.live_settings import BOUNDS
@@ -196,16 +197,14 @@ def _training_view(box: tuple[float, float]) -> None:
         objective = objective_label(trainer.train_config.objective)
         st.markdown(f"{status_line(snap)} · {trainer.mode} · {objective}")
         if snap.history:
-            st.plotly_chart(P.loss_figure(snap.history), width="stretch", key="loss_chart",
-                            config=P.CHART_CONFIG)
+            chart(P.loss_figure(snap.history), key="loss_chart")
         else:
             st.caption("No steps yet: press Play or Step." if snap.status != "waiting" else
                        "Training starts as soon as a slot is free.")
     with right:
         curves = trainer.icl_curves()
         if curves:
-            st.plotly_chart(P.icl_history_figure(curves), width="stretch", key="train_icl",
-                            config={"displayModeBar": False})
+            chart(P.icl_history_figure(curves), key="train_icl")
         else:
             st.caption("The ICL curve of the current weights appears after the first steps.")
     if tmodel is None:
@@ -216,8 +215,8 @@ def _training_view(box: tuple[float, float]) -> None:
         "train_strip", (id(trainer), step, tuple(map(tuple, pts))),
         lambda: L.compute_film_strip(tmodel, np.asarray(pts, dtype=np.float64).reshape(-1, 2), box, 30))
     context = np.asarray(pts).reshape(-1, 2) if pts else None
-    st.plotly_chart(P.film_strip_figure(strip.xs, strip.log_density, strip.lengths, box, context, height=190),
-                    width="stretch", key="train_strip", config={"displayModeBar": False})
+    chart(P.film_strip_figure(strip.xs, strip.log_density, strip.lengths, box, context, height=190),
+          key="train_strip")
     st.caption(f"The weights at step {step} on the Density page's context: p(x | first n points) for "
                f"n = {', '.join(map(str, strip.lengths))}." if pts else
                f"The weights at step {step} with an empty context; add points on the Density page.")
