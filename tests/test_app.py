@@ -57,6 +57,13 @@ def _canvases(at: AppTest) -> set[str]:
     return {e.proto.id.rsplit("-", 1)[-1] for e in at.get("bidi_component")}
 
 
+def _download(at: AppTest, key: str):  # type: ignore[no-untyped-def]
+    """The download button with widget key `key` in the last run."""
+    found = [e for e in at.get("download_button") if e.proto.id.endswith(f"-{key}")]
+    assert len(found) == 1, [e.proto.id for e in at.get("download_button")]
+    return found[0]
+
+
 def _points(at: AppTest) -> list:
     return list(at.session_state["points"])
 
@@ -188,6 +195,12 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
     _ok(at)
     assert at.session_state["lv_result"]["traj"].positions.shape[1] == 20
     assert "within 3σ" in " ".join(str(m.value) for m in at.markdown)
+    assert not _download(at, "lv_gif").proto.disabled  # the run's GIF, offered in the run that made it
+    lv = at.session_state["lv_result"]
+    at.session_state["lv_result"] = {**lv, "model_key": "file:another-model"}  # as after a model switch
+    at.run()
+    assert _download(at, "lv_gif").proto.disabled  # no GIF of another model's particles on this landscape
+    at.session_state["lv_result"] = lv
     # By default the sampler samples p itself: T = 1, noise = sqrt(2 * the card's step size).
     card_step = at.number_input(key="lv_step").value
     assert at.number_input(key="lv_temp").value == 1.0

@@ -176,8 +176,7 @@ def on_load(editor: PointEditor, box: Box, cap: int, prefix: str) -> None:
 def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str, model: object = None
                ) -> None:
     """The expander: source, column pickers, out-of-box policy, subset, Load; the map in use; CSV; with a
-    density `model`, GIFs of the film strip and of the Langevin sampler's last run (its
-    `st.session_state["lv_result"]`)."""
+    density `model`, a GIF of the film strip."""
     ss = st.session_state
     with st.expander("Your data", expanded=False):
         source = st.segmented_control("source", SOURCES, key=_key(prefix, "source"), default=SOURCES[0],
@@ -254,13 +253,8 @@ def comparison(model: object, name: str, prefix: str) -> None:
 
 
 def gif_buttons(model: object, points: list, prefix: str) -> None:
-    """Made only when clicked (a callable `data`): nothing is drawn for a page that is never exported."""
-    lv = st.session_state.get("lv_result")
-    c1, c2 = st.columns(2)
-    c1.download_button("Film strip GIF", data=lambda: gif_bytes(model, points, "filmstrip"),
+    """Made only when clicked (a callable `data`): nothing is drawn for a page that is never exported.
+    (The Langevin GIF sits under the sampler's own figure, where its run is known to be current.)"""
+    st.download_button("Film strip GIF", data=lambda: gif_bytes(model, points, "filmstrip"),
                        file_name="film-strip.gif", mime="image/gif", on_click="ignore", disabled=not points,
                        key=_key(prefix, "strip_gif"), width="stretch")
-    c2.download_button("Langevin GIF", data=lambda: gif_bytes(model, lv["context"], "langevin", lv["traj"]),
-                       file_name="langevin.gif", mime="image/gif", on_click="ignore", disabled=not lv,
-                       key=_key(prefix, "lv_gif"), width="stretch",
-                       help="The sampler's last run, as the page animates it (press Run sampler first)")
