@@ -196,10 +196,12 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
     assert at.session_state["lv_result"]["traj"].positions.shape[1] == 20
     assert "within 3σ" in " ".join(str(m.value) for m in at.markdown)
     assert not _download(at, "lv_gif").proto.disabled  # the run's GIF, offered in the run that made it
+    assert not _download(at, "lv_mp4").proto.disabled  # the dev install has the MP4 encoder
     lv = at.session_state["lv_result"]
     at.session_state["lv_result"] = {**lv, "model_key": "file:another-model"}  # as after a model switch
     at.run()
     assert _download(at, "lv_gif").proto.disabled  # no GIF of another model's particles on this landscape
+    assert _download(at, "lv_mp4").proto.disabled
     at.session_state["lv_result"] = lv
     # By default the sampler samples p itself: T = 1, noise = sqrt(2 * the card's step size).
     card_step = at.number_input(key="lv_step").value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -53,7 +55,7 @@ def test_the_map_follows_the_loaded_points_until_they_are_all_replaced() -> None
     assert context_csv([(0.5, 0.25)], None) == "x,y\n0.5,0.25\n"
 
 
-def test_the_langevin_gif_animates_the_pages_own_run() -> None:
+def test_the_langevin_gif_animates_the_pages_own_run(tmp_path: Path) -> None:
     import io
 
     from PIL import Image
@@ -68,3 +70,7 @@ def test_the_langevin_gif_animates_the_pages_own_run() -> None:
                               max_frames=5)
     with Image.open(io.BytesIO(gif_bytes(model, ctx, "langevin", traj))) as im:
         assert im.format == "GIF" and im.n_frames == len(traj.steps) == 5
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason='MP4 needs the "video" extra')
+    mp4 = tmp_path / "lv.mp4"
+    mp4.write_bytes(gif_bytes(model, ctx, "langevin", traj, ".mp4"))
+    assert imageio_ffmpeg.count_frames_and_secs(str(mp4))[0] == 5

@@ -64,6 +64,35 @@ def test_gif_frames_are_the_animation_frames(points_file: Path, tmp_path: Path) 
         assert im.n_frames == len(frame_indices(steps, 6)) == 6
 
 
+def test_mp4_has_the_animation_frames(points_file: Path, tmp_path: Path) -> None:
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg", reason='MP4 needs the "video" extra')
+    assert render(points_file, tmp_path / "strip.mp4", "--what", "filmstrip") == 0
+    data = (tmp_path / "strip.mp4").read_bytes()
+    assert data[4:8] == b"ftyp"  # an MP4 container
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(tmp_path / "strip.mp4"))
+    assert frames == len(film_strip_lengths(10))
+
+
+def test_mp4_without_an_encoder_is_refused_before_any_work(points_file: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_imageio_ffmpeg(name: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name == "imageio_ffmpeg":
+            raise ImportError("not installed")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_imageio_ffmpeg)
+    monkeypatch.setattr(figures.shutil, "which", lambda name: None)
+    assert render(points_file, tmp_path / "strip.mp4", "--what", "filmstrip") == 2
+    err = capsys.readouterr().err
+    assert 'pip install "iclebm[video]"' in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [points_file]
+
+
 def test_a_bad_row_exits_2_with_one_line_and_writes_nothing(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     f = tmp_path / "bad.csv"
@@ -78,7 +107,8 @@ def test_a_bad_row_exits_2_with_one_line_and_writes_nothing(tmp_path: Path,
 @pytest.mark.parametrize("content, args, message", [
     ("x,y\n100,200\n", (), "1 of 1 points lie outside the model's box [-12, 12]²; pass --rescale"),
     ("", (), "the table is empty"),
-    ("x,y\n1,2\n", ("--what", "density", "--out-suffix", ".gif"), "a GIF animates frames"),
+    ("x,y\n1,2\n", ("--what", "density", "--out-suffix", ".gif"), "an animation (.gif, .mp4) needs frames"),
+    ("x,y\n1,2\n", ("--what", "density", "--out-suffix", ".mp4"), "an animation (.gif, .mp4) needs frames"),
     ("x,y\n1,2\n", ("--columns", "x,z"), "no column named 'z'"),
 ])
 def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture, content: str, args: tuple,

@@ -1,6 +1,7 @@
 """Figures for papers and slides without a browser: the model's landscape, density, film strip or
 Langevin sampler on your points (a regression model: its landscape, density or thinking), drawn
-with matplotlib to PNG, SVG, PDF or an animated GIF.
+with matplotlib to PNG, SVG, PDF, an animated GIF, or an MP4 video (H.264 through the ffmpeg that
+the optional `imageio-ffmpeg` package ships: `pip install "iclebm[video]"`; or an ffmpeg on PATH).
 
 The numbers come from the same probes the app draws (`iclebm.probes.landscape`,
 `iclebm.probes.regression_view`); this module only lays them out. With an `AffineMap` (data
@@ -11,11 +12,13 @@ matplotlib's object API (no pyplot), so importing this in a notebook leaves its 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import matplotlib
 import numpy as np
-from matplotlib.animation import FuncAnimation, PillowWriter
+from matplotlib.animation import FFMpegWriter, FuncAnimation, MovieWriter, PillowWriter
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -29,7 +32,8 @@ from iclebm.probes import landscape as L
 from iclebm.probes.regression_view import regression_grid, thinking_curves
 
 WHATS = ("landscape", "density", "filmstrip", "langevin", "thinking")
-FORMATS = (".png", ".svg", ".pdf", ".gif")
+FORMATS = (".png", ".svg", ".pdf", ".gif", ".mp4")
+ANIMATED = (".gif", ".mp4")
 GIF_WHATS = ("filmstrip", "langevin", "thinking")  # the views with frames
 REGRESSION_WHATS = ("landscape", "density", "thinking")
 LANGEVIN_PARTICLES = 300
@@ -44,14 +48,40 @@ def check_render_request(model: object, what: str, out: Path) -> None:
         raise ValueError(f"unknown view {what!r}; choose from {', '.join(WHATS)}")
     if out.suffix.lower() not in FORMATS:
         raise ValueError(f"{out.name}: the format is chosen by the suffix, one of {', '.join(FORMATS)}")
-    if out.suffix.lower() == ".gif" and what not in GIF_WHATS:
-        raise ValueError(f"a GIF animates frames: use --what {' or '.join(GIF_WHATS)} (or a still format)")
+    if out.suffix.lower() in ANIMATED and what not in GIF_WHATS:
+        raise ValueError(f"an animation ({', '.join(ANIMATED)}) needs frames: use --what "
+                         f"{' or '.join(GIF_WHATS)} (or a still format)")
+    if out.suffix.lower() == ".mp4":
+        ffmpeg_path()  # refuse before any work when no encoder is here
     if _regression(model) and what not in REGRESSION_WHATS:
         raise CapabilityError(f"--what {what} draws a density model; a regression model renders its "
                               "landscape, density p(y | x, context) or thinking")
     if not _regression(model) and what == "thinking":
         raise CapabilityError("--what thinking draws a regression model's prediction by energy "
                               "minimisation (e.g. --checkpoint checkpoints/linreg.safetensors)")
+
+
+def ffmpeg_path() -> str:
+    """The ffmpeg that encodes MP4: imageio-ffmpeg's own binary (no system install needed), else one on
+    PATH; CapabilityError naming the fix when neither is here."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        found = shutil.which("ffmpeg")
+        if found:
+            return found
+    raise CapabilityError('MP4 needs an ffmpeg: pip install "iclebm[video]" (imageio-ffmpeg ships one), '
+                          "put ffmpeg on PATH, or write a .gif")
+
+
+def _writer(suffix: str) -> MovieWriter:
+    if suffix == ".mp4":
+        # yuv420p: the pixel format every browser and slide program plays; even frame sizes for it.
+        return FFMpegWriter(fps=GIF_FPS, codec="libx264",
+                            extra_args=["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p"])
+    return PillowWriter(fps=GIF_FPS)
 
 
 def _regression(model: object) -> bool:
@@ -206,7 +236,7 @@ def render_figure(model: object, points: np.ndarray | list, out: str | os.PathLi
                   labels: tuple[str, str] = ("x", "y"), title: str | None = None,
                   trajectory: L.Trajectory | None = None) -> Path:
     """Draw `what` (WHATS) of `model` on the context `points` (box coordinates, at most the model's
-    max_context) and write it to `out`; the suffix picks the format (FORMATS; .gif animates the film
+    max_context) and write it to `out`; the suffix picks the format (FORMATS; .gif or .mp4 animates the film
     strip or the Langevin sampler: `trajectory`, e.g. the app's last run, or the card's sampler from a
     uniform start). Written to a temporary file and renamed, so a failure leaves no
     partial file. Returns the path written."""
@@ -215,7 +245,7 @@ def render_figure(model: object, points: np.ndarray | list, out: str | os.PathLi
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     name = (getattr(model, "card", None) or {}).get("name", type(model).__name__)
     title = title if title is not None else f"{name}: {what}, {len(pts)} context points"
-    if out.suffix.lower() == ".gif":
+    if out.suffix.lower() in ANIMATED:
         fig, anim = _animation(model, pts, what, resolution, mapping, labels, title, trajectory)
     else:
         fig, anim = _still(model, pts, what, resolution, mapping, labels, title, trajectory), None
@@ -223,7 +253,9 @@ def render_figure(model: object, points: np.ndarray | list, out: str | os.PathLi
     os.close(fd)
     try:
         if anim is not None:
-            anim.save(tmp, writer=PillowWriter(fps=GIF_FPS), dpi=100)
+            if out.suffix.lower() == ".mp4":
+                matplotlib.rcParams["animation.ffmpeg_path"] = ffmpeg_path()
+            anim.save(tmp, writer=_writer(out.suffix.lower()), dpi=100)
         else:
             fig.savefig(tmp, dpi=DPI, format=out.suffix.lower()[1:])
         umask = os.umask(0)  # mkstemp made the file 0600; give it a plain open()'s permissions

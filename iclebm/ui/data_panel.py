@@ -11,6 +11,7 @@ good rows kept (the app's mode; `render` on the command line is strict instead).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,15 +99,42 @@ def current_map(points: list, loaded: dict | None) -> dict | None:
 GIF_RESOLUTION = 48  # the film strip's panels: small multiples need little resolution
 
 
-def gif_bytes(model: object, points: list, what: str, trajectory: Trajectory | None = None) -> bytes:
-    """An animated GIF of the film strip or of a Langevin run (`trajectory`: the page's own), drawn on
-    the server by `iclebm.render_figure` from the same probes the page draws."""
+def gif_bytes(model: object, points: list, what: str, trajectory: Trajectory | None = None,
+              suffix: str = ".gif") -> bytes:
+    """An animated GIF (or MP4: `suffix`) of the film strip, a Langevin run (`trajectory`: the page's
+    own) or the thinking, drawn on the server by `iclebm.render_figure` from the same probes the page
+    draws."""
     from iclebm.render.figures import render_figure  # matplotlib: loaded on the first export only
 
     with tempfile.TemporaryDirectory() as folder:
-        out = render_figure(model, points, Path(folder) / f"{what}.gif", what, GIF_RESOLUTION,
+        out = render_figure(model, points, Path(folder) / f"{what}{suffix}", what, GIF_RESOLUTION,
                             trajectory=trajectory)
         return out.read_bytes()
+
+
+def mp4_missing() -> str | None:
+    """Why MP4 export is off here (no encoder), or None when it works."""
+    from iclebm.errors import CapabilityError
+    from iclebm.render.figures import ffmpeg_path
+
+    try:
+        ffmpeg_path()
+    except CapabilityError as e:
+        return str(e)
+    return None
+
+
+def animation_buttons(label: str, name: str, make: Callable[[str], bytes], key: str, disabled: bool,
+                      help: str) -> None:
+    """Two downloads of one animation, side by side: GIF, and MP4 where an encoder is here (else the
+    button stays, disabled, saying what to install). `make(suffix)` draws it only when clicked."""
+    c1, c2 = st.columns([2, 1])
+    c1.download_button(f"{label} GIF", data=lambda: make(".gif"), file_name=f"{name}.gif", mime="image/gif",
+                       on_click="ignore", disabled=disabled, key=f"{key}_gif", width="stretch", help=help)
+    missing = mp4_missing()
+    c2.download_button("MP4", data=lambda: make(".mp4"), file_name=f"{name}.mp4", mime="video/mp4",
+                       on_click="ignore", disabled=disabled or missing is not None, key=f"{key}_mp4",
+                       width="stretch", help=missing or help)
 
 
 # ---- the widgets --------------------------------------------------------------------------
@@ -218,10 +246,10 @@ def data_panel(editor: PointEditor, box: Box, cap: int, kind: str, prefix: str, 
         if model is not None and kind == "density":
             gif_buttons(model, points, prefix)
         elif model is not None:
-            st.download_button("Thinking GIF", data=lambda: gif_bytes(model, points, "thinking"),
-                               file_name="thinking.gif", mime="image/gif", on_click="ignore",
-                               disabled=not points, key=_key(prefix, "think_gif"), width="stretch",
-                               help="ŷ(x) per thinking step on p(y | x, context), the card's thinking")
+            animation_buttons("Thinking", "thinking",
+                              lambda sfx: gif_bytes(model, points, "thinking", suffix=sfx),
+                              _key(prefix, "think"), not points,
+                              "ŷ(x) per thinking step on p(y | x, context), the card's thinking")
 
 
 COMPARE_SPLITS = 5  # seconds in the app; `python -m iclebm examples` takes 20 by default
@@ -255,6 +283,6 @@ def comparison(model: object, name: str, prefix: str) -> None:
 def gif_buttons(model: object, points: list, prefix: str) -> None:
     """Made only when clicked (a callable `data`): nothing is drawn for a page that is never exported.
     (The Langevin GIF sits under the sampler's own figure, where its run is known to be current.)"""
-    st.download_button("Film strip GIF", data=lambda: gif_bytes(model, points, "filmstrip"),
-                       file_name="film-strip.gif", mime="image/gif", on_click="ignore", disabled=not points,
-                       key=_key(prefix, "strip_gif"), width="stretch")
+    animation_buttons("Film strip", "film-strip",
+                      lambda sfx: gif_bytes(model, points, "filmstrip", suffix=sfx),
+                      _key(prefix, "strip"), not points, "p(x | first n points), one frame per n")

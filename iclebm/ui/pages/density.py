@@ -33,7 +33,7 @@ from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
 from iclebm.ui.canvas import chart, figure_payload, plotly_canvas
 from iclebm.ui.context import POINTS, current_mixture, set_points, true_density_grid
-from iclebm.ui.data_panel import data_panel, gif_bytes
+from iclebm.ui.data_panel import animation_buttons, data_panel, gif_bytes
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
@@ -445,15 +445,15 @@ def langevin_panel(model: EnergyTransformer, model_key: str, box: tuple[float, f
     # message cache send later reruns as a hash reference instead of ~2 MB of frames.
     payload = compute.session_memo("langevin_fig", (id(traj), json.dumps(ss.get("mixture"))), figure_json)
     plotly_canvas(payload, key="langevin", height=560, clickable=False, revision=0)
-    c1, c2 = st.columns([3, 1], vertical_alignment="center")
+    c1, c2 = st.columns([3, 2], vertical_alignment="center")
     c1.caption(f"{traj.positions.shape[1]} particles × {int(traj.steps[-1])} steps in {traj.seconds:.1f} s; "
                f"{len(traj.steps)} frames animate in the browser.")
     stale = res["model_key"] != model_key  # another model's particles over this model's landscape: no GIF
-    c2.download_button("Langevin GIF", data=lambda: gif_bytes(model, rctx, "langevin", traj),
-                       file_name="langevin.gif", mime="image/gif", on_click="ignore", disabled=stale,
-                       key="lv_gif", width="stretch",
-                       help="The model changed since this run: press Run sampler first" if stale else
-                       "This run as the figure animates it, drawn on the server (a few seconds)")
+    with c2:
+        animation_buttons("Langevin", "langevin", lambda sfx: gif_bytes(model, rctx, "langevin", traj, sfx),
+                          "lv", stale,
+                          "The model changed since this run: press Run sampler first" if stale else
+                          "This run as the figure animates it, drawn on the server (a few seconds)")
     if mix is not None:
         rep = L.sample_report(mix, traj.positions[-1])
         st.markdown(
