@@ -73,6 +73,31 @@ def test_a_grid_larger_than_one_pass_equals_the_naive_sequences() -> None:
     np.testing.assert_allclose(land.energy, naive.astype(np.float32), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_passes_on_two_threads_equal_one_thread_exactly(monkeypatch: pytest.MonkeyPatch,
+                                                        dtype: torch.dtype) -> None:
+    """The landscape's passes on a thread pool: the same numbers, bit for bit, in the grid's order."""
+    torch.manual_seed(4)
+    m = EnergyTransformer(EnergyConfig(n_layer=2, n_head=2, d_model=16, max_context=16)).to(dtype).eval()
+    pts = _points(6, seed=7)
+    monkeypatch.setattr(L, "QUERY_CHUNK", 700)  # 60x60 = 3600 queries: 6 passes, the last one short
+    monkeypatch.setattr(L, "QUERY_THREADS", 1)
+    one = L.compute_landscape(m, pts, BOX, resolution=60)
+    monkeypatch.setattr(L, "QUERY_THREADS", 2)
+    two = L.compute_landscape(m, pts, BOX, resolution=60)
+    np.testing.assert_array_equal(one.energy, two.energy)
+    np.testing.assert_array_equal(one.log_density, two.log_density)
+
+
+def test_map_passes_keeps_order_and_the_callers_grad_mode() -> None:
+    passes = [torch.full((3,), float(i)) for i in range(5)]
+    with torch.no_grad():
+        modes = L.map_passes(lambda q: torch.tensor(float(torch.is_grad_enabled())) + 0 * q[0], passes, 2)
+    assert [float(v) for v in modes] == [0.0] * 5
+    out = L.map_passes(lambda q: q.sum() + torch.is_grad_enabled(), passes, 2)
+    assert [float(v) for v in out] == [3.0 * i + 1 for i in range(5)]
+
+
 def test_empty_context_and_no_arrows(model: EnergyTransformer) -> None:
     land = L.compute_landscape(model, [], BOX, resolution=12)
     assert land.n_context == 0 and land.arrow_xy is None and np.isfinite(land.energy).all()

@@ -18,7 +18,10 @@ columns = x, so an (R, R) array is directly a Plotly heatmap `z`.
 from __future__ import annotations
 
 import math
+import os
 import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +78,31 @@ def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[to
 # (GELU, LayerNorm) do not stream 10 MB arrays; 100x100 grids take ~160 instead of ~190 ms on one
 # core here. Queries are independent tokens, so the split changes no value.
 QUERY_CHUNK = 2500
+# Passes run on up to QUERY_THREADS threads (torch ops release the GIL). The app's torch uses one
+# intra-op thread, and while a click's landscape computes, the browser waits idle: a second thread puts
+# the second core to work (100x100: ~195 -> ~130 ms on the 2-core machine). Each pass is computed as
+# it would be alone, so the result equals the one-thread result exactly. ICLEBM_QUERY_THREADS=1: off.
+QUERY_THREADS = max(1, int(os.environ.get("ICLEBM_QUERY_THREADS", min(2, os.cpu_count() or 1))))
+_pool: ThreadPoolExecutor | None = None
+
+
+def map_passes(fn: Callable[[torch.Tensor], torch.Tensor], passes: Sequence[torch.Tensor],
+               threads: int | None = None) -> list[torch.Tensor]:
+    """[fn(p) for p in passes], on `threads` (default QUERY_THREADS) CPU threads; a GPU, a single pass
+    or one thread runs them in order. The caller's grad mode holds in the workers too."""
+    global _pool
+    threads = QUERY_THREADS if threads is None else threads
+    if threads <= 1 or len(passes) <= 1 or passes[0].device.type != "cpu":
+        return [fn(q) for q in passes]
+    if _pool is None or _pool._max_workers < threads:
+        _pool = ThreadPoolExecutor(threads, thread_name_prefix="iclebm-query")
+    grad = torch.is_grad_enabled()  # thread-local in torch: carry it into the workers
+
+    def run(q: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            return fn(q)
+
+    return list(_pool.map(run, passes))
 
 
 def compute_landscape(
@@ -91,7 +119,7 @@ def compute_landscape(
     with torch.no_grad():
         cache = model.encode_context(context)
         passes = query.split(QUERY_CHUNK, dim=1)
-        energy = torch.cat([model.energy_cached(q[:, None], cache)[0, 0] for q in passes])
+        energy = torch.cat(map_passes(lambda q: model.energy_cached(q[:, None], cache)[0, 0], passes))
     energy_np = energy.reshape(resolution, resolution).cpu().numpy().astype(np.float32)
     arrow_xy = arrow_uv = None
     if arrow_resolution > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -12,6 +13,13 @@ from iclebm.dynamics.thinking import predict
 from iclebm.grid import log_z_on_grid, y_axis
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.regression import column_energies
+from iclebm.probes.landscape import QUERY_THREADS, map_passes
+
+
+def _x_parts(xs: torch.Tensor) -> list[torch.Tensor]:
+    """The x columns (B, M) in QUERY_THREADS parts: every column's numbers are its own (its y grid, its
+    thinking), so the parts run on separate cores and concatenate to the whole."""
+    return list(xs.split(max(1, math.ceil(xs.shape[1] / QUERY_THREADS)), dim=1))
 
 
 @dataclass
@@ -45,7 +53,8 @@ def regression_grid(
     pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2))[None]  # (1, N, 2)
     ys, h = y_axis(box, resolution)
     xs = ys.clone()
-    energy = column_energies(model, xs[None], pts, ys)[0, 0]  # (R_x, R_y)
+    parts = map_passes(lambda xp: column_energies(model, xp, pts, ys)[0, 0], _x_parts(xs[None]))
+    energy = torch.cat(parts)  # (R_x, R_y)
     log_p = -energy - log_z_on_grid(energy, h, keepdim=True)
     energy, log_p = energy.cpu(), log_p.cpu()
     return xs.numpy(), ys.numpy(), energy.T.numpy(), log_p.T.numpy()
@@ -63,8 +72,10 @@ def thinking_curves(
     animation is asked for."""
     pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2))[None]  # (1, N, 2)
     x = torch.as_tensor(np.asarray(xs, dtype=np.float64))[None]
-    traj = predict(model, x.to(model.dtype), pts.to(model.dtype), steps=max_steps, step_size=step_size,
-                   starts=starts, return_trajectory=True)
+    ctx = pts.to(model.dtype)
+    parts = map_passes(lambda xp: predict(model, xp, ctx, steps=max_steps, step_size=step_size, starts=starts,
+                                          return_trajectory=True), _x_parts(x.to(model.dtype)))
+    traj = torch.cat(parts, dim=-1)  # (steps + 1, B, M)
     steps = [s for s in curve_frames(max_steps if schedule is None else schedule) if s <= max_steps]
     return steps, traj.cpu()[steps, 0].double().numpy()  # (F, R_x)
 
