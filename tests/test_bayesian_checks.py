@@ -176,3 +176,19 @@ def test_bayes_gap_decomposition() -> None:
     assert d["bayes_gap"] == {"model": [0.5, 0.5], "kde": [4.5, 1.5]}
     with pytest.raises(CapabilityError):
         bayes_gap_decomposition({"ns": [0], "nll": {"model": [1.0]}})
+
+
+def test_landscape_paths_take_orders(model: EnergyTransformer) -> None:
+    from iclebm.probes.landscape import compute_film_strip, compute_landscape
+
+    pts = _ctx(12, 1, 3)[0].numpy()
+    one = compute_landscape(model, pts, (-6.0, 6.0), 8, arrow_resolution=3)
+    assert np.array_equal(one.energy, compute_landscape(model, pts, (-6.0, 6.0), 8, orders=1).energy)
+    ens = compute_landscape(model, pts, (-6.0, 6.0), 8, arrow_resolution=3, orders=6)
+    q = torch.as_tensor(grid_points((-6.0, 6.0), 8)[0])[None]
+    with torch.no_grad():
+        ref = model.energy(q, torch.as_tensor(pts)[None], orders=6)[0].reshape(8, 8).numpy()
+    np.testing.assert_allclose(ens.energy, ref.astype(np.float32))
+    assert ens.arrow_uv is not None and ens.arrow_uv.shape == (9, 2)
+    strip = compute_film_strip(model, pts, (-6.0, 6.0), 8, lengths=[0, 3], orders=6)
+    np.testing.assert_allclose(strip.energy[1], ens.energy)

@@ -110,8 +110,8 @@ class BayesGrid:
     def log_densities(self, contexts: np.ndarray, grid: GridSpec) -> np.ndarray:
         q = np.repeat(grid.points[None], contexts.shape[0], 0)
         method = self.method if contexts.shape[1] > 0 else "auto"
-        lp = mixture_log_predictive_batch(np.asarray(contexts, dtype=np.float64), q, self.prior, method=method,
-                                          gibbs=self.gibbs, shape=self.shape)
+        ctx = np.asarray(contexts, dtype=np.float64)
+        lp = mixture_log_predictive_batch(ctx, q, self.prior, method, self.gibbs, shape=self.shape)
         return normalise(lp, grid.area)
 
 
