@@ -124,9 +124,9 @@ def test_martingale_check_bayes_passes_non_bayesian_fails() -> None:
     bayes = martingale_check(BayesGrid(PRIOR), ctx, grid, **kw)  # n + 4 <= 8: exact enumeration
     heavy = martingale_check(LastPointHeavy(prior=PRIOR), ctx, grid, **kw)
     shrink = martingale_check(ShrinkingKde(prior=PRIOR), ctx, grid, **kw)
-    assert bayes.gap < 0.05
-    assert heavy.gap > 0.2 and heavy.tv > 2 * heavy.tv_noise
-    assert shrink.gap > 0.05
+    assert abs(bayes.gap) < 0.15  # Monte Carlo noise at J = 32 scatters it around 0 by about 0.1
+    assert heavy.gap > 0.3 and heavy.tv > 2 * heavy.tv_noise
+    assert shrink.gap > 0.1
     assert len(bayes.gap_by_step) == 4 and bayes.after.shape == (24, 24)
     assert (bayes.after.sum() * grid.area) == pytest.approx(1.0)
 

@@ -10,12 +10,13 @@ then E[p(x | D, x_{n+1})] = p(x | D) for every x, and the same holds after m ste
 3. p_bar = (1/J) sum_j p(. | D + continuation_j); the statistic compares p_bar with p_0.
 
 Statistic: the noise-corrected relative L2 gap
-    gap = sqrt(max(0, D2)) / ||p_0||,  D2 = sum_g [(p_bar_g - p0_g)^2 - s_g^2 / J] * area,
+    gap = sign(D2) sqrt(|D2|) / ||p_0||,  D2 = sum_g [(p_bar_g - p0_g)^2 - s_g^2 / J] * area,
 with s_g^2 the sample variance over continuations of p_j(g): E[(p_bar - p_0)^2] = bias^2 + var / J,
-so D2 estimates the squared bias alone; gap is 0 for a martingale up to Monte Carlo noise (its Bayes
-value) and is the relative L2 size of the drift otherwise. The raw total variation
-TV = 0.5 sum |p_bar - p_0| area and its noise level under the null (sqrt(2/pi) * 0.5 sum s_g / sqrt(J)
-* area, the mean absolute value of a normal error per cell) are reported beside it.
+so D2 estimates the squared bias alone; gap scatters around 0 for a martingale (its Bayes value; the
+sign is kept so that noise averages out over tasks) and is the relative L2 size of the drift otherwise.
+The raw total variation TV = 0.5 sum |p_bar - p_0| area and its noise level under the null
+(sqrt(2/pi) * 0.5 sum s_g / sqrt(J) * area, the mean absolute value of a normal error per cell) are
+reported beside it.
 
 Assumptions: the predictive is the learner's density renormalised on the box grid (mass outside the
 box is dropped); the sampled points come from that piecewise-constant density, which blurs each draw
@@ -68,7 +69,7 @@ def martingale_gap(before: np.ndarray, afters: np.ndarray, area: float) -> tuple
     var = afters.var(0, ddof=1) if j > 1 else np.zeros_like(mean)
     d2 = float((((mean - before) ** 2) - var / j).sum() * area)
     norm = math.sqrt(float((before**2).sum() * area))
-    gap = math.sqrt(max(0.0, d2)) / norm
+    gap = math.copysign(math.sqrt(abs(d2)), d2) / norm  # signed: noise scatters it on both sides of 0
     tv = 0.5 * float(np.abs(mean - before).sum() * area)
     noise = 0.5 * math.sqrt(2 / math.pi) * float(np.sqrt(var / j).sum() * area)
     return gap, tv, noise
