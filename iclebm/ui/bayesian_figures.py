@@ -17,6 +17,9 @@ LEARNER_COLORS = {"model": "#d62728", "bayes": "#1f77b4", "kde_scott": "#2ca02c"
                   "oracle": "#7f7f7f", "last-point-heavy KDE": "#ff7f0e", "shrinking KDE": "#8c564b"}
 
 
+DIVERGING = ("RdBu_r", "RdBu")  # centred on 0
+
+
 def _color(name: str) -> str:
     return LEARNER_COLORS.get(name, "#17becf")
 
@@ -37,16 +40,16 @@ def heatmap_row_figure(
 ) -> go.Figure:
     """Several (R, R) maps side by side on the same square axes, the context on each."""
     pts = _points(points)
-    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(titles), horizontal_spacing=0.06)
+    fig = make_subplots(rows=1, cols=len(maps), subplot_titles=list(titles), horizontal_spacing=0.11)
     for i, (z, scale) in enumerate(zip(maps, colorscales, strict=True), start=1):
-        x0 = (i - 1) / len(maps)
-        fig.add_trace(go.Heatmap(x=xs, y=xs, z=z, colorscale=scale, hovertemplate="%{z:.3g}<extra></extra>",
-                                 colorbar={"len": 0.8, "thickness": 8, "x": x0 + 1 / len(maps) - 0.035}),
-                      row=1, col=i)
+        right = fig.layout[f"xaxis{i if i > 1 else ''}"].domain[1]  # the colour bar just right of its panel
+        mid = 0.0 if scale in DIVERGING else None
+        bar = {"len": 0.8, "thickness": 8, "x": right + 0.005, "xanchor": "left"}
+        fig.add_trace(go.Heatmap(x=xs, y=xs, z=z, colorscale=scale, zmid=mid, colorbar=bar,
+                                 hovertemplate="%{z:.3g}<extra></extra>"), row=1, col=i)
         fig.add_trace(_context_trace(pts), row=1, col=i)
-        fig.update_xaxes(range=[xs[0], xs[-1]], row=1, col=i, constrain="domain")
-        fig.update_yaxes(range=[xs[0], xs[-1]], row=1, col=i, scaleanchor=f"x{i if i > 1 else ''}",
-                         constrain="domain")
+        fig.update_xaxes(range=[xs[0], xs[-1]], row=1, col=i)
+        fig.update_yaxes(range=[xs[0], xs[-1]], row=1, col=i)
     fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False)
     return fig
 

@@ -153,17 +153,19 @@ def order_panel(ctx: AppContext, pts: list, prior) -> None:
                "predictive's "
                "is 0 by construction.")
     ss = st.session_state
-    st.slider("orderings K", 2, 24, key="by_orders", persist_state=KEEP,
-              help="K orderings of the context: the given one and K - 1 random ones (all n! when fewer)")
+    cols = st.columns([1.2, 1, 1], vertical_alignment="bottom")
+    cols[0].slider("orderings K", 2, 24, key="by_orders", persist_state=KEEP,
+                   help="K orderings of the context: the given one and K - 1 random ones (all n! when fewer)")
     key = tuple(map(tuple, pts))
     mine = _order(ctx.model_key, ModelGrid(ctx.model), "model", key, ctx.box, int(ss["by_orders"]))
-    cols = st.columns(3)
+    cols = cols[1:]
     cols[0].metric("permutation KL, model", f"{mine.kl:.2e} nats", help=f"{mine.orders} orderings")
     if _bayes_live(prior, len(pts)):
         ref = _order(ctx.model_key, BayesGrid(prior), "bayes", key, ctx.box, int(ss["by_orders"]))
         cols[1].metric("permutation KL, Bayes", f"{ref.kl:.1e} nats", help="0 by construction (exact here)")
     else:
-        cols[1].metric("permutation KL, Bayes", "0 (by construction)")
+        cols[1].metric("permutation KL, Bayes", "0", help="0 by construction (not computed live here: an "
+                       "anisotropic prior or more than 8 points make the Bayes predictive slow)")
     chart(F.heatmap_row_figure(mine.xs, [mine.energy_std, mine.kl_map],
                                ["std over orderings of -log p", "permutation KL integrand"], pts,
                                ["Magma", "Magma"]), key="by_order_chart")
