@@ -350,8 +350,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "iclebm.evaluation.bayes_gap": (
         "bayes_gap_decomposition",
     ),
+    "iclebm.evaluation.bayesian_table": (
+        "bayesian_checks",
+        "format_bayesian_checks",
+    ),
     "iclebm.evaluation.density": (
         "BayesDensity",
+        "OrderEnsembleDensity",
         "DensityOracle",
         "ModelDensity",
         "density_learners",
