@@ -18,6 +18,7 @@ LEARNER_COLORS = {"model": "#d62728", "bayes": "#1f77b4", "kde_scott": "#2ca02c"
 
 
 DIVERGING = ("RdBu_r", "RdBu")  # centred on 0
+AXIS_MARGIN = {"l": 64, "r": 10, "t": 30, "b": 52}  # room for tick labels and axis titles
 
 
 def _color(name: str) -> str:
@@ -50,7 +51,7 @@ def heatmap_row_figure(
         fig.add_trace(_context_trace(pts), row=1, col=i)
         fig.update_xaxes(range=[xs[0], xs[-1]], row=1, col=i)
         fig.update_yaxes(range=[xs[0], xs[-1]], row=1, col=i)
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False)
+    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 40, "b": 30}, showlegend=False)
     return fig
 
 
@@ -60,10 +61,11 @@ def martingale_steps_figure(gaps: Mapping[str, Sequence[float]], height: int = 3
     for name, g in gaps.items():
         fig.add_trace(go.Scatter(x=list(range(1, len(g) + 1)), y=list(g), mode="lines+markers", name=name,
                                  line={"color": _color(name)}))
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    fig.update_layout(height=height, margin=AXIS_MARGIN,
                       xaxis_title="points sampled from the learner's own predictive",
                       yaxis_title="martingale gap (relative L2)", legend={"orientation": "h", "y": 1.12})
     fig.update_yaxes(rangemode="tozero")
+    fig.update_xaxes(dtick=1)
     return fig
 
 
@@ -86,7 +88,7 @@ def bayes_gap_figure(
     fig.add_trace(go.Scatter(x=x, y=mine, mode="lines+markers", fill="tonexty",
                              name=f"Bayes gap ({learner} - Bayes)", line={"color": _color(learner)},
                              fillcolor="rgba(214,39,40,0.25)"))
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    fig.update_layout(height=height, margin=AXIS_MARGIN,
                       yaxis_title="NLL (nats/point)", legend={"orientation": "h", "y": 1.15})
     fig.update_xaxes(tickvals=x, ticktext=[str(n) for n in ns], title="context points n")
     return fig
@@ -108,7 +110,7 @@ def trajectory_figure(names: Sequence[str], ns: Sequence[int], coords: np.ndarra
                                      marker={"size": 13, "color": _color(name), "symbol": "diamond",
                                              "line": {"width": 1.5, "color": "black"}},
                                      hovertemplate=f"{name}, n = {highlight}<extra></extra>"))
-    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    fig.update_layout(height=height, margin=AXIS_MARGIN,
                       legend={"orientation": "h", "y": 1.08}, xaxis_title="MDS 1", yaxis_title="MDS 2")
     fig.update_yaxes(scaleanchor="x")
     return fig
