@@ -443,8 +443,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if is_regression(model.card.get("task")):
         return _evaluate_regression(model, args)
     _set_threads(args.threads)
-    table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
+    table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution,
+                           orders=args.orders)
     print(format_nll_table(table))
+    if args.bayes_checks:
+        table["bayes_checks"] = _print_bayes_checks(model, args.seed)
     if args.json:
         _write_json(args.json, table)
     if args.update_card:
@@ -452,6 +455,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         save_checkpoint(model, Path(args.checkpoint), model.card)
         print(f"updated the card of {args.checkpoint}")
     return 0
+
+
+def _print_bayes_checks(model: EnergyTransformer, seed: int, name: str = "", quick: bool = False) -> dict:
+    """Permutation KL and martingale gap vs n of a density model, Bayes and the KDE (--bayes-checks)."""
+    from iclebm.evaluation.bayesian_table import bayesian_checks, format_bayesian_checks
+
+    t0 = time.time()
+    small = {"n_tasks": 1, "ns": (0, 2), "continuations": 8, "steps": 2} if quick else {}
+    result = bayesian_checks(model, seed=seed, **small)
+    result["seconds"] = round(time.time() - t0, 1)
+    print(f"\nIs it Bayesian?{' ' + name if name else ''} ({result['seconds']} s)")
+    print(format_bayesian_checks(result))
+    return result
 
 
 def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> int:
@@ -665,6 +681,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result["command"] = "python -m iclebm " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     result["seconds"] = round(time.time() - t0, 1)
     print(format_compare(result))
+    if args.bayes_checks:
+        result["bayes_checks"] = {name: _print_bayes_checks(m, args.seed, name, args.quick)
+                                  for name, m in models.items()}
     if args.json:
         _write_json(args.json, result)
     return 0
@@ -782,6 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regression: choose the default thinking step size and starts on validation tasks")
     e.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
     e.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
+    e.add_argument("--orders", type=int_in(1, 64), default=1,
+                   help="density: add the column model_orders, the order ensemble over this many orderings")
+    e.add_argument("--bayes-checks", action="store_true",
+                   help="density: print permutation KL and martingale gap vs n beside Bayes (minutes)")
     e.set_defaults(func=cmd_evaluate, argv=None)
 
     c = sub.add_parser("calibrate", help="fit per-length temperatures, choose the sampler, evaluate, save")
@@ -834,6 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", default=None, help="write the tables as JSON here")
     cp.add_argument("--threads", type=THREADS, default=None)
     cp.add_argument("--device", default="cpu", help="cpu|auto|cuda|cuda:N|mps (default cpu)")
+    cp.add_argument("--bayes-checks", action="store_true",
+                    help="also print each model's permutation KL and martingale gap vs n beside Bayes")
     cp.set_defaults(func=cmd_compare, argv=None)
 
     i = sub.add_parser("inspect", help="attention of a query over a context, per layer and head; influence")

@@ -16,7 +16,7 @@ from iclebm.checkpoints import CHECKPOINT_DIR, read_card
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 SHIPPED = sorted(CHECKPOINT_DIR.glob("*.safetensors"))
-PAGES = ("density", "inside", "regression", "train")
+PAGES = ("density", "inside", "regression", "train", "bayesian")
 
 
 @pytest.fixture(scope="module")

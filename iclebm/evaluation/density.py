@@ -33,6 +33,7 @@ from iclebm.evaluation.bayes import ShapeRule, bayes_point_nll
 from iclebm.evaluation.tables import DensityLearner, HeldOut, Learner, each_task, loss_table, nll_summary
 from iclebm.grid import grid_points, log_z_on_grid
 from iclebm.models.energy import EnergyTransformer
+from iclebm.models.order import ordering_energies, orderings
 from iclebm.tasks import DENSITY, MixturePrior
 
 DEFAULT_NS = (0, 1, 2, 4, 8, 16, 32)
@@ -144,6 +145,34 @@ class ModelDensity:
 
 
 @dataclass(frozen=True)
+class OrderEnsembleDensity:
+    """The order ensemble of `orders` orderings as a learner of the NLL table (per-point NLL, nats)."""
+
+    model: EnergyTransformer
+    box: tuple[float, float]
+    orders: int
+    resolution: int = 200
+    seed: int = 0
+    name: str = "model_orders"
+
+    def losses(self, held: HeldOut, ns: Sequence[int]) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(self.seed))
+        ctx, test = held.context.to(self.model.dtype), held.test.to(self.model.dtype)
+        out = []
+        with eval_mode(self.model), torch.no_grad():
+            for n in ns:
+                order = orderings(int(n), self.orders, g)
+                rows = []
+                for i in range(ctx.shape[0]):  # one task at a time: K * (S + R^2) queries each
+                    e, log_z = ordering_energies(self.model, test[i : i + 1], ctx[i : i + 1, : int(n)], order,
+                                                 self.box, self.resolution)
+                    log_p = -(e.double().cpu() + log_z.double().cpu()[..., None])  # (1, K, S)
+                    rows.append(-(torch.logsumexp(log_p, 1) - math.log(order.shape[0])))
+                out.append(torch.cat(rows))
+        return {"nll": torch.stack(out, 1)}  # (T, P, S)
+
+
+@dataclass(frozen=True)
 class BayesDensity:
     """The posterior predictive under `prior`, all tasks at once (isotropic priors only)."""
 
@@ -195,6 +224,7 @@ def in_context_nll(
     box: tuple[float, float] | None = None,
     task_batch: int = 8,
     bayes: bool = True,
+    orders: int = 1,
 ) -> dict:
     """Mean NLL (nats/point) of fresh task samples under p(x | first n context points).
 
@@ -204,7 +234,8 @@ def in_context_nll(
     resolution x resolution grid over the box; baselines are exact densities on R^2.
     `bayes` is the Bayes posterior predictive under the prior (`iclebm.evaluation.bayes`), the best any
     in-context learner trained on it can do; bayes=False (or a prior whose capabilities say
-    bayes=False) leaves that column out.
+    bayes=False) leaves that column out. orders = K > 1 adds the column "model_orders": the model's order
+    ensemble over K orderings (`OrderEnsembleDensity`, each ordering normalised on the same grid).
     Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
     error over tasks), n_tasks, n_test, resolution, seed, box.
     """
@@ -215,9 +246,11 @@ def in_context_nll(
         raise ValueError("n_tasks and n_test must be >= 1")
     prior, box = resolve_prior_and_box(model, prior, box)
     held = HeldOut.draw(prior.sample_task, n_tasks, max(ns), n_test, seed)
-    nll, se = nll_summary(density_learners(model, prior, box, resolution, seed, bayes, task_batch=task_batch),
-                          held, ns)
-    order = [c for c in COLUMNS if c in nll]
+    learners = density_learners(model, prior, box, resolution, seed, bayes, task_batch=task_batch)
+    if int(orders) > 1:
+        learners.insert(1, OrderEnsembleDensity(model, box, int(orders), resolution, seed))
+    nll, se = nll_summary(learners, held, ns)
+    order = [c for c in COLUMNS if c in nll] + [c for c in nll if c not in COLUMNS]
     return {
         "ns": ns,
         "nll": {c: nll[c] for c in order},

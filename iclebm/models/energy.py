@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from iclebm.card import box_of
 from iclebm.errors import ContextTooLongError
 from iclebm.models.backbone import (
     BackboneConfig,
@@ -37,6 +38,7 @@ from iclebm.models.backbone import (
     check_lengths,
     init_weights,
 )
+from iclebm.models.order import ensemble_energy, prefix_ensembles
 
 
 @dataclass
@@ -253,8 +255,18 @@ class EnergyTransformer(nn.Module):
             n_ctx = torch.as_tensor(lengths).cpu()
         return self._total(self.learned_energy_cached(query, cache, lengths), query, n_ctx[None, :, None])
 
-    def energy(self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """(B, M, 2), (B, N, 2) -> (B, M): E(q | context). N = 0 is the empty context."""
+    def energy(
+        self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None, orders: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(B, M, 2), (B, N, 2) -> (B, M): E(q | context). N = 0 is the empty context.
+
+        orders = K > 1: the order ensemble (`iclebm.models.order`): -log of the mean over K orderings
+        of the context (the given one first, the others drawn with `generator`) of each ordering's
+        density normalised on the standard grid over the card's box."""
+        if int(orders) != 1:
+            return ensemble_energy(self, query, self._check_context(context), int(orders), generator,
+                                   box_of(self), chunk=chunk)
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
         check_batches(query, cache.keys[0].shape[0])
@@ -285,9 +297,13 @@ class EnergyTransformer(nn.Module):
 
     def energy_at_prefixes(
         self, query: torch.Tensor, context: torch.Tensor, lengths: list[int] | torch.Tensor,
-        chunk: int | None = None,
+        chunk: int | None = None, orders: int = 1, generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): E(q | context[:, :lengths[p]])."""
+        """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): E(q | context[:, :lengths[p]]).
+        orders > 1: each prefix's order ensemble (see `energy`), its orderings drawn per prefix."""
+        if int(orders) != 1:
+            context = self._check_context(context)
+            return prefix_ensembles(self, query, context, lengths, int(orders), generator, chunk)
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
         check_batches(query, cache.keys[0].shape[0])
@@ -298,10 +314,14 @@ class EnergyTransformer(nn.Module):
             out.append(self.energy_cached(q[:, None], cache, lengths))  # shared by all P groups
         return torch.cat(out, dim=2)
 
-    def energy_all_prefixes(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """(B, M, 2), (B, N, 2) -> (B, N+1, M): E(q | context[:, :n]) for n = 0..N."""
+    def energy_all_prefixes(
+        self, query: torch.Tensor, context: torch.Tensor, orders: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(B, M, 2), (B, N, 2) -> (B, N+1, M): E(q | context[:, :n]) for n = 0..N (orders: see `energy`)."""
         context = self._check_context(context)
-        return self.energy_at_prefixes(query, context, torch.arange(context.shape[1] + 1))
+        return self.energy_at_prefixes(query, context, torch.arange(context.shape[1] + 1), orders=orders,
+                                       generator=generator)
 
 
 

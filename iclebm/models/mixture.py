@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iclebm.card import box_of
 from iclebm.models.backbone import (
     BackboneConfig,
     Block,
@@ -48,6 +49,7 @@ from iclebm.models.backbone import (
     init_weights,
 )
 from iclebm.models.energy import EnergyTransformer
+from iclebm.models.order import ensemble_energy, prefix_ensembles
 
 LOG_2PI = math.log(2 * math.pi)
 ARCH = "mixture_density_transformer"
@@ -225,16 +227,27 @@ class MixtureDensityTransformer(nn.Module):
         params = self._mixture(self._hidden(seq[:, :-1]))  # (B, N): token n-1 predicts x_n
         return -params.log_prob(seq)
 
-    def energy(self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-        """(B, M, 2), (B, N, 2) -> (B, M): -log p(q | context). N = 0 is the empty context."""
+    def energy(
+        self, query: torch.Tensor, context: torch.Tensor, chunk: int | None = None, orders: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """(B, M, 2), (B, N, 2) -> (B, M): -log p(q | context). N = 0 is the empty context.
+        orders > 1: the order ensemble, as `EnergyTransformer.energy`."""
+        if int(orders) != 1:
+            return ensemble_energy(self, query, self._check_context(context), int(orders), generator,
+                                   box_of(self), chunk=chunk)
         n = self._check_context(context).shape[1]
         return self.energy_at_prefixes(query, context, [n], chunk)[:, 0]
 
     def energy_at_prefixes(
         self, query: torch.Tensor, context: torch.Tensor, lengths: list[int] | torch.Tensor,
-        chunk: int | None = None,
+        chunk: int | None = None, orders: int = 1, generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): -log p(q | context[:, :lengths[p]])."""
+        """(B, M, 2), (B, N, 2), P lengths -> (B, P, M): -log p(q | context[:, :lengths[p]]).
+        orders > 1: each prefix's order ensemble (see `energy`)."""
+        if int(orders) != 1:
+            context = self._check_context(context)
+            return prefix_ensembles(self, query, context, lengths, int(orders), generator, chunk)
         query = self._check_points(query, "query")
         cache = self.encode_context(context)
         check_batches(query, cache.params.means.shape[0])

@@ -111,8 +111,13 @@ def compute_landscape(
     box: Box,
     resolution: int = 100,
     arrow_resolution: int = 0,
+    orders: int = 1,
+    seed: int = 0,
 ) -> Landscape:
-    """Energy, normalised log density and (if arrow_resolution > 0) the -grad E field."""
+    """Energy, normalised log density and (if arrow_resolution > 0) the -grad E field.
+    orders > 1: the order ensemble's energy (`EnergyTransformer.energy`), orderings drawn from `seed`."""
+    if int(orders) != 1:
+        return _ensemble_landscape(model, points, box, resolution, arrow_resolution, int(orders), int(seed))
     t0 = time.perf_counter()
     context = as_context(points, model.dtype)
     query, area = _grid_query(box, resolution, model)
@@ -142,6 +147,30 @@ def compute_landscape(
     )
 
 
+def _ensemble_landscape(
+    model: EnergyTransformer, points: np.ndarray | list, box: Box, resolution: int, arrow_resolution: int,
+    orders: int, seed: int,
+) -> Landscape:
+    """`compute_landscape` for the order ensemble; the map and the arrows share one seed's orderings."""
+    t0 = time.perf_counter()
+    context = as_context(points, model.dtype)
+    query, area = _grid_query(box, resolution, model)
+    with torch.no_grad():
+        energy = model.energy(query, context, orders=orders, generator=torch.Generator().manual_seed(seed))[0]
+    energy_np = energy.reshape(resolution, resolution).cpu().numpy().astype(np.float32)
+    arrow_xy = arrow_uv = None
+    if arrow_resolution > 0:
+        tails = grid_points(box, arrow_resolution)[0].to(model.dtype)
+        with torch.enable_grad():
+            q = tails[None].to(model.device).clone().requires_grad_(True)
+            e = model.energy(q, context, orders=orders, generator=torch.Generator().manual_seed(seed))
+            (grad,) = torch.autograd.grad(e.sum(), q)
+        arrow_xy, arrow_uv = tails.numpy(), (-grad[0]).cpu().numpy()
+    return Landscape(xs=grid_axis(box, resolution).astype(np.float32), energy=energy_np,
+                     log_density=log_normalise(energy_np, area), arrow_xy=arrow_xy, arrow_uv=arrow_uv,
+                     n_context=int(context.shape[1]), seconds=time.perf_counter() - t0)
+
+
 def film_strip_lengths(n: int) -> list[int]:
     """0, 1, 2, 4, 8, ... below n, then n itself (the paper's Figure 1 layout)."""
     if n < 0:
@@ -158,16 +187,18 @@ def film_strip_lengths(n: int) -> list[int]:
 
 def compute_film_strip(
     model: EnergyTransformer, points: np.ndarray | list, box: Box, resolution: int = 48,
-    lengths: list[int] | None = None,
+    lengths: list[int] | None = None, orders: int = 1, seed: int = 0,
 ) -> FilmStrip:
-    """The landscape after each prefix length, in one batched `energy_at_prefixes` call."""
+    """The landscape after each prefix length, in one batched `energy_at_prefixes` call
+    (orders > 1: each prefix's order ensemble, orderings drawn from `seed`)."""
     t0 = time.perf_counter()
     context = as_context(points, model.dtype)
     n = int(context.shape[1])
     lengths = film_strip_lengths(n) if lengths is None else [int(v) for v in lengths]
     query, area = _grid_query(box, resolution, model)
     with torch.no_grad():
-        energy = model.energy_at_prefixes(query, context, lengths)[0]  # (P, R*R)
+        energy = model.energy_at_prefixes(query, context, lengths, orders=int(orders),
+                                          generator=torch.Generator().manual_seed(int(seed)))[0]  # (P, R*R)
     energy_np = energy.reshape(len(lengths), resolution, resolution).cpu().numpy().astype(np.float32)
     return FilmStrip(
         xs=grid_axis(box, resolution).astype(np.float32),

@@ -123,4 +123,18 @@ TRAIN_SETTINGS = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains"
                   "tr_lsteps": "langevin_steps", "tr_lstep": "step_size", "tr_lnoise": "noise_std",
                   "tr_layers": "n_layer", "tr_d": "d_model", "tr_objective": "objective"}
 
-TABLES = {t.page: t for t in (DENSITY, INSIDE, REGRESSION, TRAIN)}
+# ---- Is it Bayesian? -------------------------------------------------------------------------------
+
+GAP_LEARNERS = ("model", "kde_scott", "kde_scipy", "em_mixture", "em_bic", "gaussian")
+
+BAYESIAN = Table("bayesian", (
+    POINTS,
+    MIXTURE,
+    Prop("by_orders", "orders", "int", 8, lo=2, hi=24),
+    Prop("by_steps", "steps", "int", 4, lo=1, hi=8),
+    Prop("by_paths", "paths", "int", 32, lo=8, hi=64),
+    Prop("by_learner", "learner", "choice", "model", choices=GAP_LEARNERS),
+    Prop("by_n", "n", "int", None, lo=0),  # the map's highlighted n; None = all points (cap bound per run)
+))
+
+TABLES = {t.page: t for t in (DENSITY, INSIDE, REGRESSION, TRAIN, BAYESIAN)}
