@@ -443,6 +443,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "finite_or",
         "frame_indices",
         "langevin_animation",
+        "map_passes",
         "mixture_from_params",
         "mixture_prior",
         "mixture_settings",
@@ -460,6 +461,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "iclebm.render.figures": (
         "check_render_request",
+        "ffmpeg_path",
         "render_figure",
     ),
     "iclebm.diagnostics.check": (

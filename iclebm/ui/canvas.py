@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,6 @@ from typing import Any
 import plotly
 import plotly.graph_objects as go
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from iclebm.ui.figures import CHART_CONFIG
 
@@ -374,10 +375,20 @@ def figure_payload(fig: go.Figure) -> str:
     return fig.to_json(validate=False)
 
 
-def _in_fragment_rerun() -> bool:
-    """Whether this script run reruns fragments only (e.g. the Train page's live view ticking)."""
-    ctx = get_script_run_ctx()
-    return bool(ctx is not None and ctx.fragment_ids_this_run)
+_fragment = threading.local()  # each session's script runs in a thread of its own
+
+
+@contextmanager
+def fragment_body() -> Iterator[None]:
+    """Wrap the body of an `st.fragment` that draws canvases: until plotly.js is in the browser they
+    load it in the fragment's own body, because a fragment's own rerun may not write to the sidebar
+    (StreamlitInvalidLayoutContextError; e.g. the Train page opened first, its live view ticking)."""
+    before = getattr(_fragment, "inside", False)
+    _fragment.inside = True
+    try:
+        yield
+    finally:
+        _fragment.inside = before
 
 
 def _plotly_ready() -> bool:
@@ -419,7 +430,7 @@ def plotly_canvas(
         # browser thanks to the message cache; later runs skip even the hashing). It sits
         # at the end of the sidebar, so dropping it later shifts no main-area element;
         # a fragment's own rerun may not write there, so it then goes in the fragment's body.
-        if _in_fragment_rerun():
+        if getattr(_fragment, "inside", False):
             loader(key=f"{key}-plotlyjs", height=0)
         else:
             with st.sidebar:

@@ -25,7 +25,7 @@ from iclebm.ui import compute, share
 from iclebm.ui import inside_figures as F
 from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
-from iclebm.ui.canvas import chart, new_clicks, plotly_canvas
+from iclebm.ui.canvas import chart, fragment_body, new_clicks, plotly_canvas
 from iclebm.ui.context import current_mixture, set_points
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.finetune import FineTuneJob
@@ -307,7 +307,8 @@ def c2w_panel(ctx: AppContext, pts: list) -> None:
 
 def c2w_live(ctx: AppContext) -> None:
     """The results, refreshed every REFRESH_S while the job runs; one full rerun when it ends."""
-    c2w_results(ctx)
+    with fragment_body():
+        c2w_results(ctx)
     job: FineTuneJob | None = st.session_state.get("in_job")
     if job is not None and not job.running:
         st.rerun()

@@ -27,7 +27,7 @@ from iclebm.probes import landscape as L
 from iclebm.ui import compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
-from iclebm.ui.canvas import chart
+from iclebm.ui.canvas import chart, fragment_body
 from iclebm.ui.card_view import card_markdown
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.live_settings import BOUNDS
@@ -242,14 +242,16 @@ def training_live(box: tuple[float, float]) -> None:
     trainer: ProcessTrainer | None = st.session_state.get("trainer")
     if trainer is not None:
         trainer.ping()  # this page still shows the run: it must not pause for want of a viewer
-    _training_view(box)
+    with fragment_body():
+        _training_view(box)
     if trainer is not None and not trainer.active:
         st.rerun()  # paused, diverged or stopped: switch to the static view
 
 
 @st.fragment
 def training_static(box: tuple[float, float]) -> None:
-    _training_view(box)
+    with fragment_body():
+        _training_view(box)
 
 
 def training_actions(trainer: ProcessTrainer) -> None:
