@@ -11,6 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from iclebm.ui.curve_figures import display_name, line_style
 from iclebm.ui.figures import CONTEXT_COLOR
 
 LEARNER_COLORS = {"model": "#d62728", "bayes": "#1f77b4", "kde_scott": "#2ca02c", "em_mixture": "#9467bd",
@@ -59,8 +60,8 @@ def martingale_steps_figure(gaps: Mapping[str, Sequence[float]], height: int = 3
     """The martingale gap after 1..m self-sampled points, one line per learner (0 for a martingale)."""
     fig = go.Figure()
     for name, g in gaps.items():
-        fig.add_trace(go.Scatter(x=list(range(1, len(g) + 1)), y=list(g), mode="lines+markers", name=name,
-                                 line={"color": _color(name)}))
+        fig.add_trace(go.Scatter(x=list(range(1, len(g) + 1)), y=list(g), mode="lines+markers",
+                                 name=display_name(name), line={"color": _color(name)}))
     fig.update_layout(height=height, margin=AXIS_MARGIN,
                       xaxis_title="points sampled from the learner's own predictive",
                       yaxis_title="martingale gap (relative L2)", legend={"orientation": "h", "y": 1.12})
@@ -86,7 +87,8 @@ def bayes_gap_figure(
                              name="posterior variance (Bayes - oracle)", line={"color": _color("bayes")},
                              fillcolor="rgba(31,119,180,0.25)"))
     fig.add_trace(go.Scatter(x=x, y=mine, mode="lines+markers", fill="tonexty",
-                             name=f"Bayes gap ({learner} - Bayes)", line={"color": _color(learner)},
+                             name=f"Bayes gap ({line_style(learner).short} − Bayes)",
+                             line={"color": _color(learner)},
                              fillcolor="rgba(214,39,40,0.25)"))
     fig.update_layout(height=height, margin=AXIS_MARGIN,
                       yaxis_title="NLL (nats/point)", legend={"orientation": "h", "y": 1.15})
@@ -101,7 +103,7 @@ def trajectory_figure(names: Sequence[str], ns: Sequence[int], coords: np.ndarra
     for i, name in enumerate(names):
         c = coords[i]
         fig.add_trace(go.Scatter(
-            x=c[:, 0], y=c[:, 1], mode="lines+markers", name=name, line={"color": _color(name)},
+            x=c[:, 0], y=c[:, 1], mode="lines+markers", name=display_name(name), line={"color": _color(name)},
             marker={"size": 5}, text=[f"{name}, n = {n}" for n in ns],
             hovertemplate="%{text}<extra></extra>"))
         if highlight is not None and highlight in ns:
@@ -120,7 +122,8 @@ def density_strip_figure(xs: np.ndarray, log_density: np.ndarray, names: Sequenc
                          points: np.ndarray | Sequence, height: int = 230) -> go.Figure:
     """One small density map per learner (L, R, R), the same colour range, the context on each."""
     p = np.exp(np.asarray(log_density, dtype=np.float64))
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=list(names), horizontal_spacing=0.02)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[display_name(n) for n in names],
+                        horizontal_spacing=0.02)
     pts = _points(points)
     top = float(p.max()) if p.size else 1.0
     for i in range(len(names)):

@@ -37,6 +37,7 @@ from iclebm.ui import share
 from iclebm.ui import state as S
 from iclebm.ui.canvas import chart
 from iclebm.ui.context import current_mixture, set_points
+from iclebm.ui.curve_figures import line_style
 from iclebm.ui.guard import guarded, show_flash
 from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
@@ -219,7 +220,8 @@ def gap_panel(ctx: AppContext) -> None:
         st.info(str(e))
         return
     learners = [k for k in T.GAP_LEARNERS if k in decomp["bayes_gap"]]
-    st.segmented_control("learner", learners, key="by_learner", persist_state=KEEP, required=True)
+    st.segmented_control("learner", learners, key="by_learner", persist_state=KEEP, required=True,
+                         format_func=lambda k: line_style(k).short)
     learner = st.session_state.get("by_learner") or "model"
     learner = learner if learner in learners else learners[0]
     chart(F.bayes_gap_figure(decomp, learner, table["nll"]["oracle"]), key="by_gap_chart")
