@@ -48,8 +48,10 @@ def test_landscape_figure_layers_follow_the_toggles() -> None:
                              title="t")
     names = _names(fig)
     assert names[0].startswith("log p") and fig.data[0].type == "heatmap"
-    for name in ("contours", "true density", "Bayes-optimal", "samples", "context"):
+    for name in ("true density", "Bayes-optimal", "samples", "context"):
         assert name in names
+    (lines,) = [s for s in fig.layout.shapes if s.name == "contours"]  # computed here, one path shape
+    assert lines.xref == "x" and lines.path.startswith("M")
     (arrows,) = [s for s in fig.layout.shapes if s.name == "-grad E"]  # one path shape: fast to draw
     n_arrows = int((np.abs(xy).sum(1) > 0).sum())  # the zero vector at the origin has no arrow
     assert arrows.xref == "x" and arrows.yref == "y" and arrows.path.count("M") == 2 * n_arrows
@@ -58,6 +60,22 @@ def test_landscape_figure_layers_follow_the_toggles() -> None:
     assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.dragmode is False
     bare = P.landscape_figure(XS, e, lp, BOX, contours=False)
     assert _names(bare) == ["E(x | context)"]
+
+
+def test_contour_path_traces_the_level_sets() -> None:
+    """Circles: z = x² + y² has the level r² at radius r; every vertex of the path lies on its circle."""
+    xs = np.linspace(-5, 5, 81)
+    z = xs[None, :] ** 2 + xs[:, None] ** 2
+    levels = np.array([4.0, 9.0])
+    path = P.contour_path(xs, z, levels)
+    rings = [np.array([[float(v) for v in pt.split(",")] for pt in seg.split("L")])
+             for seg in path.split("M")[1:]]
+    assert len(rings) == 2
+    rings.sort(key=lambda r: float(np.hypot(*r.T).mean()))
+    for ring, radius in zip(rings, (2.0, 3.0), strict=True):
+        np.testing.assert_allclose(np.hypot(*ring.T), radius, atol=0.01)  # linear interpolation, 0.125 grid
+    assert P.contour_path(xs, np.zeros_like(z), P.contour_levels(np.zeros_like(z))) == ""  # flat: none
+    assert len(P.contour_levels(z)) == 14 and P.contour_levels(z).min() > z.min()
 
 
 def test_context_points_are_numbered_and_the_newest_is_ringed() -> None:
