@@ -25,7 +25,7 @@ import torch
 
 # The evaluation, probe and bench layers are imported inside the commands that use them, so that
 # `train` or `--help` does not load scikit-learn and scipy.stats at start-up.
-from iclebm.card import box_of, is_regression, prior_from_card, prior_of
+from iclebm.card import box_of, is_regression, pool_entries, prior_from_card, prior_of
 from iclebm.checkpoints import (
     CHECKPOINT_DIR,
     DEFAULT_CHECKPOINT,
@@ -40,7 +40,7 @@ from iclebm.errors import IclebmError, UnknownObjectiveError
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.models.mixture import MixtureConfig
 from iclebm.objectives import OBJECTIVES, resolve_objective
-from iclebm.tasks import DENSITY
+from iclebm.tasks import DENSITY, MAX_TASK_POOL
 from iclebm.training.distributed import (
     DistInfo,
     any_true,
@@ -210,7 +210,7 @@ def _set_threads(n: int | None) -> None:
 
 
 TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points",
-                   "short_bias")  # TrainConfig fields
+                   "short_bias", "task_pool", "pool_seed")  # TrainConfig fields
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -259,6 +259,10 @@ def _resume_mismatches(model, args: argparse.Namespace, preset, tcfg) -> list[st
     theirs = {k: v for k, v in preset.model.to_dict().items() if k not in calibration}
     if mine != theirs:
         found.append("architecture (" + ", ".join(k for k in theirs if mine.get(k) != theirs[k]) + ")")
+    was = training.get("config") or {}
+    pool_was = (int(was.get("task_pool", 0)), int(was.get("pool_seed", 0)))
+    if pool_was != (tcfg.task_pool, tcfg.pool_seed):
+        found.append(f"task pool (M, seed) = {pool_was}, not {(tcfg.task_pool, tcfg.pool_seed)}")
     recorded = (training.get("config") or {}).get("objective")
     if recorded is not None and recorded != tcfg.objective:
         found.append(f"objective ({recorded}, not {tcfg.objective})")
@@ -373,6 +377,7 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
         c = {
             "name": out.stem,
             "task": trainer.prior.to_card(),
+            **pool_entries(trainer.pool),
             "box": list(preset.box),
             "sampler": preset.sampler.to_dict(),
             "training": {
@@ -763,6 +768,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "~ (n + 1)^-BIAS (0: uniform; 1 oversamples short prefixes)")
     t.add_argument("--kernel-points", type=int_in(0, 65_536), default=None,
                    help="exact objective: importance points per position around the context (0: grid only)")
+    t.add_argument("--task-pool", type=int_in(0, MAX_TASK_POOL), default=None, metavar="M",
+                   help=f"train on a finite pool of M tasks drawn once from the prior (0: the full prior; "
+                        f"at most {MAX_TASK_POOL}); the card stores the pool's tasks")
+    t.add_argument("--pool-seed", type=SEED, default=None, help="seed of the task pool's draw (default 0)")
     t.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
     t.add_argument("--save-every", type=float_in(0), default=120.0, help="seconds between checkpoints")
     t.add_argument("--log-every", type=int_in(0), default=0, help="print metrics as JSON every N steps")
