@@ -436,6 +436,23 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
     return 0
 
 
+def _pool_learners(model) -> tuple[list, object]:
+    """([the pool's Bayes learner], pool) for a model trained on a finite task pool; ([], None) else."""
+    from iclebm.card import pool_of
+    from iclebm.evaluation.pool_bayes import PoolBayes
+
+    pool = pool_of(model)
+    return ([PoolBayes(pool)] if pool is not None else []), pool
+
+
+def _pool_heading(pool, source: str) -> str:
+    """A pool model's tables say which tasks they are on ('' for a model of the full prior)."""
+    if pool is None:
+        return ""
+    return (f"Trained on a pool of M = {pool.size} tasks (pool seed {pool.seed}); held-out tasks from "
+            f"{source}; bayes_pool is the pool's Bayes predictive:\n")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from iclebm.evaluation.density import format_nll_table, in_context_nll
 
@@ -448,8 +465,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if is_regression(model.card.get("task")):
         return _evaluate_regression(model, args)
     _set_threads(args.threads)
-    table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution)
-    print(format_nll_table(table))
+    extra, pool = _pool_learners(model)
+    table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution, extra=extra)
+    print(_pool_heading(pool, "the prior") + format_nll_table(table))
+    if pool is not None:  # the same table on the pool's own tasks: memorised or not
+        table["pool_tasks"] = in_context_nll(model, n_tasks=args.tasks, seed=args.seed,
+                                             resolution=args.resolution, extra=extra, draws=pool)
+        print("\n" + _pool_heading(pool, "the pool") + format_nll_table(table["pool_tasks"]))
     if args.json:
         _write_json(args.json, table)
     if args.update_card:
@@ -478,9 +500,15 @@ def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> 
         model.card["thinking_tuning"] = {"rows": rows, "command": command}
         print("thinking defaults", thinking, flush=True)
     t0 = time.time()
-    table = regression_table(model, n_tasks=args.tasks, seed=args.seed, resolution=min(args.resolution, 400))
+    extra, pool = _pool_learners(model)
+    table = regression_table(model, n_tasks=args.tasks, seed=args.seed, resolution=min(args.resolution, 400),
+                             extra=extra)
     curve = thinking_curve(model, n_tasks=args.tasks, seed=args.seed)
-    print(format_regression_tables(table, curve))
+    print(_pool_heading(pool, "the prior") + format_regression_tables(table, curve))
+    if pool is not None:  # the same table on the pool's own tasks: memorised or not
+        table["pool_tasks"] = regression_table(model, n_tasks=args.tasks, seed=args.seed,
+                                               resolution=min(args.resolution, 400), extra=extra, draws=pool)
+        print("\n" + _pool_heading(pool, "the pool") + format_regression_tables(table["pool_tasks"]))
     table["command"] = command
     table["seconds"] = round(time.time() - t0, 1)
     if args.json:

@@ -195,7 +195,7 @@ def test_training_on_a_pool_runs_and_draws_from_the_pool(task):
 
 
 @pytest.mark.parametrize("preset", ["small", "linreg"])
-def test_train_with_a_pool_writes_the_pool_into_the_card(tmp_path, preset):
+def test_train_with_a_pool_writes_the_pool_into_the_card(tmp_path, preset, capsys):
     out = tmp_path / "pool.safetensors"
     assert main(["train", "--preset", preset, "--steps", "2", "--out", str(out), "--quiet",
                  "--task-pool", "3", "--pool-seed", "9", "--batch-size", "2"]) == 0
@@ -205,6 +205,19 @@ def test_train_with_a_pool_writes_the_pool_into_the_card(tmp_path, preset):
     assert pool is not None and pool.seed == 9
     expected = TaskPool.draw(pool.prior, 3, seed=9)
     assert [task_params(t) for t in pool.tasks] == [task_params(t) for t in expected.tasks]
+    # evaluate prints a bayes_pool row beside bayes, on prior tasks and on the pool's tasks
+    capsys.readouterr()
+    js = tmp_path / "eval.json"
+    assert main(["evaluate", "--checkpoint", str(out), "--tasks", "2", "--resolution", "40",
+                 "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "held-out tasks from the prior" in text and "held-out tasks from the pool" in text
+    table = json.loads(js.read_text())
+    table = table.get("evaluation", table)
+    for t in (table, table["pool_tasks"]):
+        assert {"bayes", "bayes_pool"} <= set(t["nll"])
+    # on the pool's own tasks the pool's Bayes beats the prior's once the context has points
+    assert table["pool_tasks"]["nll"]["bayes_pool"][-1] < table["pool_tasks"]["nll"]["bayes"][-1]
 
 
 def test_train_refuses_a_bad_pool_size(tmp_path, capsys):

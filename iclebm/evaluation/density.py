@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ def eval_mode(model: EnergyTransformer) -> Iterator[None]:
         model.train()
 
 
-COLUMNS = ("model", "bayes", "oracle", *BASELINES, "prior_predictive")
+COLUMNS = ("model", "bayes", "bayes_pool", "oracle", *BASELINES, "prior_predictive")
 
 
 def _cpu64(x: torch.Tensor) -> torch.Tensor:
@@ -195,6 +196,8 @@ def in_context_nll(
     box: tuple[float, float] | None = None,
     task_batch: int = 8,
     bayes: bool = True,
+    extra: Sequence[Learner] = (),
+    draws: Any = None,
 ) -> dict:
     """Mean NLL (nats/point) of fresh task samples under p(x | first n context points).
 
@@ -204,7 +207,9 @@ def in_context_nll(
     resolution x resolution grid over the box; baselines are exact densities on R^2.
     `bayes` is the Bayes posterior predictive under the prior (`iclebm.evaluation.bayes`), the best any
     in-context learner trained on it can do; bayes=False (or a prior whose capabilities say
-    bayes=False) leaves that column out.
+    bayes=False) leaves that column out. `extra` learners add columns (a pool-trained model's
+    `bayes_pool`); `draws` (anything with `sample_task`, such as the model's TaskPool) draws the
+    held-out tasks instead of the prior, which still sets the Bayes column and the baselines.
     Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
     error over tasks), n_tasks, n_test, resolution, seed, box.
     """
@@ -214,9 +219,9 @@ def in_context_nll(
     if n_tasks < 1 or n_test < 1:
         raise ValueError("n_tasks and n_test must be >= 1")
     prior, box = resolve_prior_and_box(model, prior, box)
-    held = HeldOut.draw(prior.sample_task, n_tasks, max(ns), n_test, seed)
-    nll, se = nll_summary(density_learners(model, prior, box, resolution, seed, bayes, task_batch=task_batch),
-                          held, ns)
+    held = HeldOut.draw((draws or prior).sample_task, n_tasks, max(ns), n_test, seed)
+    learners = density_learners(model, prior, box, resolution, seed, bayes, task_batch=task_batch)
+    nll, se = nll_summary([*learners, *extra], held, ns)
     order = [c for c in COLUMNS if c in nll]
     return {
         "ns": ns,
@@ -289,7 +294,7 @@ def format_nll_table(table: dict) -> str:
     gaps to Bayes and to the oracle."""
     ns, nll = table["ns"], table["nll"]
     cols = [c for c in COLUMNS if c in nll] + [c for c in nll if c not in COLUMNS]
-    gaps = [ref for ref in ("bayes", "oracle") if "model" in nll and ref in nll]
+    gaps = [ref for ref in ("bayes", "bayes_pool", "oracle") if "model" in nll and ref in nll]
     head = ["n", *cols] + [f"model - {ref}" for ref in gaps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, n in enumerate(ns):
