@@ -284,6 +284,17 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "scott_bandwidth",
         "sinusoid_posterior",
     ),
+    "iclebm.evaluation.task_diversity": (
+        "DIVERSITY_POOLS",
+        "DIVERSITY_PRESETS",
+        "diversity_row",
+        "format_diversity_table",
+        "gap_series",
+        "held_lock",
+        "nll_at",
+        "run_task_diversity",
+        "train_on_pool",
+    ),
     "iclebm.evaluation.pool_bayes": (
         "PoolBayes",
         "pool_log_predictive",
@@ -426,6 +437,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "curve_frames",
         "regression_grid",
         "thinking_curves",
+    ),
+    "iclebm.render.diversity": (
+        "diversity_figure",
     ),
     "iclebm.render.figures": (
         "check_render_request",

@@ -563,15 +563,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from iclebm.bench import run_bench
     from iclebm.evaluation.icl_curve import run_training_curves
 
+    if args.task_diversity:
+        return _task_diversity(args)
     if args.training_curve:
         _set_threads(args.threads)
-        run_training_curves(args.presets.split(","), args.objectives.split(","), args.seconds,
-                            args.eval_every, quick=args.quick)
+        run_training_curves((args.presets or "small,fast").split(","), args.objectives.split(","),
+                            args.seconds, args.eval_every, quick=args.quick)
         return 0
     if args.checkpoint is not None:
         _load_density_model(args.checkpoint, "bench")  # a clear refusal before the benchmark starts
     run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats,
               device=resolve_device(args.device), compile_=args.compile, throughput_only=args.throughput_only)
+    return 0
+
+
+def _pools_arg(text: str) -> list[int]:
+    """--pools: comma-separated pool sizes, 'inf' (or 0) for the full prior."""
+    parse = int_in(0, MAX_TASK_POOL)
+    return [0 if p.strip() in ("inf", "0") else parse(p.strip()) for p in text.split(",") if p.strip()]
+
+
+def _task_diversity(args: argparse.Namespace) -> int:
+    """Train each preset on pools of M tasks for a fixed budget; table, JSON and figure (README)."""
+    from iclebm.evaluation.task_diversity import DIVERSITY_PRESETS, format_diversity_table, run_task_diversity
+    from iclebm.render.diversity import diversity_figure
+
+    _set_threads(args.threads or 1)
+    presets = args.presets.split(",") if args.presets else list(DIVERSITY_PRESETS)
+    for name in presets:
+        get_preset(name)
+    out = Path(args.diversity_out)
+    _check_writable(out.with_suffix(".json"), "--diversity-out")
+    rows = run_task_diversity(presets, args.pools, args.seconds, out=out.with_suffix(".json"), lock=args.lock,
+                              n_tasks=4 if args.quick else 32, n_test=20 if args.quick else 100)
+    print(format_diversity_table(rows))
+    note = (f"{args.seconds:g} s of training per run, {torch.get_num_threads()} torch thread(s), "
+            f"{describe(torch.device('cpu'))}")
+    fig = diversity_figure(rows, presets, note)
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
 
 
@@ -844,10 +874,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int_in(1, 1000), default=5)
     b.add_argument("--training-curve", action="store_true",
                    help="instead: NLL at n = 32 vs training seconds, from scratch, per preset and objective")
-    b.add_argument("--presets", default="small,fast", help="training curve: comma-separated presets")
+    b.add_argument("--presets", default=None, help="training curve: comma-separated presets (default "
+                   "small,fast; --task-diversity: fast,linreg)")
+    b.add_argument("--task-diversity", action="store_true",
+                   help="instead: train on task pools of M tasks (--pools) for --seconds each; NLL at n = 16 "
+                        "vs the pool's and the prior's Bayes predictive (table, JSON, figure)")
+    b.add_argument("--pools", type=_pools_arg, default=[1, 4, 16, 64, 256, 1024, 0],
+                   help="task diversity: comma-separated pool sizes, inf for the full prior")
+    b.add_argument("--diversity-out", default="docs/task_diversity",
+                   help="task diversity: writes PATH.json (rows; an interrupted grid resumes) and PATH.png")
+    b.add_argument("--lock", default=None,
+                   help="task diversity: hold an exclusive flock on this file during each run")
     b.add_argument("--objectives", default="cd,exact", help="training curve: comma-separated objectives")
     b.add_argument("--seconds", type=float_in(0, 86_400), default=60.0,
-                   help="training curve: training seconds per run")
+                   help="training curve and task diversity: training seconds per run")
     b.add_argument("--eval-every", type=float_in(0, 86_400), default=15.0,
                    help="training curve: seconds between evals")
     b.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
