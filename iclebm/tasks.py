@@ -643,6 +643,12 @@ class TaskPool:
         """(n_tasks, n_points, 2) contexts, each from a task drawn uniformly from the pool."""
         return _task_batch(self.sample_task, n_tasks, n_points, generator)
 
+    def context(self, seed: int, n: int) -> tuple[int, torch.Tensor]:
+        """(index, points): pool task number seed mod M and n of its points, drawn with a generator
+        seeded with `seed` (the Density page's "draw from the pool")."""
+        index = int(seed) % self.size
+        return index, self.tasks[index].sample(int(n), torch.Generator().manual_seed(int(seed)))
+
     def to_card(self) -> dict:
         """The card's "pool" entry: size, seed and every task's parameters (the pool is then read
         back from the card alone, whatever the sampler code does later)."""

@@ -102,3 +102,26 @@ def test_a_pool_run_sends_curves_on_prior_and_pool_tasks_with_both_yardsticks() 
         assert prior_side["bayes_pool"][-1] > prior_side["bayes"][-1]
     finally:
         pool.shutdown()
+
+
+def test_the_density_page_draws_from_a_pool_models_own_tasks(ckpt_dir: Path) -> None:  # noqa: F811
+    from iclebm.checkpoints import read_card
+    from iclebm.cli import main
+
+    out = ckpt_dir / "pooled.safetensors"
+    assert main(["train", "--preset", "small", "--steps", "1", "--out", str(out), "--quiet",
+                 "--task-pool", "5", "--batch-size", "2", "--force"]) == 0
+    pool = pool_of(read_card(out))
+    at = _app().run()
+    assert "mix_draw_pool" not in [b.key for b in at.button]  # the shipped model has no pool
+    at.selectbox(key="model_choice").set_value("file:pooled").run()
+    _ok(at)
+    assert any("M = 5" in str(m.value) for m in at.sidebar.markdown)  # the card says it is a pool model
+    at.number_input(key="mix_seed").set_value(7)
+    at.slider(key="mix_n").set_value(6)
+    at.run()
+    at.button(key="mix_draw_pool").click().run()
+    _ok(at)
+    index, pts = pool.context(7, 6)
+    assert index == 2
+    np.testing.assert_allclose(np.asarray(at.session_state["points"]), pts.numpy().clip(-12, 12), atol=1e-6)
