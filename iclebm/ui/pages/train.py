@@ -126,7 +126,7 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
                               "from a coarse jittered grid plus importance points around the context; "
                               "CD: contrastive divergence with Langevin negatives (chains and Langevin "
                               "settings apply to CD only). Reset to apply.")
-    pool = st.number_input(
+    pool = st.columns([1, 2])[0].number_input(
         "task pool size M (0 = ∞, a fresh task every time)", *map(int, BOUNDS["task_pool"]), key="tr_pool",
         persist_state=KEEP,
         help="Train on M tasks drawn once from the prior (memorise or generalise, Raventós et al. 2023): a "
