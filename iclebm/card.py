@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from iclebm.errors import TaskFamilyError
+from iclebm.errors import TaskFamilyError, TaskPoolError
 from iclebm.grid import Box
-from iclebm.tasks import DEFAULT_FAMILY, REGRESSION, Capabilities, Family, Prior, get_family
+from iclebm.tasks import DEFAULT_FAMILY, REGRESSION, Capabilities, Family, Prior, TaskPool, get_family
 
 DEFAULT_BOX: Box = (-12.0, 12.0)
 
@@ -74,4 +74,32 @@ def prior_of(model_or_card: Any, kind: str | None = None, what: str = "this tool
 def capabilities_of(model_or_card: Any) -> Capabilities:
     """What the model's training prior supports (kind, Bayes predictive, anisotropy)."""
     return prior_of(model_or_card).capabilities
+
+
+def pool_size_of(model_or_card: Any) -> int:
+    """M of a model trained on a finite pool of M tasks (the card's "task_pool"); 0: the full prior."""
+    card = card_of(model_or_card)
+    pool = card.get("pool")
+    return int(card.get("task_pool") or (len(pool.get("tasks", ())) if isinstance(pool, dict) else 0))
+
+
+def pool_of(model_or_card: Any) -> TaskPool | None:
+    """The finite task pool a model was trained on, read from its card's "pool" entry (the tasks'
+    own parameters); None for a model trained on the full prior. A card that names a pool size
+    but stores no tasks is a TaskPoolError."""
+    card = card_of(model_or_card)
+    entry = card.get("pool")
+    if entry is None:
+        if card.get("task_pool"):
+            raise TaskPoolError(f"the card says task_pool {card['task_pool']} but stores no pool tasks")
+        return None
+    if not isinstance(entry, dict):
+        raise TaskPoolError("the card's \"pool\" entry must be an object with the pool's tasks")
+    return TaskPool.from_card(prior_of(card), entry)
+
+
+def pool_entries(pool: TaskPool | None) -> dict:
+    """What a card says about a finite task pool: {"task_pool": M, "pool": {size, seed, tasks}}, or {}
+    for a model trained on the full prior (old cards stay as they were)."""
+    return {} if pool is None else {"task_pool": pool.size, "pool": pool.to_card()}
 

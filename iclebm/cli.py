@@ -25,7 +25,7 @@ import torch
 
 # The evaluation, probe and bench layers are imported inside the commands that use them, so that
 # `train` or `--help` does not load scikit-learn and scipy.stats at start-up.
-from iclebm.card import box_of, is_regression, prior_from_card, prior_of
+from iclebm.card import box_of, is_regression, pool_entries, prior_from_card, prior_of
 from iclebm.checkpoints import (
     CHECKPOINT_DIR,
     DEFAULT_CHECKPOINT,
@@ -40,7 +40,7 @@ from iclebm.errors import IclebmError, UnknownObjectiveError
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.models.mixture import MixtureConfig
 from iclebm.objectives import OBJECTIVES, resolve_objective
-from iclebm.tasks import DENSITY
+from iclebm.tasks import DENSITY, MAX_TASK_POOL
 from iclebm.training.distributed import (
     DistInfo,
     any_true,
@@ -210,7 +210,7 @@ def _set_threads(n: int | None) -> None:
 
 
 TRAIN_OVERRIDES = ("batch_size", "grid_resolution", "exact_positions", "kernel_points",
-                   "short_bias")  # TrainConfig fields
+                   "short_bias", "task_pool", "pool_seed")  # TrainConfig fields
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -259,6 +259,10 @@ def _resume_mismatches(model, args: argparse.Namespace, preset, tcfg) -> list[st
     theirs = {k: v for k, v in preset.model.to_dict().items() if k not in calibration}
     if mine != theirs:
         found.append("architecture (" + ", ".join(k for k in theirs if mine.get(k) != theirs[k]) + ")")
+    was = training.get("config") or {}
+    pool_was = (int(was.get("task_pool", 0)), int(was.get("pool_seed", 0)))
+    if pool_was != (tcfg.task_pool, tcfg.pool_seed):
+        found.append(f"task pool (M, seed) = {pool_was}, not {(tcfg.task_pool, tcfg.pool_seed)}")
     recorded = (training.get("config") or {}).get("objective")
     if recorded is not None and recorded != tcfg.objective:
         found.append(f"objective ({recorded}, not {tcfg.objective})")
@@ -373,6 +377,7 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
         c = {
             "name": out.stem,
             "task": trainer.prior.to_card(),
+            **pool_entries(trainer.pool),
             "box": list(preset.box),
             "sampler": preset.sampler.to_dict(),
             "training": {
@@ -431,6 +436,23 @@ def _train(args: argparse.Namespace, preset, steps: int, tcfg, info: DistInfo, d
     return 0
 
 
+def _pool_learners(model) -> tuple[list, object]:
+    """([the pool's Bayes learner], pool) for a model trained on a finite task pool; ([], None) else."""
+    from iclebm.card import pool_of
+    from iclebm.evaluation.pool_bayes import PoolBayes
+
+    pool = pool_of(model)
+    return ([PoolBayes(pool)] if pool is not None else []), pool
+
+
+def _pool_heading(pool, source: str) -> str:
+    """A pool model's tables say which tasks they are on ('' for a model of the full prior)."""
+    if pool is None:
+        return ""
+    return (f"Trained on a pool of M = {pool.size} tasks (pool seed {pool.seed}); held-out tasks from "
+            f"{source}; bayes_pool is the pool's Bayes predictive:\n")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from iclebm.evaluation.density import format_nll_table, in_context_nll
 
@@ -443,9 +465,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if is_regression(model.card.get("task")):
         return _evaluate_regression(model, args)
     _set_threads(args.threads)
+    extra, pool = _pool_learners(model)
     table = in_context_nll(model, n_tasks=args.tasks, seed=args.seed, resolution=args.resolution,
-                           orders=args.orders)
-    print(format_nll_table(table))
+                           orders=args.orders, extra=extra)
+    print(_pool_heading(pool, "the prior") + format_nll_table(table))
+    if pool is not None:  # the same table on the pool's own tasks: memorised or not
+        table["pool_tasks"] = in_context_nll(model, n_tasks=args.tasks, seed=args.seed,
+                                             resolution=args.resolution, extra=extra, draws=pool)
+        print("\n" + _pool_heading(pool, "the pool") + format_nll_table(table["pool_tasks"]))
     if args.bayes_checks:
         table["bayes_checks"] = _print_bayes_checks(model, args.seed)
     if args.json:
@@ -489,9 +516,15 @@ def _evaluate_regression(model: EnergyTransformer, args: argparse.Namespace) -> 
         model.card["thinking_tuning"] = {"rows": rows, "command": command}
         print("thinking defaults", thinking, flush=True)
     t0 = time.time()
-    table = regression_table(model, n_tasks=args.tasks, seed=args.seed, resolution=min(args.resolution, 400))
+    extra, pool = _pool_learners(model)
+    table = regression_table(model, n_tasks=args.tasks, seed=args.seed, resolution=min(args.resolution, 400),
+                             extra=extra)
     curve = thinking_curve(model, n_tasks=args.tasks, seed=args.seed)
-    print(format_regression_tables(table, curve))
+    print(_pool_heading(pool, "the prior") + format_regression_tables(table, curve))
+    if pool is not None:  # the same table on the pool's own tasks: memorised or not
+        table["pool_tasks"] = regression_table(model, n_tasks=args.tasks, seed=args.seed,
+                                               resolution=min(args.resolution, 400), extra=extra, draws=pool)
+        print("\n" + _pool_heading(pool, "the pool") + format_regression_tables(table["pool_tasks"]))
     table["command"] = command
     table["seconds"] = round(time.time() - t0, 1)
     if args.json:
@@ -546,15 +579,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from iclebm.bench import run_bench
     from iclebm.evaluation.icl_curve import run_training_curves
 
+    if args.task_diversity:
+        return _task_diversity(args)
     if args.training_curve:
         _set_threads(args.threads)
-        run_training_curves(args.presets.split(","), args.objectives.split(","), args.seconds,
-                            args.eval_every, quick=args.quick)
+        run_training_curves((args.presets or "small,fast").split(","), args.objectives.split(","),
+                            args.seconds, args.eval_every, quick=args.quick)
         return 0
     if args.checkpoint is not None:
         _load_density_model(args.checkpoint, "bench")  # a clear refusal before the benchmark starts
     run_bench(checkpoint=args.checkpoint, quick=args.quick, repeats=args.repeats,
               device=resolve_device(args.device), compile_=args.compile, throughput_only=args.throughput_only)
+    return 0
+
+
+def _pools_arg(text: str) -> list[int]:
+    """--pools: comma-separated pool sizes, 'inf' (or 0) for the full prior."""
+    parse = int_in(0, MAX_TASK_POOL)
+    return [0 if p.strip() in ("inf", "0") else parse(p.strip()) for p in text.split(",") if p.strip()]
+
+
+def _task_diversity(args: argparse.Namespace) -> int:
+    """Train each preset on pools of M tasks for a fixed budget; table, JSON and figure (README)."""
+    from iclebm.evaluation.task_diversity import DIVERSITY_PRESETS, format_diversity_table, run_task_diversity
+    from iclebm.render.diversity import diversity_figure
+
+    _set_threads(args.threads or 1)
+    presets = args.presets.split(",") if args.presets else list(DIVERSITY_PRESETS)
+    for name in presets:
+        get_preset(name)
+    out = Path(args.diversity_out)
+    _check_writable(out.with_suffix(".json"), "--diversity-out")
+    rows = run_task_diversity(presets, args.pools, args.seconds, out=out.with_suffix(".json"), lock=args.lock,
+                              n_tasks=4 if args.quick else 32, n_test=20 if args.quick else 100)
+    print(format_diversity_table(rows))
+    note = (f"{args.seconds:g} s of training per run, {torch.get_num_threads()} torch thread(s), "
+            f"{describe(torch.device('cpu'))}")
+    fig = diversity_figure(rows, presets, note)
+    fig.savefig(out.with_suffix(".png"), dpi=110)
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0
 
 
@@ -782,6 +845,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "~ (n + 1)^-BIAS (0: uniform; 1 oversamples short prefixes)")
     t.add_argument("--kernel-points", type=int_in(0, 65_536), default=None,
                    help="exact objective: importance points per position around the context (0: grid only)")
+    t.add_argument("--task-pool", type=int_in(0, MAX_TASK_POOL), default=None, metavar="M",
+                   help=f"train on a finite pool of M tasks drawn once from the prior (0: the full prior; "
+                        f"at most {MAX_TASK_POOL}); the card stores the pool's tasks")
+    t.add_argument("--pool-seed", type=SEED, default=None, help="seed of the task pool's draw (default 0)")
     t.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")
     t.add_argument("--save-every", type=float_in(0), default=120.0, help="seconds between checkpoints")
     t.add_argument("--log-every", type=int_in(0), default=0, help="print metrics as JSON every N steps")
@@ -830,10 +897,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int_in(1, 1000), default=5)
     b.add_argument("--training-curve", action="store_true",
                    help="instead: NLL at n = 32 vs training seconds, from scratch, per preset and objective")
-    b.add_argument("--presets", default="small,fast", help="training curve: comma-separated presets")
+    b.add_argument("--presets", default=None, help="training curve: comma-separated presets (default "
+                   "small,fast; --task-diversity: fast,linreg)")
+    b.add_argument("--task-diversity", action="store_true",
+                   help="instead: train on task pools of M tasks (--pools) for --seconds each; NLL at n = 16 "
+                        "vs the pool's and the prior's Bayes predictive (table, JSON, figure)")
+    b.add_argument("--pools", type=_pools_arg, default=[1, 4, 16, 64, 256, 1024, 0],
+                   help="task diversity: comma-separated pool sizes, inf for the full prior")
+    b.add_argument("--diversity-out", default="docs/task_diversity",
+                   help="task diversity: writes PATH.json (rows; an interrupted grid resumes) and PATH.png")
+    b.add_argument("--lock", default=None,
+                   help="task diversity: hold an exclusive flock on this file during each run")
     b.add_argument("--objectives", default="cd,exact", help="training curve: comma-separated objectives")
     b.add_argument("--seconds", type=float_in(0, 86_400), default=60.0,
-                   help="training curve: training seconds per run")
+                   help="training curve and task diversity: training seconds per run")
     b.add_argument("--eval-every", type=float_in(0, 86_400), default=15.0,
                    help="training curve: seconds between evals")
     b.add_argument("--threads", type=THREADS, default=None, help="torch CPU threads")

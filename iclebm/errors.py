@@ -41,3 +41,8 @@ class BadRowError(DataError):
     def __init__(self, row: int, line: int, reason: str) -> None:
         super().__init__(f"row {row} (line {line}): {reason}")
         self.row, self.line, self.reason = row, line, reason
+
+
+class TaskPoolError(IclebmError, ValueError):
+    """A task pool size that is not a whole number in [0, MAX_TASK_POOL], or a card's stored pool that
+    cannot be read back (wrong family, missing or malformed task parameters)."""

@@ -18,13 +18,13 @@ its points exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from typing import Protocol, TypeVar
 
 import torch
 
-from iclebm.errors import TaskFamilyError
+from iclebm.errors import TaskFamilyError, TaskPoolError
 
 Range = float | tuple[float, float]
 DENSITY, REGRESSION = "density", "regression"  # the two kinds of task: points x, or pairs (x, y)
@@ -546,7 +546,127 @@ def get_family(name: str) -> Family:
         raise TaskFamilyError(f"unknown task family {name!r}; known families: {sorted(FAMILIES)}") from None
 
 
+# ---- Finite task pools (Raventos et al. 2023: memorise or generalise) ---------------------------
+
+MAX_TASK_POOL = 4096  # the cap: the card stores every task's parameters (~200 bytes each)
+_SHARED = ("noise_std", "x_range")  # regression task fields the pool's prior fixes for every task
 
 
+def check_pool_size(size: object) -> int:
+    """A task pool size M: a whole number in [0, MAX_TASK_POOL] (0: no pool, the full prior), else a
+    TaskPoolError that says what was wrong."""
+    if isinstance(size, bool) or not isinstance(size, int | float | str):
+        raise TaskPoolError(f"task pool size must be a whole number in [0, {MAX_TASK_POOL}], got {size!r}")
+    try:
+        value = float(size)
+    except ValueError:
+        raise TaskPoolError(f"task pool size must be a whole number, got {size!r}") from None
+    if not (math.isfinite(value) and value == int(value)):
+        raise TaskPoolError(f"task pool size must be a whole number, got {size!r}")
+    if not 0 <= value <= MAX_TASK_POOL:
+        raise TaskPoolError(f"task pool size must lie in [0, {MAX_TASK_POOL}] (0: the full prior), "
+                            f"got {size!r}")
+    return int(value)
 
+
+def task_params(task: GaussianMixture | RegressionTask) -> dict:
+    """A pool task's own parameters as plain JSON numbers (float64 reprs read back exactly)."""
+    if isinstance(task, GaussianMixture):
+        d: dict = {"means": task.means.double().tolist()}
+        if task.isotropic:
+            d["stds"] = task.stds.double().tolist()  # type: ignore[union-attr]
+        else:
+            d["covs"] = task.covariances().tolist()
+        return d
+    return {f.name: float(getattr(task, f.name)) for f in fields(task) if f.name not in _SHARED}
+
+
+_REGRESSION_TASKS: dict[str, type[RegressionTask]] = {"linear": LinearTask, "sinusoid": SinusoidTask}
+
+
+def task_from_params(prior: Prior, params: dict) -> GaussianMixture | RegressionTask:
+    """The task that `task_params` wrote, under the pool's prior (which fixes the family and, for
+    regression, the noise and the x-range)."""
+    if isinstance(prior, MixturePrior):
+        means = torch.tensor(params["means"], dtype=torch.float64)
+        if "covs" in params:
+            return GaussianMixture(means, covs=torch.tensor(params["covs"], dtype=torch.float64))
+        return GaussianMixture(means, torch.tensor(params["stds"], dtype=torch.float64))
+    cls = _REGRESSION_TASKS[prior.family]
+    own = {f.name for f in fields(cls)} - set(_SHARED)
+    if set(params) != own:
+        raise ValueError(f"a {prior.family} task has parameters {sorted(own)}, got {sorted(params)}")
+    return cls(noise_std=prior.noise_std, x_range=prior.x_range, **{k: float(v) for k, v in params.items()})
+
+
+@dataclass(frozen=True)
+class TaskPool:
+    """M tasks drawn once from `prior` (the generator seeded with `seed`); training on a pool draws
+    each sequence's task uniformly from these M instead of fresh from the prior. It offers the
+    prior's interface for drawing (`sample_task`, `sample_batch`, `capabilities`), so a trainer or
+    a table can take either."""
+
+    prior: Prior
+    tasks: tuple[GaussianMixture | RegressionTask, ...]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_pool_size(len(self.tasks))
+        if not self.tasks:
+            raise TaskPoolError("a task pool needs at least one task (size 0 means the full prior)")
+
+    @classmethod
+    def draw(cls, prior: Prior, size: int, seed: int = 0) -> TaskPool:
+        """M = size tasks, drawn in order from one generator seeded with `seed`."""
+        m = check_pool_size(size)
+        if m == 0:
+            raise TaskPoolError("a task pool needs at least one task (size 0 means the full prior)")
+        g = torch.Generator().manual_seed(int(seed))
+        return cls(prior, tuple(prior.sample_task(g) for _ in range(m)), int(seed))
+
+    @property
+    def size(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.prior.capabilities
+
+    def sample_task(self, generator: torch.Generator | None = None) -> GaussianMixture | RegressionTask:
+        """One of the M tasks, uniformly."""
+        g = generator if generator is not None else torch.Generator().manual_seed(0)
+        return self.tasks[int(torch.randint(self.size, (), generator=g))]
+
+    def sample_batch(
+        self, n_tasks: int, n_points: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, list]:
+        """(n_tasks, n_points, 2) contexts, each from a task drawn uniformly from the pool."""
+        return _task_batch(self.sample_task, n_tasks, n_points, generator)
+
+    def context(self, seed: int, n: int) -> tuple[int, torch.Tensor]:
+        """(index, points): pool task number seed mod M and n of its points, drawn with a generator
+        seeded with `seed` (the Density page's "draw from the pool")."""
+        index = int(seed) % self.size
+        return index, self.tasks[index].sample(int(n), torch.Generator().manual_seed(int(seed)))
+
+    def to_card(self) -> dict:
+        """The card's "pool" entry: size, seed and every task's parameters (the pool is then read
+        back from the card alone, whatever the sampler code does later)."""
+        return {"size": self.size, "seed": self.seed, "tasks": [task_params(t) for t in self.tasks]}
+
+    @classmethod
+    def from_card(cls, prior: Prior, entry: dict) -> TaskPool:
+        """The pool a card's "pool" entry stores, under the card's prior (a TaskPoolError if broken)."""
+        try:
+            params: Sequence[dict] = entry["tasks"]
+            tasks = tuple(task_from_params(prior, p) for p in params)
+            pool = cls(prior, tasks, int(entry.get("seed", 0)))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            if isinstance(e, TaskPoolError):
+                raise
+            raise TaskPoolError(f"the card's task pool cannot be read: {e}") from None
+        if int(entry.get("size", pool.size)) != pool.size:
+            raise TaskPoolError(f"the card's task pool says size {entry.get('size')} but stores "
+                                f"{pool.size} tasks")
+        return pool
 

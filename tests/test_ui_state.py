@@ -184,7 +184,8 @@ CHANGED = {
                    "reg_task": {"family": "sinusoid", "seed": 3, "n": 9},
                    "reg_family": "sinusoid", "reg_seed": 5, "reg_n": 30, "reg_mode": "point by point"},
     "train": {"tr_mode": "finetune", "tr_objective": "cd", "tr_lr": 1e-3, "tr_batch": 5, "tr_chains": 3,
-              "tr_lsteps": 20, "tr_lstep": 0.1, "tr_lnoise": 0.5, "tr_layers": 3, "tr_d": 64},
+              "tr_lsteps": 20, "tr_lstep": 0.1, "tr_lnoise": 0.5, "tr_layers": 3, "tr_d": 64, "tr_pool": 16,
+              "tr_curve_pool": True},
 }
 
 

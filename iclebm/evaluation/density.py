@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ def eval_mode(model: EnergyTransformer) -> Iterator[None]:
         model.train()
 
 
-COLUMNS = ("model", "bayes", "oracle", *BASELINES, "prior_predictive")
+COLUMNS = ("model", "bayes", "bayes_pool", "oracle", *BASELINES, "prior_predictive")
 
 
 def _cpu64(x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +226,8 @@ def in_context_nll(
     task_batch: int = 8,
     bayes: bool = True,
     orders: int = 1,
+    extra: Sequence[Learner] = (),
+    draws: Any = None,
 ) -> dict:
     """Mean NLL (nats/point) of fresh task samples under p(x | first n context points).
 
@@ -236,6 +239,9 @@ def in_context_nll(
     in-context learner trained on it can do; bayes=False (or a prior whose capabilities say
     bayes=False) leaves that column out. orders = K > 1 adds the column "model_orders": the model's order
     ensemble over K orderings (`OrderEnsembleDensity`, each ordering normalised on the same grid).
+    `extra` learners add columns (a pool-trained model's `bayes_pool`); `draws` (anything with
+    `sample_task`, such as the model's TaskPool) draws the held-out tasks instead of the prior, which
+    still sets the Bayes column and the baselines.
     Returns a JSON-able dict: ns, nll[column] and stderr[column] (lists over ns; standard
     error over tasks), n_tasks, n_test, resolution, seed, box.
     """
@@ -245,11 +251,11 @@ def in_context_nll(
     if n_tasks < 1 or n_test < 1:
         raise ValueError("n_tasks and n_test must be >= 1")
     prior, box = resolve_prior_and_box(model, prior, box)
-    held = HeldOut.draw(prior.sample_task, n_tasks, max(ns), n_test, seed)
+    held = HeldOut.draw((draws or prior).sample_task, n_tasks, max(ns), n_test, seed)
     learners = density_learners(model, prior, box, resolution, seed, bayes, task_batch=task_batch)
     if int(orders) > 1:
         learners.insert(1, OrderEnsembleDensity(model, box, int(orders), resolution, seed))
-    nll, se = nll_summary(learners, held, ns)
+    nll, se = nll_summary([*learners, *extra], held, ns)
     order = [c for c in COLUMNS if c in nll] + [c for c in nll if c not in COLUMNS]
     return {
         "ns": ns,
@@ -322,7 +328,7 @@ def format_nll_table(table: dict) -> str:
     gaps to Bayes and to the oracle."""
     ns, nll = table["ns"], table["nll"]
     cols = [c for c in COLUMNS if c in nll] + [c for c in nll if c not in COLUMNS]
-    gaps = [ref for ref in ("bayes", "oracle") if "model" in nll and ref in nll]
+    gaps = [ref for ref in ("bayes", "bayes_pool", "oracle") if "model" in nll and ref in nll]
     head = ["n", *cols] + [f"model - {ref}" for ref in gaps]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, n in enumerate(ns):

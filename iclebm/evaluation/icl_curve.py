@@ -21,11 +21,12 @@ import torch
 
 from iclebm.card import prior_of
 from iclebm.evaluation.baselines import PriorPredictive
-from iclebm.evaluation.density import DensityOracle, ModelDensity, eval_mode
+from iclebm.evaluation.density import BayesDensity, DensityOracle, ModelDensity, eval_mode
+from iclebm.evaluation.pool_bayes import PoolBayes
 from iclebm.evaluation.tables import DensityLearner, HeldOut, loss_table
 from iclebm.grid import grid_points
 from iclebm.models.energy import EnergyTransformer
-from iclebm.tasks import DENSITY, GaussianMixture, MixturePrior
+from iclebm.tasks import DENSITY, GaussianMixture, MixturePrior, TaskPool
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import Trainer
 
@@ -44,10 +45,12 @@ class ValidationSet:
 
     @classmethod
     def draw(cls, prior: MixturePrior, box: tuple[float, float], n_tasks: int = 16, n_test: int = 100,
-             ns: Sequence[int] = CURVE_NS, seed: int = 2024) -> ValidationSet:
+             ns: Sequence[int] = CURVE_NS, seed: int = 2024, draws: TaskPool | None = None) -> ValidationSet:
+        """Held-out tasks from the prior, or from `draws` (a model's task pool); the reference lines
+        are the prior's either way."""
         if n_tasks < 1 or n_test < 1 or not ns or min(ns) < 0:
             raise ValueError("n_tasks and n_test must be >= 1 and ns non-negative")
-        held = HeldOut.draw(prior.sample_task, n_tasks, max(ns), n_test, seed)
+        held = HeldOut.draw((draws or prior).sample_task, n_tasks, max(ns), n_test, seed)
         refs = loss_table([DensityLearner(PriorPredictive(prior)), DensityOracle()], held, [0])
         # Means over every task's points, reduced as the curve always was (numpy over all points
         # for the prior predictive; torch per task, then numpy over tasks, for the oracle).
@@ -60,6 +63,16 @@ class ValidationSet:
         held = HeldOut(self.tasks, self.context, self.test)
         nll = loss_table([ModelDensity(model, self.box, resolution)], held, self.ns)["model"]["nll"]
         return [float(v) for v in nll.mean(dim=(0, 2))]  # torch (T, P, S): over tasks and points at once
+
+    def yardsticks(self, prior: MixturePrior, pool: TaskPool | None = None) -> dict[str, list[float]]:
+        """Mean NLL at each n of the Bayes predictives on these tasks: the prior's ("bayes", when the
+        prior has one) and the pool's ("bayes_pool", given a pool). Exact, so computed once per set."""
+        learners: list = [BayesDensity(prior)] if prior.capabilities.bayes else []
+        learners += [PoolBayes(pool)] if pool is not None else []
+        if not learners:
+            return {}
+        table = loss_table(learners, HeldOut(self.tasks, self.context, self.test), self.ns)
+        return {name: [float(v) for v in np.asarray(t["nll"]).mean(axis=(0, 2))] for name, t in table.items()}
 
     def gap_closed(self, nll: float) -> float:
         """Share of the prior-predictive -> oracle gap closed: 0 = ignores the context, 1 = oracle."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,20 +99,25 @@ def regression_table(
     model: EnergyTransformer, n_tasks: int = 64, n_test: int = 20, seed: int = 12345,
     ns: tuple[int, ...] = DEFAULT_NS, prior: LinearPrior | SinusoidPrior | None = None,
     box: tuple[float, float] | None = None, resolution: int = 160, bayes_samples: int = 30000,
+    extra: Sequence[Learner] = (), draws: Any = None,
 ) -> dict:
     """NLL (nats/point) and MSE vs n for the model and every baseline on held-out tasks.
+
+    `extra` learners add rows (a pool-trained model's `bayes_pool`); `draws` (anything with
+    `sample_task`, such as the model's TaskPool) draws the held-out tasks instead of the prior.
 
     Returns {"ns", "nll": {method: [..]}, "mse": {method: [..]}, "nll_se", "mse_se", settings}."""
     prior, box = _resolve(model, prior, box)
     ns = tuple(int(n) for n in ns)
     if max(ns) > model.config.max_context:
         raise ValueError(f"n up to {max(ns)} exceeds the model's max_context {model.config.max_context}")
-    held = _held_out(prior, n_tasks, max(ns), n_test, seed)
+    held = _held_out(draws or prior, n_tasks, max(ns), n_test, seed)
     learners: list[Learner] = [
         ModelRegression(model, box, resolution),
         RegressionLearner(BayesRegression(prior, np.random.default_rng(seed), bayes_samples)),
         RegressionOracle(prior.noise_std),
         *(RegressionLearner(REGRESSION_BASELINES[name](prior)) for name in POINT_METHODS),
+        *extra,
     ]
     table = loss_table(learners, held, ns)
     # one task has no standard error: NaN, as this table has always reported it
@@ -151,15 +157,16 @@ def thinking_curve(
 
 def format_regression_tables(table: dict, curve: dict | None = None) -> str:
     ns = table["ns"]
+    w = max(8, *(len(k) for k in table["nll"]))  # "bayes_pool" is wider than the other rows' names
     head = "  ".join(f"{'n=' + str(n):>8}" for n in ns)
     lines = [f"NLL of y given x (nats/point), {table['family']}, {table['n_tasks']} held-out tasks"
-             " (ols/ridge/knn: plug-in known noise)", f"{'method':<8}  {head}"]
+             " (ols/ridge/knn: plug-in known noise)", f"{'method':<{w}}  {head}"]
     for k, v in table["nll"].items():
-        lines.append(f"{k:<8}  " + "  ".join(f"{x:8.3f}" for x in v))
+        lines.append(f"{k:<{w}}  " + "  ".join(f"{x:8.3f}" for x in v))
     lines += ["", "MSE of y_hat (vs noisy y; model after the card's default thinking steps)",
-              f"{'method':<8}  {head}"]
+              f"{'method':<{w}}  {head}"]
     for k, v in table["mse"].items():
-        lines.append(f"{k:<8}  " + "  ".join(f"{x:8.3f}" for x in v))
+        lines.append(f"{k:<{w}}  " + "  ".join(f"{x:8.3f}" for x in v))
     if curve is not None:
         lines += ["", "Thinking curve: MSE vs thinking steps",
                   "n    " + "  ".join(f"{s:>7}" for s in curve["steps"])]

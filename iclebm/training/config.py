@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 
 from iclebm.objectives import resolve_objective
-from iclebm.tasks import MixturePrior
+from iclebm.tasks import MixturePrior, check_pool_size
 
 STEP_STREAM = 2**32  # task_seed index of the per-step stream (tasks use 0 .. batch_size - 1)
 
@@ -60,11 +60,16 @@ class TrainConfig:
     kernel_points: int = 0
     kernel_std: float = 0.5  # std of the Gaussian around each prefix point
     broad_std: float = 3.0  # std of the one broad Gaussian at the origin (the only kernel at n = 0)
+    # a finite pool of task_pool tasks drawn once from the prior (seeded by pool_seed) that every
+    # sequence's task comes from; 0: a fresh task from the prior for every sequence
+    task_pool: int = 0
+    pool_seed: int = 0
 
     def __post_init__(self) -> None:
         self.box = (float(self.box[0]), float(self.box[1]))
         if not self.box[0] < self.box[1]:
             raise ValueError("box must be [lo, hi] with lo < hi")
+        self.task_pool = check_pool_size(self.task_pool)  # a TaskPoolError names the cap
         self.objective = resolve_objective(self.objective)  # old names ("nll") read, canonical kept
         if not 2 <= int(self.grid_resolution) <= 512:
             raise ValueError("grid_resolution must lie in [2, 512]")

@@ -47,7 +47,7 @@ from iclebm.objectives.cd import CDBatch, cd_loss, chain_init, sample_negatives
 from iclebm.objectives.exact import ExactBatch, KernelDraws, draw_positions, exact_nll_loss, proposal_points
 from iclebm.objectives.mixture import MixtureBatch, nll_loss
 from iclebm.objectives.regression import RegressionExactBatch, regression_nll_loss, y_negatives
-from iclebm.tasks import DENSITY, REGRESSION
+from iclebm.tasks import DENSITY, REGRESSION, Prior, TaskPool
 from iclebm.training.config import STEP_STREAM, TrainConfig, task_seed
 from iclebm.training.distributed import DistInfo, DistributedError, all_true, check_batch_split
 
@@ -98,6 +98,10 @@ class Trainer:
         check_amp(amp, self.device)
         self.amp = amp
         self.prior = prior_of({"task": self.config.task}, self.kind, type(self).__name__)
+        c = self.config
+        # the finite task pool (None: the full prior); `draws` is what every sequence's task comes from
+        self.pool = TaskPool.draw(self.prior, c.task_pool, c.pool_seed) if c.task_pool else None
+        self.draws: Prior | TaskPool = self.pool if self.pool is not None else self.prior
         self.generator = torch.Generator().manual_seed(self.config.seed)  # reseeded every step
         self._chain_generators: list[torch.Generator] = []
         self.ddp: torch.nn.Module | None = None
@@ -148,7 +152,7 @@ class Trainer:
         seqs, inits, gens = [], [], []
         for i in range(self.task_lo, self.task_lo + self.local_batch):
             g = torch.Generator().manual_seed(task_seed(c.seed, self.step_count, i))
-            pts = self.prior.sample_task(g).sample(c.context_len + c.extra_points, g)[None]
+            pts = self.draws.sample_task(g).sample(c.context_len + c.extra_points, g)[None]
             pts = pts.to(self.model.dtype)
             inits.append(chain_init(pts, c.context_len, c.chains, c.data_init_frac, c.box, g))
             seqs.append(pts[:, : c.context_len])
@@ -302,7 +306,7 @@ class MixtureTrainer(Trainer):
 
     def next_batch(self) -> MixtureBatch:  # type: ignore[override]
         c = self.config
-        seq, _ = self.prior.sample_batch(c.batch_size, c.context_len, self.generator)
+        seq, _ = self.draws.sample_batch(c.batch_size, c.context_len, self.generator)
         return MixtureBatch(seq.to(device=self.device, dtype=self.model.dtype))  # drawn on the CPU
 
     def loss(self, batch: MixtureBatch) -> tuple[torch.Tensor, dict[str, float]]:  # type: ignore[override]

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from iclebm.card import capabilities_of
+from iclebm.card import capabilities_of, pool_size_of
 from iclebm.errors import IclebmError
 
 ARCH_NAMES = {"energy_transformer": "energy transformer E(x | context)",
@@ -154,6 +154,20 @@ def no_bayes_words(card: Mapping[str, Any]) -> str:
     return f"No Bayes-optimal column: {why}." if why else "No Bayes-optimal column in this card's evaluation."
 
 
+def pool_words(card: Mapping[str, Any]) -> str:
+    """A pool model says so: it saw only M tasks of its prior ('' for a model of the full prior)."""
+    try:
+        m = pool_size_of(dict(card))
+    except (TypeError, ValueError, AttributeError):
+        m = 0
+    if not m:
+        return ""
+    seed = (card.get("pool") or {}).get("seed", "?") if isinstance(card.get("pool"), Mapping) else "?"
+    return (f"**Task pool**: trained on a finite pool of **M = {m}** tasks drawn once from this prior "
+            f"(pool seed {seed}), not on fresh tasks: compare it with the pool's Bayes predictive "
+            "(`bayes_pool`) as well as the prior's.")
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     """The whole summary: name, prior, architecture, training, evaluation tables (lower is better)."""
     parts = [f"**{card.get('name', 'unnamed')}**"]
@@ -163,6 +177,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     box = card.get("box")
     if isinstance(box, (list, tuple)) and len(box) == 2:
         parts[-1] += f" Box [{_num(box[0])}, {_num(box[1])}]."
+    if pool_words(card):
+        parts.append(pool_words(card))
     parts.append(f"**Architecture**: {architecture_words(card)}")
     parts.append("  \n".join(training_lines(card.get("training"))))
     e = card.get("evaluation") or {}

@@ -48,6 +48,8 @@ class LineStyle:
 LINES: dict[str, LineStyle] = {
     "model": LineStyle("model", "model", "#ff4b4b", 3.0, core=True),
     "bayes": LineStyle("Bayes-optimal", "Bayes", "#e377c2", 2.6, "dash", core=True),
+    # a pool-trained model's other yardstick: the Bayes predictive of its finite task pool
+    "bayes_pool": LineStyle("Bayes of the task pool", "Bayes pool", "#2ca02c", 2.4, "dashdot", core=True),
     "oracle": LineStyle("oracle (true distribution)", "oracle", "#222222", 1.8, "dot", core=True),
     "prior_predictive": LineStyle("prior predictive (no context)", "prior pred.", "#7f7f7f", 1.6, "dashdot",
                                   core=True),

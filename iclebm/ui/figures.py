@@ -467,8 +467,9 @@ def icl_curve_figure(curve: dict, title: str = "In-context NLL vs context size")
 
 def icl_history_figure(curves: dict, height: int = 340) -> go.Figure:
     """The ICL curve of the current weights (bold), earlier refreshes (faint, never fitted), and the
-    prior predictive and the oracle as reference lines. curves: ns, prior_predictive, oracle,
-    curves = [(step, NLL at each n)], oldest first."""
+    prior predictive and the oracle as reference lines (and, for a run on a task pool, the prior's
+    and the pool's Bayes predictive). curves: ns, prior_predictive, oracle, optional bayes and
+    bayes_pool (NLL at each n), curves = [(step, NLL at each n)], oldest first."""
     ns = [int(n) for n in curves["ns"]]
     fig = empty_chart(ns, metric="NLL (nats / point)", title="ICL curve of the current weights",
                       height=height, compact=True)  # beside the loss chart: a narrow column
@@ -479,6 +480,9 @@ def icl_history_figure(curves: dict, height: int = 340) -> go.Figure:
     for key in ("prior_predictive", "oracle"):
         if curves.get(key) is not None:
             add_line(fig, key, [float(curves[key])] * len(ns), refit=False)
+    for key in ("bayes", "bayes_pool"):  # a pool run's two yardsticks, one value per n
+        if curves.get(key) is not None:
+            add_line(fig, key, [float(v) for v in curves[key]], refit=False)
     if history:
         step, nll = history[-1]
         add_line(fig, "model", nll, label=f"model, step {step}", color="#1f77b4", refit=False)

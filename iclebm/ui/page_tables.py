@@ -117,11 +117,14 @@ TRAIN = Table("train", (
     _train_float("tr_lnoise", "lnoise", "noise_std"),
     _train_int("tr_layers", "layers", "n_layer"),
     Prop("tr_d", "d", "choice", int(FAST_DEFAULTS["d_model"]), choices=TRAIN_D_CHOICES),
+    _train_int("tr_pool", "pool", "task_pool"),  # finite task pool of M tasks; 0: the full prior
+    Prop("tr_curve_pool", "cpool", "bool", False),  # the ICL curve on tasks from the pool
 ))
 # The Train form's widget -> the live-training setting it sets (iclebm.ui.jobs.live_settings).
 TRAIN_SETTINGS = {"tr_lr": "lr", "tr_batch": "batch_size", "tr_chains": "chains",
                   "tr_lsteps": "langevin_steps", "tr_lstep": "step_size", "tr_lnoise": "noise_std",
-                  "tr_layers": "n_layer", "tr_d": "d_model", "tr_objective": "objective"}
+                  "tr_layers": "n_layer", "tr_d": "d_model", "tr_objective": "objective",
+                  "tr_pool": "task_pool"}
 
 # ---- Is it Bayesian? -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from iclebm.models.energy import EnergyConfig, EnergyTransformer
 from iclebm.objectives import resolve_objective
+from iclebm.tasks import MAX_TASK_POOL, check_pool_size
 from iclebm.training.config import TrainConfig
 from iclebm.training.presets import get_preset
 
@@ -23,6 +24,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "noise_std": (0.0, 2.0),
     "n_layer": (1, 6),
     "d_model": (8, 128),
+    "task_pool": (0, MAX_TASK_POOL),  # 0: the full prior (M = inf)
 }
 
 
@@ -37,6 +39,7 @@ def _fast_defaults() -> dict[str, Any]:
         "lr": t.lr, "batch_size": t.batch_size, "context_len": t.context_len, "chains": t.chains,
         "langevin_steps": t.langevin_steps, "step_size": t.step_size, "noise_std": t.noise_std,
         "n_layer": p.model.n_layer, "d_model": p.model.d_model, "objective": t.objective,
+        "task_pool": t.task_pool,
     }
 
 
@@ -68,6 +71,7 @@ def make_configs(
         noise_std=float(_clamp("noise_std", float(s["noise_std"]))),
         seed=int(s.get("seed", 0)),
         objective=objective,
+        task_pool=check_pool_size(s["task_pool"]),  # not clamped: a bad size is a TaskPoolError
     )
     if mode == "finetune":
         if base is None:

@@ -49,13 +49,13 @@ from typing import Any
 
 import torch
 
-from iclebm.card import prior_of
+from iclebm.card import pool_entries, prior_of
 from iclebm.checkpoints import checkpoint_bytes, load_checkpoint_bytes
 from iclebm.errors import TrainingDivergedError
 from iclebm.evaluation.icl_curve import CURVE_NS, ValidationSet
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureDensityTransformer
-from iclebm.tasks import DENSITY
+from iclebm.tasks import DENSITY, TaskPool
 from iclebm.training.presets import get_preset
 from iclebm.training.trainer import MixtureTrainer, Trainer
 from iclebm.training.watchdog import Watchdog, WatchdogLimits
@@ -176,6 +176,8 @@ class _Child:
         self.last_weights = 0.0
         self.weights_dirty = True
         self.vset: ValidationSet | None = None
+        self.pool_vset: ValidationSet | None = None  # a pool run's curve on tasks from its pool
+        self.yards: tuple[dict, dict] | None = None  # Bayes lines (prior's, pool's) on vset, pool_vset
         self.last_curve = 0.0
         self.curve_seconds = 0.0  # wall time the last curve took
         self.curve_step = -1
@@ -212,16 +214,28 @@ class _Child:
     def send_curve(self) -> None:
         """NLL vs n of the current weights on fixed validation tasks (evaluated here, not in the page)."""
         cfg, tcfg = self.cfg, self.trainer.config
+        pool = self.trainer.pool
         if self.vset is None:
             prior = prior_of({"task": tcfg.task}, DENSITY, "the live ICL curve")
             ns = [n for n in CURVE_NS if n <= self.trainer.model.config.max_context]
             self.vset = ValidationSet.draw(prior, tcfg.box, n_tasks=int(cfg.curve_tasks), ns=ns)
+            self.pool_vset = self.yards = None
+            if pool is not None:  # a pool run: both yardsticks, on prior tasks and on the pool's tasks
+                self.pool_vset = ValidationSet.draw(prior, tcfg.box, n_tasks=int(cfg.curve_tasks), ns=ns,
+                                                    draws=pool)
+                self.yards = (self.vset.yardsticks(prior, pool), self.pool_vset.yardsticks(prior, pool))
         v = self.vset
         t0 = time.monotonic()
         nll = v.model_curve(self.trainer.model, int(cfg.curve_resolution))
+        payload = {"step": self.trainer.step_count, "ns": v.ns, "nll": nll,
+                   "prior_predictive": v.prior_predictive, "oracle": v.oracle}
+        if self.pool_vset is not None and self.yards is not None:
+            pv = self.pool_vset
+            payload.update(self.yards[0])
+            payload["pool"] = {"nll": pv.model_curve(self.trainer.model, int(cfg.curve_resolution)),
+                               "prior_predictive": pv.prior_predictive, "oracle": pv.oracle, **self.yards[1]}
         self.curve_seconds = time.monotonic() - t0
-        self.out_q.put(("curve", {"step": self.trainer.step_count, "ns": v.ns, "nll": nll,
-                                  "prior_predictive": v.prior_predictive, "oracle": v.oracle}))
+        self.out_q.put(("curve", payload))
         self.curve_step = self.trainer.step_count
         self.last_curve = time.monotonic()
         cause = self.watchdog.check_curve(self.trainer.step_count, v.ns, nll, v.prior_predictive)
@@ -605,6 +619,9 @@ def _finalize(pool: TrainerPool, rec: _Record) -> None:
     pool.release(rec)
 
 
+CURVE_REFS = ("ns", "prior_predictive", "oracle", "bayes", "bayes_pool")  # a curve message's reference lines
+
+
 class ProcessTrainer:
     """One session's trainer (a handle to its process); every method returns at once.
 
@@ -629,7 +646,9 @@ class ProcessTrainer:
         # applied it, the page shows the state that command asked for, not the child's older reports
         self._step_target: int | None = None  # single steps asked for and not yet done
         self._curves: list[tuple[int, list[float]]] = []  # (step, NLL at each n), oldest first
-        self._curve_ref: dict[str, Any] | None = None  # ns, prior_predictive, oracle
+        self._curve_ref: dict[str, Any] | None = None  # ns, prior_predictive, oracle (+ bayes, bayes_pool)
+        self._pool_curves: list[tuple[int, list[float]]] = []  # a pool run's curves on its pool's tasks
+        self._pool_ref: dict[str, Any] | None = None
         self._finalizer = weakref.finalize(self, _finalize, pool, rec)
 
     # -- commands --
@@ -681,6 +700,7 @@ class ProcessTrainer:
         self._weights, self._model, self._model_step = None, None, -1
         self.wants_run, self._step_target = False, None
         self._curves, self._curve_ref = [], None
+        self._pool_curves, self._pool_ref = [], None
         self._status.update(step=0, message=None, steps_per_s=0.0)
         if self._rec.state == "stopped":
             self._status["status"] = "waiting"
@@ -723,14 +743,20 @@ class ProcessTrainer:
                 self._history = deque((r for r in self._history if r.get("step", 0) < payload),
                                       maxlen=HISTORY_LIMIT)
                 self._curves = [c for c in self._curves if c[0] <= payload]
+                self._pool_curves = [c for c in self._pool_curves if c[0] <= payload]
             elif kind == "weights":
                 self._weights = payload
             elif kind == "curve":
                 self._curves = [*self._curves[-49:], (payload["step"], payload["nll"])]
-                self._curve_ref = {k: payload[k] for k in ("ns", "prior_predictive", "oracle")}
+                self._curve_ref = {k: payload[k] for k in CURVE_REFS if k in payload}
+                if "pool" in payload:
+                    pool = payload["pool"]
+                    self._pool_curves = [*self._pool_curves[-49:], (payload["step"], pool["nll"])]
+                    self._pool_ref = {"ns": payload["ns"], **{k: pool[k] for k in CURVE_REFS if k in pool}}
             elif kind == "reset":
                 self._history.clear()
                 self._curves, self._curve_ref = [], None
+                self._pool_curves, self._pool_ref = [], None
             elif kind == "fatal":
                 self._status["message"] = f"Training stopped: {payload.splitlines()[0]}"
         proc = rec.process
@@ -774,12 +800,27 @@ class ProcessTrainer:
         """The training step of the last weights received."""
         return None if self._weights is None else int(self._weights["step"])
 
-    def icl_curves(self) -> dict[str, Any] | None:
+    def icl_curves(self, on_pool: bool = False) -> dict[str, Any] | None:
         """The ICL curves received so far: {ns, prior_predictive, oracle, curves: [(step, nll list)]}
-        (the last is the current weights'), or None before the first."""
-        if self._curve_ref is None:
+        (the last is the current weights'), or None before the first. A pool run's also carry the
+        Bayes lines "bayes" (the prior's) and "bayes_pool" (the pool's); `on_pool`: its curves on
+        tasks from the pool instead of held-out prior tasks."""
+        ref, curves = (self._pool_ref, self._pool_curves) if on_pool else (self._curve_ref, self._curves)
+        if ref is None:
             return None
-        return {**self._curve_ref, "curves": list(self._curves)}
+        return {**ref, "curves": list(curves)}
+
+    @property
+    def pool_size(self) -> int:
+        """M of a run on a finite task pool; 0 for the full prior."""
+        return int(self.train_config.task_pool)
+
+    def task_pool(self) -> TaskPool | None:
+        """The run's task pool (drawn as the child draws it: same prior, size and seed)."""
+        c = self.train_config
+        if not c.task_pool:
+            return None
+        return TaskPool.draw(prior_of({"task": c.task}), c.task_pool, c.pool_seed)
 
     def wait(self, cond: Callable[[LiveSnapshot], bool], timeout: float = 60.0) -> LiveSnapshot:
         """Poll until cond(snapshot) holds (scripts and tests; the page never calls this)."""
@@ -821,6 +862,7 @@ class ProcessTrainer:
         return {
             "name": base.get("name", "live") + ("-finetuned" if self.mode == "finetune" else ""),
             "task": self.train_config.task,
+            **pool_entries(self.task_pool()),
             "box": list(self.train_config.box),
             "sampler": base.get("sampler") or preset.sampler.to_dict(),
             "training": {

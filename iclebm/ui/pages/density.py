@@ -19,14 +19,15 @@ import numpy as np
 import streamlit as st
 import torch
 
-from iclebm.card import capabilities_of, is_regression, prior_of, task_family
+from iclebm.card import capabilities_of, is_regression, pool_of, prior_of, task_family
 from iclebm.dynamics.langevin import SamplerConfig, noise_for_temperature, temperature_of
+from iclebm.errors import TaskPoolError
 from iclebm.evaluation.bayes import GRID_SHAPE, predictive_grid
 from iclebm.evaluation.density import nll_curve_for_task
 from iclebm.models.energy import EnergyTransformer
 from iclebm.models.mixture import MixtureDensityTransformer
 from iclebm.probes import landscape as L
-from iclebm.tasks import DENSITY, PROBE_FAMILIES
+from iclebm.tasks import DENSITY, PROBE_FAMILIES, TaskPool
 from iclebm.ui import click_fragment, compute, share
 from iclebm.ui import figures as P
 from iclebm.ui import page_tables as T
@@ -291,7 +292,31 @@ def mixture_panel(model: EnergyTransformer, max_context: int) -> None:
     b3.button("Pause", width="stretch", disabled=not ss["feeding"], key="mix_pause",
               on_click=on_feed_pause)
     b4.button("Step ▸", width="stretch", disabled=not queue, key="mix_step", on_click=POINTS.feed_one)
+    pool = _model_pool(model)
+    if pool is not None:  # a pool-trained model: its own training tasks as well as the prior's
+        st.button(f"Draw from the training pool (M = {pool.size})", width="stretch", key="mix_draw_pool",
+                  on_click=on_draw_pool, args=(pool,),
+                  help="Feed points of one of the tasks this model was trained on (task number seed mod M), "
+                       "to compare with a fresh task from the prior: memorised or learned to learn?")
     POINTS.feed_status("point", feed_ticker)
+
+
+def _model_pool(model: EnergyTransformer) -> TaskPool | None:
+    """The model's task pool from its card (None for the full prior or a pool that cannot be read)."""
+    try:
+        return compute.session_memo("density_pool", id(model), lambda: pool_of(model))
+    except TaskPoolError:
+        return None
+
+
+def on_draw_pool(pool: TaskPool) -> None:
+    ss = st.session_state
+    box = ss["_box"]
+    index, pts = pool.context(int(ss.get("mix_seed", 0)), int(ss.get("mix_n", 32)))
+    ss["mixture"] = None  # not a draw from the mixture settings: no settings to show or share
+    flash("info", f"Drew {len(pts)} points of pool task {index + 1} of {pool.size}.")
+    at_once = ss.get("mix_mode", "all at once") == "all at once"
+    POINTS.feed(np.clip(pts.numpy(), box[0], box[1]).tolist(), at_once)
 
 
 def drawn_mixture_settings() -> dict:

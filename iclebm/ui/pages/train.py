@@ -6,7 +6,7 @@ runs/ (checkpoints/ holds the shipped models, which the app never writes) or dow
 the models on disk.
 
 URL (share link): the properties of `iclebm.ui.page_tables.TRAIN` that differ from their
-defaults (mode, obj, lr, batch, chains, lsteps, lstep, lnoise, layers, d), plus the model.
+defaults (mode, obj, lr, batch, chains, lsteps, lstep, lnoise, layers, d, pool, cpool), plus the model.
 """
 
 from __future__ import annotations
@@ -127,8 +127,15 @@ def training_panel(model: EnergyTransformer | None, box: tuple[float, float]) ->
                               "from a coarse jittered grid plus importance points around the context; "
                               "CD: contrastive divergence with Langevin negatives (chains and Langevin "
                               "settings apply to CD only). Reset to apply.")
+    pool = st.columns([1, 2])[0].number_input(
+        "task pool size M (0 = ∞, a fresh task every time)", *map(int, BOUNDS["task_pool"]), key="tr_pool",
+        persist_state=KEEP,
+        help="Train on M tasks drawn once from the prior (memorise or generalise, Raventós et al. 2023): a "
+             "small pool is memorised, a large one teaches the model to learn. The ICL curve then shows both "
+             "yardsticks, the pool's Bayes predictive and the prior's. Reset to apply.")
     settings = {"lr": lr, "batch_size": batch, "chains": chains, "langevin_steps": lsteps, "step_size": lstep,
-                "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model, "objective": objective}
+                "noise_std": lnoise, "n_layer": n_layer, "d_model": d_model, "objective": objective,
+                "task_pool": pool}
     trainer: ProcessTrainer | None = ss.get("trainer")
     with c[5]:
         # One short word: at 1280 px with the sidebar open this column is ~130 px wide.
@@ -202,7 +209,12 @@ def _training_view(box: tuple[float, float]) -> None:
             st.caption("No steps yet: press Play or Step." if snap.status != "waiting" else
                        "Training starts as soon as a slot is free.")
     with right:
-        curves = trainer.icl_curves()
+        on_pool = False
+        if trainer.pool_size:
+            on_pool = st.toggle(f"on tasks from the pool (M = {trainer.pool_size})", key="tr_curve_pool",
+                                help="Off: held-out tasks from the prior (does it generalise?). On: tasks "
+                                     "from the training pool (has it memorised them?).")
+        curves = trainer.icl_curves(on_pool=on_pool)
         if curves:
             chart(P.icl_history_figure(curves), key="train_icl")
         else:
