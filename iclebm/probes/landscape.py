@@ -87,12 +87,14 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def map_passes(fn: Callable[[torch.Tensor], torch.Tensor], passes: Sequence[torch.Tensor],
-               threads: int | None = None) -> list[torch.Tensor]:
-    """[fn(p) for p in passes], on `threads` (default QUERY_THREADS) CPU threads; a GPU, a single pass
-    or one thread runs them in order. The caller's grad mode holds in the workers too."""
+               threads: int | None = None, device: torch.device | None = None) -> list[torch.Tensor]:
+    """[fn(p) for p in passes], on `threads` (default QUERY_THREADS) CPU threads; a model `device`
+    (default: the passes') other than the CPU, a single pass or one thread runs them in order. The
+    caller's grad mode holds in the workers too."""
     global _pool
     threads = QUERY_THREADS if threads is None else threads
-    if threads <= 1 or len(passes) <= 1 or passes[0].device.type != "cpu":
+    device = passes[0].device if device is None and len(passes) else device
+    if threads <= 1 or len(passes) <= 1 or device is None or torch.device(device).type != "cpu":
         return [fn(q) for q in passes]
     if _pool is None or _pool._max_workers < threads:
         _pool = ThreadPoolExecutor(threads, thread_name_prefix="iclebm-query")

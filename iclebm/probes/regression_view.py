@@ -53,7 +53,8 @@ def regression_grid(
     pts = torch.as_tensor(np.asarray(points, dtype=np.float64).reshape(-1, 2))[None]  # (1, N, 2)
     ys, h = y_axis(box, resolution)
     xs = ys.clone()
-    parts = map_passes(lambda xp: column_energies(model, xp, pts, ys)[0, 0], _x_parts(xs[None]))
+    parts = map_passes(lambda xp: column_energies(model, xp, pts, ys)[0, 0], _x_parts(xs[None]),
+                       device=model.device)
     energy = torch.cat(parts)  # (R_x, R_y)
     log_p = -energy - log_z_on_grid(energy, h, keepdim=True)
     energy, log_p = energy.cpu(), log_p.cpu()
@@ -74,7 +75,8 @@ def thinking_curves(
     x = torch.as_tensor(np.asarray(xs, dtype=np.float64))[None]
     ctx = pts.to(model.dtype)
     parts = map_passes(lambda xp: predict(model, xp, ctx, steps=max_steps, step_size=step_size, starts=starts,
-                                          return_trajectory=True), _x_parts(x.to(model.dtype)))
+                                          return_trajectory=True), _x_parts(x.to(model.dtype)),
+                       device=model.device)
     traj = torch.cat(parts, dim=-1)  # (steps + 1, B, M)
     steps = [s for s in curve_frames(max_steps if schedule is None else schedule) if s <= max_steps]
     return steps, traj.cpu()[steps, 0].double().numpy()  # (F, R_x)
