@@ -78,11 +78,13 @@ def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[to
 # (GELU, LayerNorm) do not stream 10 MB arrays; 100x100 grids take ~160 instead of ~190 ms on one
 # core here. Queries are independent tokens, so the split changes no value.
 QUERY_CHUNK = 2500
-# Passes run on up to QUERY_THREADS threads (torch ops release the GIL). The app's torch uses one
-# intra-op thread, and while a click's landscape computes, the browser waits idle: a second thread puts
-# the second core to work (100x100: ~195 -> ~130 ms on the 2-core machine). Each pass is computed as
-# it would be alone, so the result equals the one-thread result exactly. ICLEBM_QUERY_THREADS=1: off.
-QUERY_THREADS = max(1, int(os.environ.get("ICLEBM_QUERY_THREADS", min(2, os.cpu_count() or 1))))
+# Passes may run on QUERY_THREADS threads (torch ops release the GIL); each pass is computed as it
+# would be alone, so the result equals the one-thread result exactly. Off by default: alone on the
+# 2-core machine a 100x100 landscape took ~195 -> ~130 ms on two threads, but in the app the other
+# core is busy (the browser, the page's follow-up run), and a Density click got slower (median 492 ->
+# 816 ms, Regression 965 -> 1199 ms; benchmarks/browser_bench.py, one A/B run each). Set
+# ICLEBM_QUERY_THREADS=N on a machine with cores to spare.
+QUERY_THREADS = max(1, int(os.environ.get("ICLEBM_QUERY_THREADS", "1")))
 _pool: ThreadPoolExecutor | None = None
 
 
