@@ -15,6 +15,7 @@ import streamlit as st
 from iclebm.tasks import GaussianMixture
 from iclebm.ui import compute
 from iclebm.ui.point_editor import PointEditor
+from iclebm.ui.state import cap_context
 
 # The Density page edits the shared context through these keys (its widgets included).
 POINTS = PointEditor(
@@ -39,6 +40,16 @@ def points() -> list[tuple[float, float]]:
 def set_points(pts: list, note: str | None = None, level: str = "info") -> None:
     """Replace the context; bumps the version that keys the table and canvas revision."""
     POINTS.set_points(pts, note, level)
+
+
+def context_for_model(max_context: int) -> list:
+    """The shared points as a page that only reads them uses them: when there are more than the model
+    reads, the newest `max_context` are kept, in the shared context too, with a warning saying so."""
+    pts = list(st.session_state["points"])
+    if len(pts) > max_context:
+        pts, msg = cap_context(pts, max_context)
+        set_points(pts, msg, "warning")
+    return pts
 
 
 def current_mixture() -> GaussianMixture | None:

@@ -34,9 +34,8 @@ from iclebm.tasks import DENSITY
 from iclebm.ui import bayesian_figures as F
 from iclebm.ui import page_tables as T
 from iclebm.ui import share
-from iclebm.ui import state as S
 from iclebm.ui.canvas import chart
-from iclebm.ui.context import current_mixture, set_points
+from iclebm.ui.context import context_for_model, current_mixture, set_points
 from iclebm.ui.curve_figures import line_style
 from iclebm.ui.guard import guarded, show_flash
 from iclebm.ui.models import AppContext
@@ -57,11 +56,7 @@ def render(ctx: AppContext) -> None:
     table = page_table(ctx)
     init_state(table)
     restore_link(table)
-    ss = st.session_state
-    pts = list(ss["points"])
-    if len(pts) > ctx.max_context:
-        pts, msg = S.cap_context(pts, ctx.max_context)
-        set_points(pts, msg, "warning")
+    pts = context_for_model(ctx.max_context)
     share.publish(table, page_values())
     st.markdown("### Is it Bayesian?")
     st.caption("A Bayesian learner's prediction ignores the order of the context (exchangeability) and "

@@ -26,7 +26,7 @@ from iclebm.ui import inside_figures as F
 from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
 from iclebm.ui.canvas import chart, fragment_body, new_clicks, plotly_canvas
-from iclebm.ui.context import current_mixture, set_points
+from iclebm.ui.context import context_for_model, current_mixture, set_points
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.finetune import FineTuneJob
 from iclebm.ui.models import AppContext
@@ -54,10 +54,7 @@ def render(ctx: AppContext) -> None:
     init_state(table)
     restore_link(table)
     ss = st.session_state
-    pts = list(ss["points"])
-    if len(pts) > ctx.max_context:
-        pts, msg = S.cap_context(pts, ctx.max_context)
-        set_points(pts, msg, "warning")
+    pts = context_for_model(ctx.max_context)
     if ss.get("in_query") is None:
         ss["in_query"] = _default_query(pts)
     share.publish(table, page_values())  # before drawing: the address bar never lags behind the page
