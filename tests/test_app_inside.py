@@ -154,3 +154,12 @@ def test_a_mixture_density_model_gets_a_message_not_a_traceback(mdn_dir: Path) -
     at.selectbox(key="model_choice").set_value("file:tinymdn").run()
     _ok(at)
     assert "inspects energy transformers" in _texts(at, "info")
+
+
+def test_a_context_longer_than_the_model_reads_is_cut_to_the_newest_with_a_warning(
+        ckpt_dir: Path) -> None:  # noqa: F811
+    pts = [(float(i % 10) - 5.0, float(i // 10) - 3.0) for i in range(70)]
+    at = _inside(pts)
+    _ok(at)
+    assert [tuple(p) for p in at.session_state["points"]] == pts[-64:]  # the model reads 64
+    assert "kept the newest 64, dropped the oldest 6" in _texts(at, "warning")
