@@ -41,6 +41,14 @@ def _points(model: str, n: int) -> list[list[float]]:
     return prior.sample_task(g).sample(n, g).tolist()
 
 
+def _finish_trajectory(at: AppTest) -> None:
+    """Wait for the background trajectory job, then run the page as its polling fragment would."""
+    job = at.session_state["_by_traj_job"]
+    job.join(240)
+    assert not job.running
+    at.run()
+
+
 @pytest.mark.parametrize("model", ["mog2d", "mog2d-wide"])
 def test_bayesian_page_four_views(model: str, shipped_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ICLEBM_CHECKPOINT_DIR", str(shipped_copy))
@@ -50,6 +58,10 @@ def test_bayesian_page_four_views(model: str, shipped_copy: Path, monkeypatch: p
     _open(at, "bayesian")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
+    # the trajectory map is computed in the background: the page shows its progress, then the map
+    assert any("trajectory map in the background" in (p.text or "") for p in at.get("progress"))
+    assert "learners ×" not in " ".join(c.value for c in at.caption)
+    _finish_trajectory(at)
     assert not at.error, [e.value for e in at.error]
     metrics = _metrics(at)
     kl = float(metrics["permutation KL, model"].split()[0])
@@ -67,3 +79,21 @@ def test_bayesian_page_four_views(model: str, shipped_copy: Path, monkeypatch: p
     at.segmented_control(key="by_learner").set_value("kde_scott").run()
     assert not at.exception
     assert "Bayes gap (kde_scott)" in at.dataframe[0].value.columns
+
+
+def test_a_new_context_stops_the_stale_trajectory_job(shipped_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICLEBM_CHECKPOINT_DIR", str(shipped_copy))
+    monkeypatch.setenv("ICLEBM_CHECKPOINT", str(shipped_copy / "mog2d.safetensors"))
+    at = AppTest.from_file(APP, default_timeout=240).run()
+    at.session_state["points"] = _points("mog2d", 32)
+    _open(at, "bayesian")
+    at.run()
+    old = at.session_state["_by_traj_job"]
+    at.session_state["points"] = _points("mog2d", 6)
+    at.run()
+    new = at.session_state["_by_traj_job"]
+    assert new is not old and len(new.key[1]) == 6
+    old.join(240)
+    assert old.status().cancelled and old.result() is None  # it stopped instead of finishing
+    _finish_trajectory(at)
+    assert not at.exception and "learners × 7 densities" in " ".join(c.value for c in at.caption)

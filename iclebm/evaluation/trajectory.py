@@ -67,18 +67,30 @@ def trajectory_map(
     progress: Callable[[float, str], None] | None = None, ns: Sequence[int] | None = None,
 ) -> TrajectoryMap:
     """Every learner's density for n = 0..N (or the given ns) on the grid, and their joint 2-D MDS
-    embedding. progress(fraction done, learner name) is called before each learner (for a progress bar)."""
+    embedding. progress(fraction done, what) is called before each learner and, for a learner without a
+    batched prefix path, after each n (for a progress bar; it may raise to cancel)."""
     ctx = np.asarray(context, dtype=np.float64).reshape(-1, 2)
     ns = list(range(ctx.shape[0] + 1)) if ns is None else [int(n) for n in ns]
     logs, seconds = [], {}
-    for i, learner in enumerate(learners):
+    steps = len(learners) + 1  # each learner, then the embedding
+
+    def report(i: int, done: float, name: str) -> None:
         if progress is not None:
-            progress(i / (len(learners) + 1), learner.name)
+            progress((i + done) / steps, name)
+
+    for i, learner in enumerate(learners):
+        report(i, 0.0, learner.name)
         t0 = time.perf_counter()
-        logs.append(prefix_log_densities(learner, ctx, ns, grid))
+        if hasattr(learner, "prefix_log_densities"):  # one batched call for every n
+            logs.append(prefix_log_densities(learner, ctx, ns, grid))
+        else:  # one n at a time, reporting each (Bayes takes seconds at large n)
+            rows = []
+            for j, n in enumerate(ns):
+                rows.append(prefix_log_densities(learner, ctx, [n], grid)[0])
+                report(i, (j + 1) / len(ns), f"{learner.name}, n = {n}")
+            logs.append(np.stack(rows))
         seconds[learner.name] = time.perf_counter() - t0
-    if progress is not None:
-        progress(len(learners) / (len(learners) + 1), "embedding")
+    report(len(learners), 0.0, "embedding")
     t0 = time.perf_counter()
     flat = np.concatenate(logs)  # (L * P, G)
     dist = hellinger_matrix(flat, grid.area)

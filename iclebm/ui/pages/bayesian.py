@@ -36,8 +36,9 @@ from iclebm.ui import page_tables as T
 from iclebm.ui import share
 from iclebm.ui.canvas import chart
 from iclebm.ui.context import context_for_model, current_mixture, set_points
-from iclebm.ui.curve_figures import line_style
+from iclebm.ui.curve_figures import display_name, line_style
 from iclebm.ui.guard import guarded, show_flash
+from iclebm.ui.jobs.background import BackgroundJob
 from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
 
@@ -46,6 +47,9 @@ KEEP = "session"
 ORDER_RES = 48  # order-sensitivity maps: K orderings x 48^2 queries (model: well under a second)
 MARTINGALE_RES = 32  # J continuations x m steps x 32^2 queries per learner
 BAYES_EXACT_MAX = 8  # the Bayes reference in the live views only while it is exact (K = 3: n <= 8)
+TRAJ_JOB, TRAJ_DONE = "_by_traj_job", "_by_traj_done"  # session keys: the running job, finished maps
+TRAJ_KEEP = 8  # finished maps kept per session (one per context)
+TRAJ_POLL_S = 0.5
 
 
 def render(ctx: AppContext) -> None:
@@ -128,13 +132,6 @@ def _martingale(model_key: str, _learner: GridLearner, name: str, points: tuple,
                 steps: int) -> MartingaleResult:
     return martingale_check(_learner, np.asarray(points).reshape(-1, 2), GridSpec(box, MARTINGALE_RES), paths,
                             steps)
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _trajectory(model_key: str, _learners: list, names: tuple, points: tuple, box: tuple, mixture: str,
-                _progress=None) -> TrajectoryMap:
-    return trajectory_map(_learners, np.asarray(points).reshape(-1, 2), GridSpec(box, TRAJECTORY_RESOLUTION),
-                          progress=_progress)
 
 
 # ---- the four views ------------------------------------------------------------------------------
@@ -230,28 +227,67 @@ def trajectory_panel(ctx: AppContext, pts: list, prior) -> None:
     st.markdown("#### 4 · The trajectory map")
     st.caption("Every learner's predictive after n = 0, 1, …, N points, embedded in the plane by classical "
                "MDS of their Hellinger distances: does the model's path follow Bayes, the KDE or EM? "
-               f"Grid {TRAJECTORY_RESOLUTION}²; computed once per context.")
+               f"Grid {TRAJECTORY_RESOLUTION}²; computed once per context, in the background.")
     if not pts:
         return
+    if not (prior.capabilities.bayes and not prior.anisotropic):
+        st.caption("Bayes is left out of the map for an anisotropic prior (minutes per context).")
+    key = (ctx.model_key, tuple(map(tuple, pts)), tuple(ctx.box),
+           json.dumps(st.session_state.get("mixture"), sort_keys=True))  # the mixture: the oracle's task
+    done: dict = st.session_state.setdefault(TRAJ_DONE, {})
+    if key in done:
+        trajectory_view(done[key], pts)
+        return
+    job: BackgroundJob | None = st.session_state.get(TRAJ_JOB)
+    if job is None or job.key != key or job.status().cancelled:
+        if job is not None:
+            job.stop()  # its context is stale
+        job = start_trajectory_job(key, ctx, pts, prior)
+    st.fragment(trajectory_progress, run_every=TRAJ_POLL_S)()
+
+
+def start_trajectory_job(key: tuple, ctx: AppContext, pts: list, prior) -> BackgroundJob:
+    """The map in a daemon thread (seconds at N = 32), so the other views are usable meanwhile."""
     base = density_baselines(prior, ("kde_scott", "em_mixture"))
     learners: list[GridLearner] = [ModelGrid(ctx.model)]
     if prior.capabilities.bayes and not prior.anisotropic:
         learners.append(BayesGrid(prior))
-    else:
-        st.caption("Bayes is left out of the map for an anisotropic prior (minutes per context).")
     learners += [BaselineGrid(base["kde_scott"], "kde_scott"), BaselineGrid(base["em_mixture"], "em_mixture")]
     mixture = current_mixture()
     if mixture is not None:
         learners.append(OracleGrid(mixture))
-    names = tuple(lr.name for lr in learners)
-    bar = st.progress(0.0, text="trajectory map")
+    context = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    grid = GridSpec(ctx.box, TRAJECTORY_RESOLUTION)
+    job = BackgroundJob(key, lambda progress: trajectory_map(learners, context, grid, progress=progress))
+    st.session_state[TRAJ_JOB] = job
+    return job
 
-    def progress(frac: float, name: str) -> None:
-        bar.progress(frac, text=f"trajectory map: {name}")
 
-    mix_key = json.dumps(st.session_state.get("mixture"), sort_keys=True)  # the oracle's task
-    tm = _trajectory(ctx.model_key, learners, names, tuple(map(tuple, pts)), ctx.box, mix_key, progress)
-    bar.empty()
+def trajectory_progress() -> None:
+    """Polled every TRAJ_POLL_S while the job runs; when it ends, keep the map and redraw the page."""
+    job: BackgroundJob | None = st.session_state.get(TRAJ_JOB)
+    if job is None:
+        return
+    status = job.status()
+    if status.running:
+        name, sep, rest = status.label.partition(", ")  # e.g. "bayes, n = 12"
+        st.progress(status.fraction, text=f"computing the trajectory map in the background: "
+                                          f"{display_name(name)}{sep}{rest} ({status.seconds:.0f} s)")
+        return
+    if status.error is not None:
+        st.error(f"The trajectory map could not be computed: {status.error}")
+        return
+    if status.cancelled:
+        return
+    done: dict = st.session_state.setdefault(TRAJ_DONE, {})
+    done[job.key] = job.result()
+    while len(done) > TRAJ_KEEP:  # oldest first (dicts keep insertion order)
+        done.pop(next(iter(done)))
+    st.session_state.pop(TRAJ_JOB, None)
+    st.rerun()
+
+
+def trajectory_view(tm: TrajectoryMap, pts: list) -> None:
     ss = st.session_state
     n_max = len(pts)
     if ss.get("by_n") is None or int(ss["by_n"]) > n_max:
