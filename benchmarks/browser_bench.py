@@ -64,6 +64,11 @@ from iclebm.ui.app_server import app_server  # noqa: E402
 
 CHROMIUM = os.environ.get("ICLEBM_CHROMIUM", "/usr/bin/chromium")
 VIEWPORT = {"width": 1280, "height": 1200}  # tall enough that the whole canvas is on screen
+# The harness checks the page every POLL_MS instead of on every animation frame (Playwright's default):
+# polling on frames keeps headless Chromium painting 60 frames a second, which took most of a core
+# while the server computed a click. The latencies are timed inside the page, so the interval does not
+# round them.
+POLL_MS = 100
 TARGETS_MS = {"page load (warm)": 3000, "Density click": 200, "Regression click": 400, "model switch": 1000}
 
 
@@ -71,7 +76,7 @@ def wait_idle(pg) -> None:  # type: ignore[no-untyped-def]
     pg.wait_for_timeout(50)
     pg.wait_for_function(
         "() => document.querySelector('[data-testid=\"stApp\"]')?.dataset.testScriptState === 'notRunning'",
-        timeout=120_000)
+        timeout=120_000, polling=POLL_MS)
 
 
 def wait_canvas(pg) -> None:  # type: ignore[no-untyped-def]
@@ -111,7 +116,8 @@ def click_latencies(pg, points: list[tuple[float, float]], row: str = "",  # typ
         px, py = canvas_pixel(pg, x, y)
         check_reachable(pg, px, py)
         pg.mouse.click(px, py)
-        pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=timeout_ms)
+        pg.wait_for_function(f"() => (window.__iclebmLatencies || []).length > {done}", timeout=timeout_ms,
+                             polling=POLL_MS)
         out.append(float(pg.evaluate("window.__iclebmLatencies")[-1]))
     wait_idle(pg)
     parts = pg.evaluate("window.__iclebmTimings || []")[first + 1:]  # the first click: Plotly's warm-up
@@ -175,7 +181,8 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - reported, and the other rows still run
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
 
-    with app_server(ROOT) as url, sync_playwright() as p:
+    log = os.environ.get("ICLEBM_BENCH_LOG")  # the server's output, for debugging a slow row
+    with app_server(ROOT, log=Path(log) if log else None) as url, sync_playwright() as p:
         # One browser context for every tab, like one user's browser: after the cold load its HTTP
         # cache holds Streamlit's chunks and plotly.js (served from static/, see iclebm/ui/canvas.py).
         browser = p.chromium.launch(executable_path=CHROMIUM,

@@ -91,6 +91,7 @@ function fitColorbars(Plotly, gd) {
   if (!ya || !ya.domain) return;
   const len = Math.min(COLORBAR_LEN, ya.domain[1] - ya.domain[0]);
   const y = (ya.domain[0] + ya.domain[1]) / 2;
+  gd._iclebmColorbar = { len: len, y: y };  // the next figure starts with it (presetColorbars)
   const off = (cb) => cb && cb.orientation !== "h" && Math.abs(cb.len - len) > 0.02;
   const heat = [], marker = [];
   (gd._fullData || []).forEach((t) => {
@@ -101,6 +102,19 @@ function fitColorbars(Plotly, gd) {
                                   heat);
   if (marker.length) Plotly.restyle(gd, { "marker.colorbar.len": len, "marker.colorbar.y": y,
                                           "marker.colorbar.yanchor": "middle" }, marker);
+}
+
+// A new figure for the same canvas (a click) comes with the figure's own colour bar length; fitting
+// it after Plotly.react is a second full redraw (restyle), so give it the length fitted last time
+// before drawing. fitColorbars still corrects it if the plot's domain changed.
+function presetColorbars(gd, data) {
+  const cb = gd._iclebmColorbar;
+  if (!cb) return;
+  const fit = (c) => Object.assign(c, { len: cb.len, y: cb.y, yanchor: "middle" });
+  data.forEach((t) => {
+    if (t.colorbar && t.colorbar.orientation !== "h") fit(t.colorbar);
+    if (t.marker && t.marker.colorbar && t.marker.colorbar.orientation !== "h") fit(t.marker.colorbar);
+  });
 }
 
 // A square plot (scaleanchor) in a column narrower than the figure is tall keeps its width and
@@ -175,10 +189,14 @@ export default function (component) {
     const config = Object.assign({ responsive: true, scrollZoom: false }, data.config || {});
     // The camera button saves a PNG; this one the same picture as SVG (a function, so it cannot
     // travel in CHART_CONFIG's JSON).
-    config.modeBarButtonsToAdd = [{ name: "toSVG", title: "Download plot as SVG",
+    // One button object per canvas: Plotly.react compares the config, and a new function each time
+    // counts as a changed config, which makes it redraw the whole plot (~2x a plain react here).
+    root._iclebmSvgButton = root._iclebmSvgButton || { name: "toSVG", title: "Download plot as SVG",
       icon: Plotly.Icons["camera-retro"],
-      click: (gd) => Plotly.downloadImage(gd, { format: "svg", filename: "iclebm" }) }];
+      click: (gd) => Plotly.downloadImage(gd, { format: "svg", filename: "iclebm" }) };
+    config.modeBarButtonsToAdd = [root._iclebmSvgButton];
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
+    presetColorbars(root, fig.data);
     return Plotly.react(root, fig).then(() => restoreFrames(Plotly, root, fig.frames)).then(() => {
       if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
         root._iclebmWatchesAnimation = true;

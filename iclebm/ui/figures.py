@@ -68,12 +68,15 @@ def _colorscale(kind: str) -> str:
     return "Viridis_r" if kind == "energy" else "Viridis"
 
 
+def square_axis(box: Box) -> dict:
+    """One axis of a box-shaped picture: the box's range, no grid, not zoomable."""
+    return {"range": list(box), "constrain": "domain", "showgrid": False, "zeroline": False, "fixedrange": True}
+
+
 def _square_axes(fig: go.Figure, box: Box, row: int | None = None, col: int | None = None) -> None:
     kw = {"row": row, "col": col} if row is not None else {}
-    fig.update_xaxes(range=list(box), constrain="domain", showgrid=False, zeroline=False,
-                     fixedrange=True, **kw)
-    fig.update_yaxes(range=list(box), constrain="domain", showgrid=False, zeroline=False,
-                     fixedrange=True, **kw)
+    fig.update_xaxes(**square_axis(box), **kw)
+    fig.update_yaxes(**square_axis(box), **kw)
 
 
 def arrow_segments(
@@ -139,8 +142,8 @@ def contour_path(xs: np.ndarray, z: np.ndarray, levels: np.ndarray) -> str:
         for line in gen.lines(float(level)):
             if len(line) < 2:
                 continue
-            coords = "L".join(f"{px:.3f},{py:.3f}" for px, py in line)
-            parts.append("M" + coords)
+            # one C-level format call per line instead of one f-string per vertex (~10x faster)
+            parts.append(("M%.3f,%.3f" + "L%.3f,%.3f" * (len(line) - 1)) % tuple(line.ravel().tolist()))
     return "".join(parts)
 
 
@@ -213,55 +216,57 @@ def landscape_figure(
     dotted contours on its own (coarser) grid."""
     z, label = heat_values(energy, log_density, kind, log)
     xs = np.asarray(xs, dtype=np.float32)
-    fig = go.Figure()
-    fig.add_trace(go.Heatmap(
-        x=xs, y=xs, z=z, colorscale=_colorscale(kind), name=label,
+    # Built as one list of traces, shapes and one layout dict: Plotly's update_* calls cost ~20 ms
+    # per figure, a third of a click's server time (the figure is redrawn on every click).
+    traces: list = [dict(
+        type="heatmap", x=xs, y=xs, z=z, colorscale=_colorscale(kind), name=label,
         colorbar={"title": {"text": label, "side": "right"}, "thickness": 12, "len": 0.9},
         hovertemplate="x=%{x:.2f}, y=%{y:.2f}<br>" + label + "=%{z:.3g}<extra></extra>",
-    ))
+    )]
+    shapes: list[dict] = []
     if contours:
         path = contour_path(xs, np.asarray(z, dtype=np.float64), contour_levels(np.asarray(z, np.float64)))
         if path:
-            fig.add_shape(type="path", path=path, xref="x", yref="y", layer="above", name="contours",
-                          line={"width": 0.8, "color": "rgba(255,255,255,0.5)"})
+            shapes.append({"type": "path", "path": path, "xref": "x", "yref": "y", "layer": "above",
+                           "name": "contours", "line": {"width": 0.8, "color": "rgba(255,255,255,0.5)"}})
     if true_log_density is not None:
-        tl = np.asarray(true_log_density, dtype=np.float64)
-        top = float(np.nanmax(tl))
-        fig.add_trace(go.Contour(
-            x=xs, y=xs, z=np.maximum(tl, top - 12.0).astype(np.float32), showscale=False,
-            contours={"coloring": "none", "start": top - 9.0, "end": top - 0.5, "size": 2.0},
-            line={"width": 1.6, "color": TRUE_COLOR, "dash": "dash"}, hoverinfo="skip", name="true density",
-        ))
+        traces.append(_level_set_trace(xs, true_log_density, TRUE_COLOR, "dash", "true density"))
     if bayes is not None:
-        bx, bl = np.asarray(bayes[0], dtype=np.float32), np.asarray(bayes[1], dtype=np.float64)
-        top = float(np.nanmax(bl))
-        fig.add_trace(go.Contour(
-            x=bx, y=bx, z=np.maximum(bl, top - 12.0).astype(np.float32), showscale=False,
-            contours={"coloring": "none", "start": top - 9.0, "end": top - 0.5, "size": 2.0},
-            line={"width": 1.6, "color": BAYES_COLOR, "dash": "dot"}, hoverinfo="skip", name="Bayes-optimal",
-        ))
+        traces.append(_level_set_trace(np.asarray(bayes[0], dtype=np.float32), bayes[1], BAYES_COLOR, "dot",
+                                       "Bayes-optimal"))
     if arrows is not None and arrows[0] is not None and len(arrows[0]):
         spacing = arrow_spacing or (box[1] - box[0]) / max(2, int(np.sqrt(len(arrows[0]))))
         path = arrow_path(arrows[0], arrows[1], spacing)
         if path:
-            fig.add_shape(type="path", path=path, xref="x", yref="y", layer="above", name="-grad E",
-                          line={"width": 1.1, "color": ARROW_COLOR})
+            shapes.append({"type": "path", "path": path, "xref": "x", "yref": "y", "layer": "above",
+                           "name": "-grad E", "line": {"width": 1.1, "color": ARROW_COLOR}})
     if samples is not None and len(samples):
         s = np.asarray(samples, dtype=np.float32).reshape(-1, 2)
-        fig.add_trace(go.Scatter(x=s[:, 0], y=s[:, 1], mode="markers", name="samples", showlegend=False,
+        traces.append(go.Scatter(x=s[:, 0], y=s[:, 1], mode="markers", name="samples", showlegend=False,
                                  marker={"size": 4, "color": PARTICLE_COLOR, "opacity": 0.8},
                                  hoverinfo="skip"))
     if points is not None and len(points):
-        fig.add_traces(context_traces(points, n_shown))
-    _square_axes(fig, box)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    fig.update_layout(
-        height=height, margin={"l": 40, "r": 10, "t": 36 if title else 10, "b": 30},
-        title={"text": title, "x": 0.01, "font": {"size": 14}} if title else None,
-        dragmode=False, hovermode="closest", plot_bgcolor="#111", uirevision="canvas",
-        showlegend=False,
+        traces += context_traces(points, n_shown)
+    axis = square_axis(box)
+    layout = {
+        "xaxis": axis, "yaxis": {**axis, "scaleanchor": "x", "scaleratio": 1}, "shapes": shapes,
+        "height": height, "margin": {"l": 40, "r": 10, "t": 36 if title else 10, "b": 30},
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}} if title else None,
+        "dragmode": False, "hovermode": "closest", "plot_bgcolor": "#111", "uirevision": "canvas",
+        "showlegend": False,
+    }
+    return go.Figure(data=traces, layout=layout)
+
+
+def _level_set_trace(xs: np.ndarray, log_density: np.ndarray, color: str, dash: str, name: str) -> go.Contour:
+    """Contour lines of a reference log density (true or Bayes) 0.5 ... 9 nats below its top."""
+    lp = np.asarray(log_density, dtype=np.float64)
+    top = float(np.nanmax(lp))
+    return go.Contour(
+        x=xs, y=xs, z=np.maximum(lp, top - 12.0).astype(np.float32), showscale=False,
+        contours={"coloring": "none", "start": top - 9.0, "end": top - 0.5, "size": 2.0},
+        line={"width": 1.6, "color": color, "dash": dash}, hoverinfo="skip", name=name,
     )
-    return fig
 
 
 def film_strip_figure(
