@@ -81,7 +81,8 @@ def test_bayesian_page_four_views(model: str, shipped_copy: Path, monkeypatch: p
     assert "Bayes gap (kde_scott)" in at.dataframe[0].value.columns
 
 
-def test_a_new_context_stops_the_stale_trajectory_job(shipped_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_context_stops_the_stale_trajectory_job(shipped_copy: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ICLEBM_CHECKPOINT_DIR", str(shipped_copy))
     monkeypatch.setenv("ICLEBM_CHECKPOINT", str(shipped_copy / "mog2d.safetensors"))
     at = AppTest.from_file(APP, default_timeout=240).run()

@@ -158,10 +158,13 @@ def test_trajectory_map_shapes(model: EnergyTransformer) -> None:
     grid = GridSpec((-6.0, 6.0), 10)
     ctx = _ctx(11, 1, 3)[0].numpy()
     seen: list[str] = []
+    fractions: list[float] = []
     tm = trajectory_map([ModelGrid(model), BayesGrid(PRIOR)], ctx, grid,
-                        progress=lambda f, name: seen.append(name))
+                        progress=lambda f, name: (seen.append(name), fractions.append(f)))
     assert tm.coords.shape == (2, 4, 2) and tm.log_density.shape == (2, 4, 10, 10) and tm.ns == [0, 1, 2, 3]
-    assert seen == ["model", "bayes", "embedding"]
+    # the model has a batched prefix path (one report); Bayes reports each n, so a progress bar moves
+    assert seen == ["model", "bayes"] + [f"bayes, n = {n}" for n in range(4)] + ["embedding"]
+    assert fractions == sorted(fractions) and 0.0 <= fractions[0] and fractions[-1] < 1.0
     # Bayes moves away from the prior as points arrive, and the map shows the move
     h = hellinger_matrix(tm.log_density[1].reshape(4, -1).astype(np.float64), grid.area)
     assert h[0, 3] > 0.1

@@ -212,7 +212,19 @@ export default function (component) {
     });
   }).catch((err) => {
     root.textContent = "Could not draw the canvas: " + err;
+    reportDrawn();  // the rest of the page still follows the click
   });
+
+  // The answer to a click is on screen (drawn, or unchanged: a refused click): say so once per new
+  // acknowledgement, so that Python runs the rest of the page now, not while the browser draws.
+  function reportDrawn() {
+    const ack = data.ack === undefined ? null : data.ack;
+    if (mem.drawnAck === undefined) mem.drawnAck = ack;  // a new page: nothing to report
+    else if (data.report_drawn && ack !== null && ack !== mem.drawnAck) {
+      mem.drawnAck = ack;
+      setTriggerValue("drawn", ack);
+    }
+  }
 
   function finish() {
     root._iclebmFigureId = data.figure_id;
@@ -228,6 +240,7 @@ export default function (component) {
     // canvas outside a fragment, batched with a click on a canvas inside one, would make
     // Streamlit drop one of the two ("multiple different fragmentIds in a single batch").
     if (!data.plotly_ready && data.clickable) setStateValue("ready", true);
+    reportDrawn();
     root.dataset.renderMs = (performance.now() - tArrive).toFixed(1);
     root.dataset.rendered = String(data.revision);
     // Click -> redraw latency, read by the browser test: the click stamps a time,
@@ -431,6 +444,7 @@ def plotly_canvas(
     on_click: Callable[[], None] | None = None,
     more_frames: bool = False,
     on_frames: Callable[[], None] | None = None,
+    on_drawn: Callable[[], None] | None = None,
 ) -> dict | None:
     """Render `fig`; return the last click as {"x", "y", "seq", "t"} in data coordinates, or None.
 
@@ -440,6 +454,8 @@ def plotly_canvas(
     `figure_id` lets the browser skip redrawing an unchanged figure.
     `more_frames`: the figure's animation frames are only the first ones; pressing its play button or
     slider runs `on_frames` (and reruns), which should send the figure again with all of them.
+    `on_drawn` runs (and reruns) once the browser has drawn the answer to a click, i.e. a render
+    whose click acknowledgement is new (`iclebm.ui.click_fragment`).
     """
     loader, canvas = _components()
     ready = _plotly_ready()
@@ -465,10 +481,12 @@ def plotly_canvas(
         "ack": st.session_state.get(_ack_key(key)),  # the browser forgets clicks up to this seq
         "config": CHART_CONFIG,
         "more_frames": bool(more_frames),
+        "report_drawn": on_drawn is not None,
     }
     result = canvas(key=key, data=data, height="content",  # the root sets its own (fitted) height
                      on_click_change=on_click or (lambda: None),
-                    on_ready_change=lambda: None, on_frames_change=on_frames or (lambda: None))
+                    on_ready_change=lambda: None, on_frames_change=on_frames or (lambda: None),
+                    on_drawn_change=on_drawn or (lambda: None))
     return _as_click(getattr(result, "click", None))
 
 

@@ -2,9 +2,12 @@
 
 A click used to rerun the whole page before the new picture could go out; the panels after the
 canvas (points table, film strip, charts, the share link) then competed with the browser's drawing
-for the two cores. In a fragment the click reruns only the canvas; its callback (`on_click`) marks
-that the rest of the page is stale, and the fragment asks for the full run once the new figure has
-gone out. That run finds the picture cached and its figure unchanged, which the browser skips.
+for the two cores. In a fragment the click reruns only the canvas. Its callback (`on_click`) marks
+the rest of the page stale; once the browser has drawn the answer to that click it says so (the
+canvas's "drawn" trigger, `on_drawn`), and that fragment run asks for the full run straight away,
+without drawing. So the page's other panels are computed after the picture is on screen, not
+while the browser draws it. That run finds the picture cached and its figure unchanged, which the
+browser skips.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import streamlit as st
 
 from iclebm.ui.guard import guarded
 
-_STALE = "_iclebm_page_stale_after_click"
+_STALE = "_iclebm_page_stale_after_click"  # "drawing": a click was applied; "drawn": on screen
+DRAWING, DRAWN = "drawing", "drawn"
 
 
 def page_run_started() -> None:
@@ -28,16 +32,23 @@ def on_click(apply: Callable[[], None]) -> Callable[[], None]:
 
     def callback() -> None:
         apply()
-        st.session_state[_STALE] = True
+        st.session_state[_STALE] = DRAWING
 
     return callback
 
 
+def on_drawn() -> None:
+    """The canvas's "drawn" callback: the browser has drawn its answer to the click(s)."""
+    if st.session_state.get(_STALE) == DRAWING:
+        st.session_state[_STALE] = DRAWN
+
+
 @st.fragment
 def canvas_fragment(draw: Callable[[], None], what: str) -> None:
-    """Run `draw` (which renders the canvas with `on_click(...)`) as a fragment; after a click, the
-    full page run follows."""
+    """Run `draw` (which renders the canvas with `on_click(...)` and `on_drawn`) as a fragment; once
+    the browser has drawn the answer to a click, the full page run follows."""
+    if st.session_state.get(_STALE) == DRAWN:
+        st.session_state.pop(_STALE)
+        st.rerun(scope="app")  # the full run draws this canvas too (unchanged: the browser skips it)
     with guarded(what):
         draw()
-    if st.session_state.pop(_STALE, False):
-        st.rerun(scope="app")

@@ -70,7 +70,8 @@ def _colorscale(kind: str) -> str:
 
 def square_axis(box: Box) -> dict:
     """One axis of a box-shaped picture: the box's range, no grid, not zoomable."""
-    return {"range": list(box), "constrain": "domain", "showgrid": False, "zeroline": False, "fixedrange": True}
+    return {"range": list(box), "constrain": "domain", "showgrid": False, "zeroline": False,
+            "fixedrange": True}
 
 
 def _square_axes(fig: go.Figure, box: Box, row: int | None = None, col: int | None = None) -> None:

@@ -215,7 +215,7 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
         true_log_density=true_lp, bayes=bayes, title=title, height=640,
     )
     plotly_canvas(fig, key=POINTS.canvas, height=640, clickable=True, revision=int(ss["pts_version"]),
-                  on_click=click_fragment.on_click(POINTS.on_canvas_click))
+                  on_click=click_fragment.on_click(POINTS.on_canvas_click), on_drawn=click_fragment.on_drawn)
     info = f"{n} context point{'s' if n != 1 else ''} (max {model.config.max_context})"
     info += POINTS.last_click_note()
     info += f" · landscape {res}×{res} computed in {land.seconds * 1000:.0f} ms"

@@ -221,7 +221,7 @@ def canvas_panel(rctx: AppContext) -> None:
         ss["_reg_frames_for"] = (rctx.model_key, key_pts)
 
     plotly_canvas(fig, key=POINTS.canvas, height=620, clickable=True, revision=int(ss["reg_pts_version"]),
-                  on_click=click_fragment.on_click(POINTS.on_canvas_click),
+                  on_click=click_fragment.on_click(POINTS.on_canvas_click), on_drawn=click_fragment.on_drawn,
                   more_frames=len(steps) < len(all_steps), on_frames=on_frames)
     thinking = ThinkingConfig.from_dict(model.card.get("thinking"))
     info = f"{len(pts)} pair{'s' if len(pts) != 1 else ''} (max {rctx.max_context})"
