@@ -176,6 +176,7 @@ def main() -> None:
 
     def measure(name: str, fn) -> None:  # type: ignore[no-untyped-def]
         """One row; a failure is printed in the table instead of ending the run."""
+        print(f"measuring: {name} ...", file=sys.stderr, flush=True)
         try:
             rows[name] = fn()
         except Exception as e:  # noqa: BLE001 - reported, and the other rows still run

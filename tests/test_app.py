@@ -194,7 +194,8 @@ def test_langevin_and_icl_panels(ckpt_dir: Path) -> None:
     at.button(key="lv_run").click().run()
     _ok(at)
     assert at.session_state["lv_result"]["traj"].positions.shape[1] == 20
-    assert "within 3σ" in " ".join(str(m.value) for m in at.markdown)
+    (report,) = [m for m in at.markdown if "within 3σ" in str(m.value)]
+    assert "Mean true log p:" in report.proto.help  # the report line's numbers are explained
     assert not _download(at, "lv_gif").proto.disabled  # the run's GIF, offered in the run that made it
     assert not _download(at, "lv_mp4").proto.disabled  # the dev install has the MP4 encoder
     lv = at.session_state["lv_result"]

@@ -144,6 +144,22 @@ def test_an_uploaded_model_says_it_cannot_travel_in_a_link(models_dir: Path) -> 
     assert not any("cannot carry" in str(w.value) for w in at.sidebar.warning)
 
 
+def test_a_model_without_a_bayes_predictive_says_so_in_one_line(models_dir: Path) -> None:
+    """A prior the Bayes predictive cannot take (elongated components, mean_std over a range): the
+    overlay and the ICL chart say why in one line each; no exception reaches the page."""
+    model = load_checkpoint(models_dir / "mog2d.safetensors")
+    card = {**model.card, "task": {**model.card["task"], "mean_std": [2.0, 4.0], "aspect_ratio": [1.0, 3.0],
+                                   "rotation": "uniform"}}
+    at = _at("density")
+    at.file_uploader(key="upload").set_value(("ranged.safetensors", checkpoint_bytes(model, card),
+                                              "application/octet-stream")).run()
+    at.toggle(key="show_bayes").set_value(True).run()
+    _ok(at)
+    captions = " ".join(str(c.value) for c in at.caption)
+    assert "Bayes-optimal overlay: not available for this model: " in captions and "mean_std" in captions
+    assert not at.exception and not at.error
+
+
 def test_link_warnings_stay_until_the_user_acts(models_dir: Path) -> None:
     at = _at("density", {"pts": "1,2;oops", "view": "weird"})
     for _ in range(2):  # reruns (the canvas's first draw triggers one in the browser) keep them
@@ -154,7 +170,7 @@ def test_link_warnings_stay_until_the_user_acts(models_dir: Path) -> None:
     assert not any("view='weird'" in str(w.value) for w in at.warning)
 
 
-def test_the_last_click_caption_goes_with_clear_and_draw(models_dir: Path) -> None:
+def test_the_last_click_caption_goes_with_clear_draw_and_probes(models_dir: Path) -> None:
     at = _at("density")
     at.session_state["points"] = [(1.0, 1.0)]
     at.session_state["last_added"] = (1.0, 1.0)  # as a click leaves it
@@ -164,4 +180,8 @@ def test_the_last_click_caption_goes_with_clear_and_draw(models_dir: Path) -> No
     assert "last click added" not in " ".join(str(c.value) for c in at.caption)
     at.session_state["last_added"] = (1.0, 1.0)
     at.button(key="mix_draw").click().run()
+    assert "last click added" not in " ".join(str(c.value) for c in at.caption)
+    at.session_state["last_added"] = (1.0, 1.0)
+    at.button(key="probe_load").click().run()  # a probe shape replaces the context too
+    assert len(at.session_state["points"]) > 1
     assert "last click added" not in " ".join(str(c.value) for c in at.caption)

@@ -16,7 +16,7 @@ CHARTS = 6  # order maps, martingale maps and steps, Bayes-gap bands, trajectory
 
 def test_bayesian_page_at_1280(browser, app_url: str) -> None:  # type: ignore[no-untyped-def]
     pg = browser.new_page(viewport={"width": 1280, "height": 3600})  # tall: the whole page in one shot
-    errors = watch(pg, console=False)
+    errors = watch(pg)  # page errors and console errors
     pg.goto(f"{app_url}/bayesian?pts={encode_points(POINTS)}")
     pg.wait_for_function(f"() => document.querySelectorAll('.iclebm-canvas').length >= {CHARTS}",
                          timeout=240_000)

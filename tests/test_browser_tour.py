@@ -15,7 +15,8 @@ import pytest
 from browser_helpers import ARTIFACTS, ROOT, nav_link, settle, watch
 
 VIEWPORT = {"width": 1280, "height": 800}
-PAGES = {"Density": "", "Inside": "/inside", "Regression": "/regression", "Train": "/train"}
+PAGES = {"Density": "", "Inside": "/inside", "Regression": "/regression", "Train": "/train",
+         "Bayesian?": "/bayesian"}
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

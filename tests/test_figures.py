@@ -62,6 +62,36 @@ def test_landscape_figure_layers_follow_the_toggles() -> None:
     assert _names(bare) == ["E(x | context)"]
 
 
+def _same_json(spec: P.FigureSpec) -> None:
+    """What the canvas sends for a spec (unvalidated) is what the validated go.Figure serialises to."""
+    import json
+
+    sent, validated = json.loads(spec.to_json()), json.loads(spec.figure().to_json())
+    assert sent.keys() == validated.keys()
+    assert sent["layout"] == validated["layout"]  # the template, colour scales as go.Figure expands them
+    assert len(sent["data"]) == len(validated["data"])
+    for a, b in zip(sent["data"], validated["data"], strict=True):
+        assert a == b, a.get("name")
+    assert sent.get("frames") == validated.get("frames")
+
+
+def test_landscape_spec_sends_what_the_validated_figure_would() -> None:
+    """The click path skips go.Figure's validation; every layer must still be a valid figure that
+    serialises the same (typed arrays, the default template, plotly.py's colour scale stops)."""
+    e, lp = _grids()
+    pts = np.array([[0.0, 0.0], [1.0, 2.0], [-3.0, 4.0]])
+    xy = np.stack(np.meshgrid(XS[::4], XS[::4]), -1).reshape(-1, 2)
+    for kind in ("energy", "density"):
+        _same_json(P.landscape_spec(XS, e, lp, BOX, kind=kind, log=kind == "density", arrows=(xy, -xy),
+                                    points=pts, n_shown=2, true_log_density=lp, bayes=(XS[::2], lp[::2, ::2]),
+                                    samples=pts, title="t"))
+    _same_json(P.landscape_spec(XS, e, lp, BOX, contours=False))
+    z = P.typed_array(np.arange(6, dtype=np.float32).reshape(2, 3))
+    assert z["dtype"] == "f4" and z["shape"] == "2, 3"
+    with pytest.raises(TypeError):
+        P.typed_array(np.arange(3))
+
+
 def test_contour_path_traces_the_level_sets() -> None:
     """Circles: z = x² + y² has the level r² at radius r; every vertex of the path lies on its circle."""
     xs = np.linspace(-5, 5, 81)
@@ -261,3 +291,16 @@ def test_regression_charts_are_compact_with_human_names_and_a_short_title() -> N
     think = thinking_curve_figure({"steps": [0, 1, 5], "mse": {"4": [1.5, 1.2, 1.0], "16": [1.0, 0.6, 0.3]}})
     assert len(think.layout.title.text) <= 20 and "thinking steps" in think.layout.title.subtitle.text
     assert think.data[0].line.color != think.data[1].line.color
+
+
+def test_regression_spec_sends_what_the_validated_figure_would() -> None:
+    from iclebm.ui.regression_figures import regression_spec
+
+    xs = np.linspace(-10, 10, 16)
+    z = np.random.default_rng(0).normal(size=(16, 16))
+    curves = np.stack([0 * xs, 0.5 * xs, xs])
+    pts = np.array([[1.0, 0.5], [2.0, 1.0]])
+    for kind in ("energy", "density"):
+        _same_json(regression_spec(xs, z, "z", kind, (-10.0, 10.0), [0, 5, 10], curves, 5, points=pts, ols=xs,
+                                   bayes=(0.4 * xs, np.ones(16)), truth=(0.5 * xs).astype(np.float32),
+                                   slider_steps=[0, 5, 10, 20]))

@@ -78,13 +78,14 @@ def _grid_query(box: Box, resolution: int, model: EnergyTransformer) -> tuple[to
 # (GELU, LayerNorm) do not stream 10 MB arrays; 100x100 grids take ~160 instead of ~190 ms on one
 # core here. Queries are independent tokens, so the split changes no value.
 QUERY_CHUNK = 2500
-# Passes may run on QUERY_THREADS threads (torch ops release the GIL); each pass is computed as it
-# would be alone, so the result equals the one-thread result exactly. Off by default: alone on the
-# 2-core machine a 100x100 landscape took ~195 -> ~130 ms on two threads, but in the app the other
-# core is busy (the browser, the page's follow-up run), and a Density click got slower (median 492 ->
-# 816 ms, Regression 965 -> 1199 ms; benchmarks/browser_bench.py, one A/B run each). Set
-# ICLEBM_QUERY_THREADS=N on a machine with cores to spare.
-QUERY_THREADS = max(1, int(os.environ.get("ICLEBM_QUERY_THREADS", "1")))
+# Passes run on QUERY_THREADS threads (torch ops release the GIL); each pass is computed as it would
+# be alone, so the result equals the one-thread result exactly (tests/test_landscape.py). Two by
+# default: since a click redraws only the canvas first (iclebm/ui/click_fragment.py) the other core
+# is free while the landscape is computed, and clicks got faster on the 2-core machine (A/B of
+# benchmarks/browser_bench.py, two runs each, 2026-12-02: Density 231/229 -> 212/219 ms, Regression
+# 444/451 -> 367/361 ms). (Before that change the other core was busy and two threads were slower.)
+# ICLEBM_QUERY_THREADS=N sets another number.
+QUERY_THREADS = max(1, int(os.environ.get("ICLEBM_QUERY_THREADS", str(min(2, os.cpu_count() or 1)))))
 _pool: ThreadPoolExecutor | None = None
 
 

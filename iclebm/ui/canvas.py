@@ -32,6 +32,7 @@ from typing import Any
 
 import plotly
 import plotly.graph_objects as go
+import plotly.io as pio
 import streamlit as st
 
 from iclebm.ui.figures import CHART_CONFIG
@@ -137,6 +138,14 @@ function fitHeight(Plotly, gd, root, requested) {
     want = Math.min(requested, fl.height + spareX * (ya._length / xa._length));
   want = Math.round(want);
   if (Math.abs(want - fl.height) <= 2) return undefined;
+  // The plot's width can depend on the height (a colour bar's or the legend's margin grows with it),
+  // so a fit can undo itself: 517 px left 7 px of height spare, 510 px 7 px of width, and the two
+  // relayouts alternated forever in promise callbacks, freezing the tab (a Regression context of two
+  // points). A height already tried for this figure at this width is not tried again.
+  const tried = (root._iclebmFitTried = root._iclebmFitTried || new Set());
+  const key = Math.round(fl.width) + "x" + want;
+  if (tried.has(key)) return undefined;
+  tried.add(key);
   root._iclebmFit = { requested: requested, height: want };  // the next redraw starts at this height
   root.style.height = want + "px";
   return Plotly.relayout(gd, { height: want });
@@ -197,6 +206,7 @@ export default function (component) {
     config.modeBarButtonsToAdd = [root._iclebmSvgButton];
     const fig = { data: spec.data || [], layout: layout, frames: spec.frames || [], config: config };
     presetColorbars(root, fig.data);
+    root._iclebmFitTried = new Set();  // a new figure may fit any height again (fitHeight)
     return Plotly.react(root, fig).then(() => restoreFrames(Plotly, root, fig.frames)).then(() => {
       if (!root._iclebmWatchesAnimation) {  // once per graph div: react keeps its listeners
         root._iclebmWatchesAnimation = true;
@@ -401,9 +411,10 @@ def _components() -> tuple[Callable[..., Any], Callable[..., Any]]:
     return loader, canvas
 
 
-def figure_payload(fig: go.Figure) -> str:
-    """The figure as JSON text (numpy arrays travel as compact base64 typed arrays)."""
-    return fig.to_json(validate=False)
+def figure_payload(fig: go.Figure | dict) -> str:
+    """The figure as JSON text (numpy arrays travel as compact base64 typed arrays). A plain dict (a
+    `FigureSpec` from `iclebm.ui.figures`) goes as it is, unvalidated."""
+    return pio.to_json(fig, validate=False) if isinstance(fig, dict) else fig.to_json(validate=False)
 
 
 _fragment = threading.local()  # each session's script runs in a thread of its own
@@ -434,7 +445,7 @@ def _plotly_ready() -> bool:
 
 
 def plotly_canvas(
-    fig: go.Figure | str,
+    fig: go.Figure | dict | str,
     *,
     key: str,
     height: int = 600,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -10,12 +11,13 @@ import plotly.graph_objects as go
 from iclebm.grid import Box
 from iclebm.ui.curve_figures import curve_chart
 from iclebm.ui.figures import (
+    FigureSpec,
     _colorscale,
-    _square_axes,
     animation_controls,
     colormap,
-    context_traces,
-    image_figure,
+    context_dicts,
+    image_layer,
+    square_axis,
 )
 
 CURVE_COLOR = "#ffd400"
@@ -24,14 +26,15 @@ BAYES_COLOR = "#ff80ab"
 TRUE_COLOR = "rgba(255,255,255,0.9)"
 
 
-def regression_figure(
+def regression_spec(
     xs: np.ndarray, z: np.ndarray, label: str, kind: str, box: Box, steps: Sequence[int], curves: np.ndarray,
     k: int, *, points: np.ndarray | None = None, ols: np.ndarray | None = None,
     bayes: tuple[np.ndarray, np.ndarray] | None = None, truth: np.ndarray | None = None,
     frame_ms: int = 90, height: int = 600, slider_steps: Sequence[int] | None = None,
-) -> go.Figure:
+) -> FigureSpec:
     """The (x, y) canvas: per-column p(y | x, D) (or E) as a background image, y_hat(x) after k
-    thinking steps (frames animate k in the browser), OLS line, Bayes mean +- 2 sd, true f(x).
+    thinking steps (frames animate k in the browser), OLS line, Bayes mean +- 2 sd, true f(x); as a
+    `FigureSpec` (`regression_figure` makes the go.Figure).
 
     z: (R_y, R_x). slider_steps: the slider's steps (default `steps`); when the curves cover only
     the first of them, the canvas fetches the rest when the animation is asked for. The heatmap is
@@ -39,41 +42,50 @@ def regression_figure(
     per frame."""
     xs = np.asarray(xs, dtype=np.float64)
     rgb = colormap(np.asarray(z, dtype=np.float32), _colorscale(kind))
-    fig = image_figure(rgb, z, label, kind, box)
+    image, bar = image_layer(rgb, z, label, kind, box)
+    # Plain dicts, not graph objects: add_trace / update_* calls and go.Figure's validation cost
+    # ~45 ms per figure, which is redrawn on every click.
+    traces: list = [bar]
     if bayes is not None:
         mean, sd = bayes
-        fig.add_trace(go.Scatter(x=np.r_[xs, xs[::-1]], y=np.r_[mean + 2 * sd, (mean - 2 * sd)[::-1]],
-                                 fill="toself", fillcolor="rgba(255,128,171,0.15)", line={"width": 0},
-                                 hoverinfo="skip", name="Bayes ±2σ", showlegend=True))
-        fig.add_trace(go.Scatter(x=xs, y=mean, mode="lines", name="Bayes mean",
-                                 line={"color": BAYES_COLOR, "width": 1.8, "dash": "dash"}))
+        traces.append({"type": "scatter", "x": np.r_[xs, xs[::-1]],
+                       "y": np.r_[mean + 2 * sd, (mean - 2 * sd)[::-1]], "fill": "toself",
+                       "fillcolor": "rgba(255,128,171,0.15)", "line": {"width": 0}, "hoverinfo": "skip",
+                       "name": "Bayes ±2σ", "showlegend": True})
+        traces.append(_line(xs, mean, "Bayes mean", {"color": BAYES_COLOR, "width": 1.8, "dash": "dash"}))
     if ols is not None:
-        fig.add_trace(go.Scatter(x=xs, y=ols, mode="lines", name="OLS",
-                                 line={"color": OLS_COLOR, "width": 1.6, "dash": "dot"}))
+        traces.append(_line(xs, ols, "OLS", {"color": OLS_COLOR, "width": 1.6, "dash": "dot"}))
     if truth is not None:
-        fig.add_trace(go.Scatter(x=xs, y=truth, mode="lines", name="true f(x)",
-                                 line={"color": TRUE_COLOR, "width": 1.2, "dash": "longdash"}))
+        traces.append(_line(xs, truth, "true f(x)", {"color": TRUE_COLOR, "width": 1.2, "dash": "longdash"}))
     steps = [int(s) for s in steps]
     i0 = max((i for i, s in enumerate(steps) if s <= k), default=0)
-    fig.add_trace(go.Scatter(x=xs, y=curves[i0], mode="lines", name="ŷ(x) (thinking)",
-                             line={"color": CURVE_COLOR, "width": 3}))
-    curve_idx = len(fig.data) - 1
+    traces.append(_line(xs, curves[i0], "ŷ(x) (thinking)", {"color": CURVE_COLOR, "width": 3}))
+    curve_idx = len(traces) - 1
     if points is not None and len(points):  # above the curve, the newest ringed
-        fig.add_traces(context_traces(points))
-    fig.frames = [go.Frame(data=[go.Scatter(x=xs, y=curves[i])], traces=[curve_idx], name=str(s))
-                  for i, s in enumerate(steps)]
-    _square_axes(fig, box)
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
-    fig.update_layout(
-        height=height, dragmode=False, hovermode="closest", plot_bgcolor="#111",
-        margin={"l": 40, "r": 10, "t": 40, "b": 70}, uirevision="reg-canvas",
+        traces += context_dicts(points)
+    frames = [{"data": [{"type": "scatter", "x": xs, "y": curves[i]}], "traces": [curve_idx], "name": str(s)}
+              for i, s in enumerate(steps)]
+    axis = square_axis(box)
+    layout = {
+        "images": [image], "xaxis": axis, "yaxis": {**axis, "scaleanchor": "x", "scaleratio": 1},
+        "height": height, "dragmode": False, "hovermode": "closest", "plot_bgcolor": "#111",
+        "margin": {"l": 40, "r": 10, "t": 40, "b": 70}, "uirevision": "reg-canvas",
         # dark like the plot, so the white "true f(x)" swatch shows
-        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right",
-                "font": {"size": 11, "color": "#eeeeee"}, "bgcolor": "#111111"},
+        "legend": {"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1.0, "xanchor": "right",
+                   "font": {"size": 11, "color": "#eeeeee"}, "bgcolor": "#111111"},
         **animation_controls(steps if slider_steps is None else [int(s) for s in slider_steps], "▶ think",
                              "thinking steps k = ", active=i0, frame_ms=frame_ms),
-    )
-    return fig
+    }
+    return FigureSpec(traces, layout, frames)
+
+
+def regression_figure(*args: Any, **kwargs: Any) -> go.Figure:
+    """`regression_spec` (same arguments) as a go.Figure."""
+    return regression_spec(*args, **kwargs).figure()
+
+
+def _line(x: np.ndarray, y: np.ndarray, name: str, line: dict) -> dict:
+    return {"type": "scatter", "x": x, "y": y, "mode": "lines", "name": name, "line": line}
 
 
 def method_curves_figure(ns: Sequence[int], values: dict, metric: str, title: str) -> go.Figure:

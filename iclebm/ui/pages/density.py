@@ -208,7 +208,7 @@ def canvas_panel(model: EnergyTransformer, model_key: str, box: tuple[float, flo
     true_lp = true_density_grid(box, res) if ss.get("show_true", True) else None
     bayes = bayes_overlay(model, shown, box) if ss.get("show_bayes") else None
     title = f"{'E' if ss['view'] == 'energy' else 'p'}(x | {n_shown} of {n} points)"
-    fig = P.landscape_figure(
+    fig = P.landscape_spec(
         land.xs, land.energy, land.log_density, box, kind=ss["view"], log=bool(ss["log_scale"]),
         contours=bool(ss["contours"]), arrows=(land.arrow_xy, land.arrow_uv) if ss["arrows"] else None,
         points=np.asarray(pts, dtype=np.float64).reshape(-1, 2) if pts else None, n_shown=n_shown,

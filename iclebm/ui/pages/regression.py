@@ -38,7 +38,7 @@ from iclebm.ui.models import AppContext
 from iclebm.ui.page_state import Table
 from iclebm.ui.page_tables import MAX_STEPS, REG_VIEWS
 from iclebm.ui.point_editor import PointEditor
-from iclebm.ui.regression_figures import method_curves_figure, regression_figure, thinking_curve_figure
+from iclebm.ui.regression_figures import method_curves_figure, regression_spec, thinking_curve_figure
 
 PAGE = "regression"
 FEED_TICK_S = 0.8
@@ -213,7 +213,7 @@ def canvas_panel(rctx: AppContext) -> None:
         task, _ = draw_task(_task_prior_card(task_card, t["family"]), t["seed"], 0, box)
         truth = task.mean(xs).numpy()
     all_steps = curve_frames(MAX_STEPS)
-    fig = regression_figure(xs, z, label, kind, box, steps, curves, int(ss["reg_k"]),
+    fig = regression_spec(xs, z, label, kind, box, steps, curves, int(ss["reg_k"]),
                             points=arr if pts else None, ols=ols, bayes=bayes, truth=truth,
                             slider_steps=all_steps)
 
