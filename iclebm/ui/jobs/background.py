@@ -28,22 +28,49 @@ class JobStatus:
     cancelled: bool = False
 
 
-class BackgroundJob:
+class ThreadJob:
+    """Work in a daemon thread that shares its state with the page under a lock: `stop()` raises a
+    flag the work checks, `running` and `join()` follow the thread. Subclasses set their state, then
+    `_start(...)` runs `self._run(...)` in the thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _start(self, *args: Any, **kwargs: Any) -> None:
+        self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, daemon=True)
+        self._thread.start()
+
+    def _run(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+class BackgroundJob(ThreadJob):
     """`fn(progress)` in a daemon thread; `key` says which inputs it was started for."""
 
     def __init__(self, key: Hashable, fn: Callable[[Callable[[float, str], None]], Any]) -> None:
+        super().__init__()
         self.key = key
         self._fn = fn
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._fraction, self._label = 0.0, "starting"
         self._result: Any = None
         self._error: str | None = None
         self._cancelled = False
         self._t0 = time.perf_counter()
         self._seconds: float | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._start()
 
     def _progress(self, fraction: float, label: str) -> None:
         if self._stop.is_set():
@@ -66,16 +93,6 @@ class BackgroundJob:
         finally:
             with self._lock:
                 self._seconds = time.perf_counter() - self._t0
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def status(self) -> JobStatus:
         with self._lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import replace
 
 import numpy as np
@@ -10,21 +9,19 @@ import numpy as np
 from iclebm.grid import Box
 from iclebm.models.energy import EnergyTransformer
 from iclebm.probes.ctx2weights import FineTuneConfig, FineTuneResult, fine_tune
+from iclebm.ui.jobs.background import ThreadJob
 
 
-class FineTuneJob:
+class FineTuneJob(ThreadJob):
     """`fine_tune` in a daemon thread. `poll()` returns a consistent copy of the progress; `stop()`
     cancels after the current step. The thread never touches Streamlit."""
 
     def __init__(self, model: EnergyTransformer, points: np.ndarray | list, config: FineTuneConfig, box: Box,
                  **kwargs) -> None:
+        super().__init__()
         self.config = config
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._result = FineTuneResult()
-        args = (model, np.asarray(points, dtype=np.float64).copy(), config, box)
-        self._thread = threading.Thread(target=self._run, args=args, kwargs=kwargs, daemon=True)
-        self._thread.start()
+        self._start(model, np.asarray(points, dtype=np.float64).copy(), config, box, **kwargs)
 
     def _run(self, *args, **kwargs) -> None:
         def on_progress(partial: FineTuneResult) -> None:
@@ -40,16 +37,6 @@ class FineTuneJob:
             return
         with self._lock:
             self._result = result
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
 
     def poll(self) -> FineTuneResult:
         with self._lock:
