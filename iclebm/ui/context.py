@@ -13,7 +13,8 @@ import numpy as np
 import streamlit as st
 
 from iclebm.tasks import GaussianMixture
-from iclebm.ui import compute
+from iclebm.ui import compute, share
+from iclebm.ui.page_state import Table
 from iclebm.ui.point_editor import PointEditor
 from iclebm.ui.state import cap_context
 
@@ -40,6 +41,16 @@ def points() -> list[tuple[float, float]]:
 def set_points(pts: list, note: str | None = None, level: str = "info") -> None:
     """Replace the context; bumps the version that keys the table and canvas revision."""
     POINTS.set_points(pts, note, level)
+
+
+def restore_link(table: Table) -> None:
+    """The first time a page that reads the Density page's context runs in a session: its state from
+    the URL (defaults where it is silent), the link's points becoming the shared context."""
+    values = share.restore_once(table)
+    if values is None:
+        return
+    share.apply(table, values, skip=("points",))
+    set_points(values["points"])
 
 
 def context_for_model(max_context: int) -> list:

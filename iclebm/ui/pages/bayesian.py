@@ -35,7 +35,7 @@ from iclebm.ui import bayesian_figures as F
 from iclebm.ui import page_tables as T
 from iclebm.ui import share
 from iclebm.ui.canvas import chart
-from iclebm.ui.context import context_for_model, current_mixture, set_points
+from iclebm.ui.context import context_for_model, current_mixture, restore_link
 from iclebm.ui.curve_figures import display_name, line_style
 from iclebm.ui.guard import guarded, show_flash
 from iclebm.ui.jobs.background import BackgroundJob
@@ -99,14 +99,6 @@ def init_state(table: Table) -> None:
     for p in table.props:
         if p.name not in ("points", "mixture"):  # the context's own (iclebm.ui.context)
             ss.setdefault(p.name, p.default)
-
-
-def restore_link(table: Table) -> None:
-    values = share.restore_once(table)
-    if values is None:
-        return
-    share.apply(table, values, skip=("points",))
-    set_points(values["points"])
 
 
 def page_values() -> dict:

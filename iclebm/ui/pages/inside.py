@@ -26,7 +26,7 @@ from iclebm.ui import inside_figures as F
 from iclebm.ui import page_tables as T
 from iclebm.ui import state as S
 from iclebm.ui.canvas import chart, fragment_body, new_clicks, plotly_canvas
-from iclebm.ui.context import context_for_model, current_mixture, set_points
+from iclebm.ui.context import context_for_model, current_mixture, restore_link
 from iclebm.ui.guard import flash, guarded, show_flash
 from iclebm.ui.jobs.finetune import FineTuneJob
 from iclebm.ui.models import AppContext
@@ -103,15 +103,6 @@ def _default_query(pts: list) -> tuple[float, float]:
         return (0.0, 0.0)
     c = np.asarray(pts, dtype=np.float64).mean(0)
     return (round(float(c[0]), 3), round(float(c[1]), 3))
-
-
-def restore_link(table: Table) -> None:
-    """The first time the page runs in a session: its state from the URL (defaults where it is silent)."""
-    values = share.restore_once(table)
-    if values is None:
-        return
-    share.apply(table, values, skip=("points",))
-    set_points(values["points"])
 
 
 def _mode() -> str:
