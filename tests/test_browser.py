@@ -464,6 +464,9 @@ def test_regression_click_adds_a_pair_and_redraws_the_curve(page, app_url: str) 
     before = _curve_signature(pg)
     for i, (x, y) in enumerate([(2.0, 3.0), (-4.0, -1.5), (5.0, 4.0)]):
         _click(pg, x, y)
+        # the address bar holds the new context as soon as the picture does (the canvas's own run
+        # publishes the link), not only after the rest of the page has run
+        assert len(parse_qs(urlparse(pg.url).query)["pts"][0].split(";")) == i + 1
         wait_idle(pg)
         pg.wait_for_function("n => { const m = document.body.innerText.match(/(\\d+) pairs? \\(max/);"
                              " return m && +m[1] === n; }", arg=i + 1, timeout=30_000)

@@ -44,11 +44,16 @@ def on_drawn() -> None:
 
 
 @st.fragment
-def canvas_fragment(draw: Callable[[], None], what: str) -> None:
+def canvas_fragment(draw: Callable[[], None], what: str, publish: Callable[[], None] | None = None) -> None:
     """Run `draw` (which renders the canvas with `on_click(...)` and `on_drawn`) as a fragment; once
-    the browser has drawn the answer to a click, the full page run follows."""
+    the browser has drawn the answer to a click, the full page run follows. `publish` (the page's
+    share link) runs first, so the address bar holds the clicked context with the new picture, not
+    only after the full run."""
     if st.session_state.get(_STALE) == DRAWN:
         st.session_state.pop(_STALE)
         st.rerun(scope="app")  # the full run draws this canvas too (unchanged: the browser skips it)
+    if publish is not None:
+        with guarded("Share link"):
+            publish()
     with guarded(what):
         draw()

@@ -86,7 +86,8 @@ def render(ctx: AppContext) -> None:
         share.show_link_warnings(PAGE)
         show_flash()
         click_fragment.page_run_started()
-        click_fragment.canvas_fragment(lambda: canvas_panel(model, model_key, box), "Drawing the landscape")
+        click_fragment.canvas_fragment(lambda: canvas_panel(model, model_key, box), "Drawing the landscape",
+                                       publish=lambda: publish_link(table))
     with side_col:
         with guarded("Context"):
             context_panel(box, max_context)

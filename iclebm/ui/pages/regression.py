@@ -81,7 +81,8 @@ def render(ctx: AppContext) -> None:
         share.show_link_warnings(PAGE)
         show_flash()
         click_fragment.page_run_started()
-        click_fragment.canvas_fragment(lambda: canvas_panel(rctx), "Drawing the regression canvas")
+        click_fragment.canvas_fragment(lambda: canvas_panel(rctx), "Drawing the regression canvas",
+                                       publish=lambda: share.publish(table, share.session_values(table)))
     with side_col:
         with guarded("Context"):
             context_panel(box, cap)
