@@ -598,7 +598,8 @@ class TrainerPool:
                         q.close()
                         q.cancel_join_thread()
                     with self._lock:
-                        self._ending.remove(item)
+                        if item in self._ending:  # another reaper (thread or caller) may have taken it
+                            self._ending.remove(item)
             with self._lock:
                 left = len(self._ending)
             if not wait or left == 0:
